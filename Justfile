@@ -1,0 +1,39 @@
+# kvirt task runner. `just --list` shows every recipe.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := "/usr/local/go/bin:" + env_var('HOME') + "/go/bin:" + env_var('PATH')
+images_dir := justfile_directory() / "build/images"
+
+# Show the recipes.
+default:
+    @just --list
+
+# Build every command into build/bin/.
+build:
+    mkdir -p build/bin
+    go build -o build/bin/ ./cmd/...
+
+# Guest kernel, initramfs and test guest into build/images/ (cached by content hash).
+images:
+    bash images/build.sh
+
+# Boot kvirt's guest locally on our VMM with the console on this terminal; exits 0 when the guest powers off.
+demo: images build
+    bash images/demo.sh
+
+# gofmt, go vet and staticcheck (pinned in go.mod as a tool).
+lint:
+    @bad=$(gofmt -l $(git ls-files '*.go')); if [ -n "$bad" ]; then echo "gofmt needed on:"; echo "$bad"; exit 1; fi
+    go vet ./...
+    go tool staticcheck ./...
+
+# Unit and KVM tests with the race detector (KVM tests boot real guests from build/images/).
+unit:
+    KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 30m ./...
+
+# Everything CI runs.
+test: lint images unit
+
+# Short fuzzing of every fuzz target (FUZZTIME per target, default 10s).
+fuzz fuzztime="10s":
+    bash .ci/fuzz.sh {{fuzztime}}
