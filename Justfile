@@ -4,6 +4,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export PATH := "/usr/local/go/bin:" + env_var('HOME') + "/go/bin:" + env_var('PATH')
 images_dir := justfile_directory() / "build/images"
 
+# Each area keeps its own recipes next to its code.
+import 'images/images.just'
+import 'api/api.just'
+import 'vmm/vmm.just'
+import 'tests/tests.just'
+
 # Show the recipes.
 default:
     @just --list
@@ -12,10 +18,6 @@ default:
 build:
     mkdir -p build/bin
     go build -o build/bin/ ./cmd/...
-
-# Guest kernel, initramfs and test guest into build/images/ (cached by content hash).
-images:
-    bash images/build.sh
 
 # Boot kvirt's guest locally on our VMM with the console on this terminal; exits 0 when the guest powers off.
 demo: images build
