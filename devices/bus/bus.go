@@ -1,0 +1,137 @@
+// Package bus routes guest I/O-port and MMIO accesses to device models.
+//
+// A Bus maps non-overlapping address ranges to Devices. Accesses to addresses no device claims are
+// tolerated: reads return all-ones, writes are dropped, and each such address is logged once.
+package bus
+
+import (
+	"fmt"
+	"log"
+	"sort"
+	"sync"
+)
+
+// Device is a device model reachable through a bus range. offset is relative to the range's base;
+// len(data) is 1, 2, 4 or 8. Implementations must never panic on guest input.
+type Device interface {
+	Read(offset uint64, data []byte)
+	Write(offset uint64, data []byte)
+}
+
+type entry struct {
+	base, size uint64
+	dev        Device
+}
+
+// Bus is an address space (I/O ports or MMIO). It is safe for concurrent use by several vCPUs; devices
+// must do their own locking.
+type Bus struct {
+	name string
+
+	mu      sync.RWMutex
+	entries []entry // sorted by base, non-overlapping
+
+	logMu  sync.Mutex
+	logged map[uint64]bool
+	// Logf receives the one-time "unhandled access" messages; nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// New returns an empty bus; name ("pio", "mmio") prefixes its log messages.
+func New(name string) *Bus { return &Bus{name: name, logged: map[uint64]bool{}} }
+
+// Insert maps [base, base+size) to d. Overlapping an existing range, or an empty/wrapping range, is an error.
+func (b *Bus) Insert(base, size uint64, d Device) error {
+	if size == 0 || base+size < base {
+		return fmt.Errorf("%s bus: invalid range base %#x size %#x", b.name, base, size)
+	}
+	if d == nil {
+		return fmt.Errorf("%s bus: nil device at %#x", b.name, base)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := sort.Search(len(b.entries), func(i int) bool { return b.entries[i].base >= base })
+	if i > 0 {
+		p := b.entries[i-1]
+		if p.base+p.size > base {
+			return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, p.base, p.size)
+		}
+	}
+	if i < len(b.entries) && base+size > b.entries[i].base {
+		n := b.entries[i]
+		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, n.base, n.size)
+	}
+	b.entries = append(b.entries, entry{})
+	copy(b.entries[i+1:], b.entries[i:])
+	b.entries[i] = entry{base, size, d}
+	return nil
+}
+
+// Remove unmaps the range starting exactly at base; it reports whether one was removed.
+func (b *Bus) Remove(base uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, e := range b.entries {
+		if e.base == base {
+			b.entries = append(b.entries[:i], b.entries[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Bus) find(addr uint64) (Device, uint64, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	i := sort.Search(len(b.entries), func(i int) bool { return b.entries[i].base > addr })
+	if i == 0 {
+		return nil, 0, false
+	}
+	e := b.entries[i-1]
+	if addr-e.base >= e.size {
+		return nil, 0, false
+	}
+	return e.dev, addr - e.base, true
+}
+
+func (b *Bus) unhandled(kind string, addr uint64, n int) {
+	b.logMu.Lock()
+	seen := b.logged[addr]
+	if !seen && len(b.logged) < 4096 {
+		b.logged[addr] = true
+	}
+	logf := b.Logf
+	b.logMu.Unlock()
+	if seen {
+		return
+	}
+	if logf == nil {
+		logf = log.Printf
+	}
+	logf("%s bus: unhandled %s of %d bytes at %#x (ignored; logged once)", b.name, kind, n, addr)
+}
+
+// Read dispatches a guest read. It reports whether a device handled it; unhandled reads fill data with 0xff.
+func (b *Bus) Read(addr uint64, data []byte) bool {
+	d, off, ok := b.find(addr)
+	if !ok {
+		for i := range data {
+			data[i] = 0xff
+		}
+		b.unhandled("read", addr, len(data))
+		return false
+	}
+	d.Read(off, data)
+	return true
+}
+
+// Write dispatches a guest write. It reports whether a device handled it.
+func (b *Bus) Write(addr uint64, data []byte) bool {
+	d, off, ok := b.find(addr)
+	if !ok {
+		b.unhandled("write", addr, len(data))
+		return false
+	}
+	d.Write(off, data)
+	return true
+}
