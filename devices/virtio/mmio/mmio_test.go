@@ -1,0 +1,290 @@
+package mmio_test
+
+import (
+	"encoding/binary"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvirt/kvirt/devices/virtio/mmio"
+	"github.com/kvirt/kvirt/devices/virtio/queue"
+	"github.com/kvirt/kvirt/devices/virtio/rng"
+	"github.com/kvirt/kvirt/devices/virtio/virtiotest"
+)
+
+// echo is a test device: 2 queues, 8 bytes of config, completes every chain with its readable length.
+type echo struct {
+	mu      sync.Mutex
+	cfg     [8]byte
+	resets  int
+	env     *mmio.Env
+	stop    chan struct{}
+	done    chan struct{}
+	started int
+}
+
+func (*echo) DeviceID() uint32        { return 42 }
+func (*echo) Features() uint64        { return 1<<queue.FeatureEventIdx | 1<<3 | 1<<40 }
+func (*echo) QueueMaxSizes() []uint16 { return []uint16{16, 8} }
+func (*echo) ConfigSize() int         { return 8 }
+func (e *echo) ReadConfig(off int, b []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	copy(b, e.cfg[off:])
+}
+func (e *echo) WriteConfig(off int, b []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	copy(e.cfg[off:], b)
+}
+func (e *echo) Activate(env *mmio.Env) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.env, e.stop, e.done = env, make(chan struct{}), make(chan struct{})
+	e.started++
+	ctx, cancel := contextWithStop(e.stop)
+	go func() {
+		defer close(e.done)
+		defer cancel()
+		env.Serve(ctx, 0, func(c *queue.Chain) error { return env.Complete(0, c.Head, uint32(c.ReadableLen())) })
+	}()
+	return nil
+}
+func (e *echo) Reset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.resets++
+	if e.stop != nil {
+		close(e.stop)
+		<-e.done
+		e.stop = nil
+	}
+}
+
+func newEcho(t *testing.T) (*echo, *mmio.Transport, *virtiotest.Driver) {
+	t.Helper()
+	mem, err := virtiotest.NewMem(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	dev := &echo{}
+	irq := virtiotest.NewIRQ()
+	tr, err := mmio.New("echo", dev, mem, irq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return dev, tr, &virtiotest.Driver{Regs: tr, Mem: mem, IRQ: irq}
+}
+
+func r32(tr *mmio.Transport, off uint64) uint32 {
+	var b [4]byte
+	tr.Read(off, b[:])
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+func w32(tr *mmio.Transport, off uint64, v uint32) {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], v)
+	tr.Write(off, b[:])
+}
+
+func TestIdentity(t *testing.T) {
+	_, tr, d := newEcho(t)
+	if r32(tr, mmio.RegMagic) != mmio.Magic || r32(tr, mmio.RegVersion) != 2 || r32(tr, mmio.RegDeviceID) != 42 {
+		t.Fatal("identity registers wrong")
+	}
+	want := uint64(1<<queue.FeatureEventIdx|1<<3|1<<40) | 1<<queue.FeatureVersion1
+	if got := d.DeviceFeatures(); got != want {
+		t.Fatalf("features %#x, want %#x", got, want)
+	}
+	w32(tr, mmio.RegQueueSel, 1)
+	if r32(tr, mmio.RegQueueNumMax) != 8 {
+		t.Fatal("queue 1 NumMax")
+	}
+	w32(tr, mmio.RegQueueSel, 2)
+	if r32(tr, mmio.RegQueueNumMax) != 0 {
+		t.Fatal("queue 2 should not exist")
+	}
+	// Sub-word register reads return zero and do not crash.
+	b := []byte{0xff, 0xff}
+	tr.Read(mmio.RegMagic, b)
+	if b[0] != 0 || b[1] != 0 {
+		t.Fatal("2-byte register read not zero")
+	}
+}
+
+func TestFeatureNegotiation(t *testing.T) {
+	_, tr, d := newEcho(t)
+	// Without VERSION_1 the device refuses FEATURES_OK (no legacy interface).
+	if err := d.Init(1<<3, 0); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("init without VERSION_1: %v", err)
+	}
+	// Accepting a feature that was not offered is refused as well.
+	w32(tr, mmio.RegStatus, 0)
+	w32(tr, mmio.RegStatus, mmio.StatusAcknowledge|mmio.StatusDriver)
+	w32(tr, mmio.RegDriverFeatSel, 1)
+	w32(tr, mmio.RegDriverFeatures, 1|1<<2) // VERSION_1 and bit 34 (not offered)
+	w32(tr, mmio.RegStatus, mmio.StatusAcknowledge|mmio.StatusDriver|mmio.StatusFeaturesOK)
+	if r32(tr, mmio.RegStatus)&mmio.StatusFeaturesOK != 0 {
+		t.Fatal("FEATURES_OK accepted with an unoffered feature")
+	}
+	if err := d.Init(^uint64(0), 0); err != nil {
+		t.Fatal(err)
+	}
+	if d.Features != uint64(1<<queue.FeatureEventIdx|1<<3|1<<40)|1<<queue.FeatureVersion1 {
+		t.Fatalf("negotiated %#x", d.Features)
+	}
+}
+
+func TestQueueAndReset(t *testing.T) {
+	dev, tr, d := newEcho(t)
+	if err := d.Init(^uint64(0), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Queue registers are frozen while live.
+	w32(tr, mmio.RegQueueSel, 0)
+	w32(tr, mmio.RegQueueDescLow, 0x1234)
+	if r32(tr, mmio.RegQueueDescLow) == 0x1234 {
+		t.Fatal("descriptor address changed on a live queue")
+	}
+	q := d.Queues[0]
+	a := d.Mem.Put([]byte("hello"))
+	h, _ := q.Add([]virtiotest.Buf{{Addr: a, Len: 5}})
+	q.Kick()
+	us, err := q.Wait(1, 10*time.Second)
+	if err != nil || us[0].Head != h || us[0].Len != 5 {
+		t.Fatalf("used %+v %v", us, err)
+	}
+	if r32(tr, mmio.RegInterruptStatus) != 0 {
+		t.Fatal("interrupt status not acknowledged")
+	}
+	// Reset: status 0 stops the device and clears queue state.
+	w32(tr, mmio.RegStatus, 0)
+	if r32(tr, mmio.RegStatus) != 0 || r32(tr, mmio.RegQueueReady) != 0 {
+		t.Fatal("reset did not clear status/queue")
+	}
+	if dev.resets == 0 {
+		t.Fatal("device Reset not called")
+	}
+	// And it comes back.
+	if err := d.Init(^uint64(0), 0); err != nil {
+		t.Fatal(err)
+	}
+	q = d.Queues[0]
+	h, _ = q.Add([]virtiotest.Buf{{Addr: a, Len: 3}})
+	q.Kick()
+	if us, err := q.Wait(1, 10*time.Second); err != nil || us[0].Head != h || us[0].Len != 3 {
+		t.Fatalf("after reset: used %+v %v", us, err)
+	}
+}
+
+func TestConfigSpace(t *testing.T) {
+	_, tr, _ := newEcho(t)
+	tr.Write(mmio.RegConfig+2, []byte{1, 2, 3, 4})
+	b := make([]byte, 8)
+	tr.Read(mmio.RegConfig, b)
+	if string(b) != "\x00\x00\x01\x02\x03\x04\x00\x00" {
+		t.Fatalf("config % x", b)
+	}
+	// Out of bounds: ignored / zero.
+	tr.Write(mmio.RegConfig+6, []byte{9, 9, 9, 9})
+	tr.Read(mmio.RegConfig+6, b[:4])
+	if b[0]|b[1]|b[2]|b[3] != 0 {
+		t.Fatal("out-of-bounds config read not zero")
+	}
+	tr.Read(mmio.RegConfig+0x1000, b)
+	tr.Write(^uint64(0)-2, b)
+	tr.Read(^uint64(0)-2, b)
+}
+
+func TestBrokenChainNeedsReset(t *testing.T) {
+	var logs []string
+	var mu sync.Mutex
+	old := mmio.Logf
+	mmio.Logf = func(f string, a ...any) { mu.Lock(); logs = append(logs, f); mu.Unlock() }
+	t.Cleanup(func() { mmio.Logf = old })
+	_, tr, d := newEcho(t)
+	if err := d.Init(^uint64(0), 0); err != nil {
+		t.Fatal(err)
+	}
+	q := d.Queues[0]
+	q.RawDesc(0, 0, 8, 1, 0) // NEXT to itself: a loop
+	q.RawPublish(0)
+	q.Kick()
+	deadline := time.Now().Add(10 * time.Second)
+	for !tr.NeedsReset() {
+		select {
+		case <-d.IRQ.C:
+		case <-time.After(time.Until(deadline)):
+			t.Fatal("device not flagged DEVICE_NEEDS_RESET")
+		}
+	}
+	if r32(tr, mmio.RegStatus)&mmio.StatusDeviceNeedsReset == 0 {
+		t.Fatal("status lacks DEVICE_NEEDS_RESET")
+	}
+	if r32(tr, mmio.RegInterruptStatus)&mmio.IntConfigChange == 0 {
+		t.Fatal("no config-change interrupt")
+	}
+	mu.Lock()
+	n := len(logs)
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d log lines, want 1", n)
+	}
+	w32(tr, mmio.RegStatus, 0)
+	if tr.NeedsReset() {
+		t.Fatal("reset did not clear DEVICE_NEEDS_RESET")
+	}
+}
+
+func TestBadQueueAddressFailsActivation(t *testing.T) {
+	_, tr, d := newEcho(t)
+	w32(tr, mmio.RegStatus, 0)
+	w32(tr, mmio.RegStatus, 3)
+	w32(tr, mmio.RegDriverFeatSel, 1)
+	w32(tr, mmio.RegDriverFeatures, 1)
+	w32(tr, mmio.RegStatus, 3|mmio.StatusFeaturesOK)
+	w32(tr, mmio.RegQueueSel, 0)
+	w32(tr, mmio.RegQueueNum, 16)
+	w32(tr, mmio.RegQueueDescHigh, 0x100) // far outside RAM
+	w32(tr, mmio.RegQueueReady, 1)
+	w32(tr, mmio.RegStatus, 3|mmio.StatusFeaturesOK|mmio.StatusDriverOK)
+	if !tr.NeedsReset() {
+		t.Fatal("activation with a queue outside RAM did not flag DEVICE_NEEDS_RESET")
+	}
+	_ = d
+}
+
+// FuzzRegisters drives random register accesses at a live transport: nothing may panic or hang.
+func FuzzRegisters(f *testing.F) {
+	f.Add([]byte{0x70, 0, 0, 0, 3, 0, 0, 0, 0x70, 0, 0, 0, 0xf, 0, 0, 0})
+	f.Add([]byte{0x30, 0, 0, 0, 0, 0, 0, 0, 0x38, 0, 0, 0, 8, 0, 0, 0, 0x44, 0, 0, 0, 1, 0, 0, 0, 0x50, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		mem, err := virtiotest.NewMem(0, 1<<16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mem.Close()
+		tr, err := mmio.New("rng", rng.New(), mem, virtiotest.NewIRQ())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		for len(ops) >= 8 {
+			off := uint64(binary.LittleEndian.Uint16(ops)) % 0x210
+			width := []int{1, 2, 4, 8}[ops[2]%4]
+			v := ops[4:8]
+			buf := make([]byte, width)
+			copy(buf, v)
+			if ops[3]&1 == 0 {
+				tr.Write(off, buf)
+			} else {
+				tr.Read(off, buf)
+			}
+			ops = ops[8:]
+		}
+	})
+}
