@@ -282,7 +282,7 @@ func FuzzWalkChain(f *testing.F) {
 		const base, size = 0x1000, 0x10000
 		m := &mem{base: base, b: make([]byte, size)}
 		copy(m.b[0x1000:0x2000], table) // descriptor table at 0x2000
-		copy(m.b[0x5000:], indirect) // indirect table at 0x6000 (seeds point there)
+		copy(m.b[0x5000:], indirect)    // indirect table at 0x6000 (seeds point there)
 		n := uint16(len(table) / 16)
 		if n == 0 {
 			n = 1
