@@ -1,0 +1,263 @@
+package volumes
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Prefixes of ContainerDisk image references that name local images instead of a registry.
+const (
+	// OCILayoutPrefix names an OCI image layout directory: "oci:/path/to/layout" (the first manifest of its
+	// index), or "oci:/path/to/layout@sha256:..." for one manifest.
+	OCILayoutPrefix = "oci:"
+	// ArchivePrefix names a `docker save` / go-containerregistry tarball: "docker-archive:/path/image.tar".
+	ArchivePrefix = "docker-archive:"
+)
+
+// ContainerDiskOptions tune how a containerDisk image is fetched.
+type ContainerDiskOptions struct {
+	// RemoteOptions are passed to go-containerregistry's remote.Image (auth, transport, platform).
+	RemoteOptions []remote.Option
+	// Insecure allows plain-HTTP registries (name.Insecure), e.g. a registry on 127.0.0.1 in tests.
+	Insecure bool
+}
+
+// ContainerDisk is a containerDisk volume ready for the VMM.
+type ContainerDisk struct {
+	// BasePath is the extracted disk file (mode 0444; never written).
+	BasePath string
+	// Format is "raw" or "qcow2".
+	Format string
+	// Backend is the copy-on-write view the guest reads and writes.
+	Backend Backend
+}
+
+type containerDiskBackend struct {
+	*Overlay
+	base *os.File
+}
+
+func (b containerDiskBackend) Close() error {
+	return errors.Join(b.Overlay.Close(), b.base.Close())
+}
+
+// PrepareContainerDisk fetches the image named by ref, extracts the single disk file under /disk/ into workDir,
+// and returns a copy-on-write backend over it (overlay file in workDir). field is the spec path of the volume's
+// image field, used in errors (e.g. "spec.volumes[0].containerDisk.image").
+//
+// ref is a registry reference ("registry.example/disks/fedora:40"), "oci:<dir>[@digest]", or
+// "docker-archive:<file>". A plain path to an existing directory or file is accepted as an OCI layout or an
+// archive respectively.
+func PrepareContainerDisk(ctx context.Context, field, ref, workDir string, opts ContainerDiskOptions) (*ContainerDisk, error) {
+	if ref == "" {
+		return nil, fieldErr(field, "empty image reference: set it to an image holding a disk under /disk/")
+	}
+	img, err := loadImage(ctx, ref, opts)
+	if err != nil {
+		return nil, fieldErr(field, "%w", err)
+	}
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return nil, fieldErr(field, "create work directory: %w", err)
+	}
+	basePath := filepath.Join(workDir, "disk.base")
+	if err := extractDisk(ctx, img, basePath); err != nil {
+		return nil, fieldErr(field, "image %q: %w", ref, err)
+	}
+	base, err := os.Open(basePath)
+	if err != nil {
+		return nil, fieldErr(field, "%w", err)
+	}
+	st, err := base.Stat()
+	if err != nil {
+		base.Close()
+		return nil, fieldErr(field, "%w", err)
+	}
+	var ro ReaderAtSize = &sizedFile{File: base, size: st.Size()}
+	format := "raw"
+	if IsQCOW2(base) {
+		q, err := OpenQCOW2(base, st.Size())
+		if err != nil {
+			base.Close()
+			return nil, fieldErr(field, "image %q: disk: %w", ref, err)
+		}
+		ro, format = q, "qcow2"
+	}
+	ov, err := NewOverlay(ro, filepath.Join(workDir, "disk.overlay"))
+	if err != nil {
+		base.Close()
+		return nil, fieldErr(field, "%w", err)
+	}
+	return &ContainerDisk{BasePath: basePath, Format: format, Backend: containerDiskBackend{Overlay: ov, base: base}}, nil
+}
+
+type sizedFile struct {
+	*os.File
+	size int64
+}
+
+func (f *sizedFile) Size() int64 { return f.size }
+
+func loadImage(ctx context.Context, ref string, opts ContainerDiskOptions) (v1.Image, error) {
+	switch {
+	case strings.HasPrefix(ref, OCILayoutPrefix):
+		return loadLayout(strings.TrimPrefix(ref, OCILayoutPrefix))
+	case strings.HasPrefix(ref, ArchivePrefix):
+		return loadArchive(strings.TrimPrefix(ref, ArchivePrefix))
+	}
+	if st, err := os.Stat(ref); err == nil {
+		if st.IsDir() {
+			return loadLayout(ref)
+		}
+		return loadArchive(ref)
+	}
+	var nopts []name.Option
+	if opts.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("%q is neither a local OCI layout/archive nor a valid image reference: %w", ref, err)
+	}
+	ropts := append([]remote.Option{remote.WithContext(ctx)}, opts.RemoteOptions...)
+	img, err := remote.Image(r, ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w (check the image name and that the registry is reachable from the pod)", r, err)
+	}
+	return img, nil
+}
+
+func loadLayout(spec string) (v1.Image, error) {
+	dir, digest, _ := strings.Cut(spec, "@")
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w (expected a directory with index.json and blobs/)", dir, err)
+	}
+	if digest != "" {
+		h, err := v1.NewHash(digest)
+		if err != nil {
+			return nil, fmt.Errorf("OCI layout %s: digest %q: %w", dir, digest, err)
+		}
+		return p.Image(h)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w", dir, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("OCI layout %s: %w", dir, err)
+	}
+	for _, d := range m.Manifests {
+		if d.MediaType.IsImage() {
+			return idx.Image(d.Digest)
+		}
+	}
+	return nil, fmt.Errorf("OCI layout %s holds no image manifest", dir)
+}
+
+func loadArchive(file string) (v1.Image, error) {
+	if _, err := os.Stat(file); err != nil {
+		return nil, fmt.Errorf("image archive: %w", err)
+	}
+	img, err := tarball.ImageFromPath(file, nil)
+	if err != nil {
+		return nil, fmt.Errorf("image archive %s: %w (expected a `docker save` tarball holding one image)", file, err)
+	}
+	return img, nil
+}
+
+// extractDisk writes the one regular file under /disk/ of the image's flattened filesystem to dst, sparsely,
+// with mode 0444.
+func extractDisk(ctx context.Context, img v1.Image, dst string) error {
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var found []string
+	tmp := dst + ".partial"
+	defer os.Remove(tmp)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read image layers: %w", err)
+		}
+		p := path.Clean("/" + h.Name)
+		if path.Dir(p) != "/disk" || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		found = append(found, p)
+		if len(found) > 1 {
+			continue
+		}
+		if err := writeSparse(ctx, tmp, tr); err != nil {
+			return fmt.Errorf("extract %s: %w", p, err)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return errors.New("no disk file under /disk/: build the image with the disk image at /disk/disk.img (raw or qcow2)")
+	case 1:
+	default:
+		return fmt.Errorf("more than one file under /disk/ (%s): keep exactly one disk image there", strings.Join(found, ", "))
+	}
+	if err := os.Chmod(tmp, 0o444); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// writeSparse copies r to a new file, leaving holes where whole 64 KiB chunks are zero.
+func writeSparse(ctx context.Context, dst string, r io.Reader) error {
+	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	zero := make([]byte, len(buf))
+	var off int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+					return werr
+				}
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := f.Truncate(off); err != nil {
+		return err
+	}
+	return f.Sync()
+}

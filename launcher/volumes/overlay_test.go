@@ -1,0 +1,158 @@
+package volumes
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// writeBase writes a read-only base file of size bytes with a recognisable pattern and returns it opened.
+func writeBase(t *testing.T, size int) (*sizedFile, []byte) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.New(rand.NewSource(1)).Read(data)
+	p := filepath.Join(t.TempDir(), "base.img")
+	if err := os.WriteFile(p, data, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &sizedFile{File: f, size: int64(size)}, data
+}
+
+func TestOverlayCopyOnWrite(t *testing.T) {
+	const size = 5*OverlayBlockSize + 1000 // last block partial
+	base, orig := writeBase(t, size)
+	sum := sha256.Sum256(orig)
+	ov, err := NewOverlay(base, filepath.Join(t.TempDir(), "ov"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ov.Close()
+	model := bytes.Clone(orig)
+	rng := rand.New(rand.NewSource(2))
+	for i := 0; i < 300; i++ {
+		off := rng.Int63n(size)
+		n := rng.Intn(3*OverlayBlockSize) + 1
+		if off+int64(n) > size {
+			n = int(size - off)
+		}
+		switch rng.Intn(3) {
+		case 0, 1:
+			p := make([]byte, n)
+			rng.Read(p)
+			if w, err := ov.WriteAt(p, off); err != nil || w != n {
+				t.Fatalf("WriteAt(%d,+%d) = %d, %v", off, n, w, err)
+			}
+			copy(model[off:], p)
+		case 2:
+			if err := ov.Discard(off, int64(n)); err != nil {
+				t.Fatalf("Discard(%d,+%d): %v", off, n, err)
+			}
+			clear(model[off : off+int64(n)])
+		}
+		roff := rng.Int63n(size)
+		rn := rng.Intn(4 * OverlayBlockSize)
+		got := make([]byte, rn)
+		r, err := ov.ReadAt(got, roff)
+		want := model[roff:min(roff+int64(rn), size)]
+		if r != len(want) || !bytes.Equal(got[:r], want) {
+			t.Fatalf("step %d: ReadAt(%d,+%d) = %d bytes, %v; differs from the model", i, roff, rn, r, err)
+		}
+		if roff+int64(rn) > size && err != io.EOF {
+			t.Fatalf("read past the end: err %v, want io.EOF", err)
+		}
+	}
+	all := make([]byte, size)
+	if _, err := ov.ReadAt(all, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(all, model) {
+		t.Fatal("final content differs from the model")
+	}
+	now, err := os.ReadFile(base.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(now) != sum {
+		t.Fatal("the base file was modified")
+	}
+	if ov.Allocated() == 0 {
+		t.Fatal("no block in the overlay after writes")
+	}
+}
+
+func TestOverlayUnwrittenReadsBaseAndBounds(t *testing.T) {
+	base, orig := writeBase(t, 3*OverlayBlockSize)
+	ov, err := NewOverlay(base, filepath.Join(t.TempDir(), "ov"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ov.Close()
+	if _, err := ov.WriteAt([]byte("hello"), OverlayBlockSize+10); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(orig))
+	if _, err := ov.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(orig)
+	copy(want[OverlayBlockSize+10:], "hello")
+	if !bytes.Equal(got, want) {
+		t.Fatal("read-modify-write of a partial block lost base bytes")
+	}
+	if ov.Allocated() != 1 {
+		t.Fatalf("allocated %d blocks, want 1", ov.Allocated())
+	}
+	if _, err := ov.WriteAt([]byte("x"), int64(len(orig))); err == nil {
+		t.Fatal("write past the end succeeded")
+	}
+	if _, err := ov.ReadAt(got[:1], -1); err == nil {
+		t.Fatal("negative offset read succeeded")
+	}
+	if n, err := ov.ReadAt(got[:1], int64(len(orig))); n != 0 || err != io.EOF {
+		t.Fatalf("read at the end = %d, %v; want 0, EOF", n, err)
+	}
+}
+
+func TestOverlayConcurrent(t *testing.T) {
+	base, _ := writeBase(t, 64*OverlayBlockSize)
+	ov, err := NewOverlay(base, filepath.Join(t.TempDir(), "ov"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ov.Close()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			// Each goroutine owns every fourth block and checks its own writes.
+			buf := make([]byte, OverlayBlockSize)
+			for i := g; i < 64; i += 4 {
+				for j := range buf {
+					buf[j] = byte(i)
+				}
+				off := int64(i) * OverlayBlockSize
+				if _, err := ov.WriteAt(buf[:100], off+7); err != nil {
+					t.Error(err)
+					return
+				}
+				got := make([]byte, 100)
+				if _, err := ov.ReadAt(got, off+7); err != nil || !bytes.Equal(got, buf[:100]) {
+					t.Errorf("block %d: read back %v", i, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+}
