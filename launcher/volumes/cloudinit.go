@@ -118,7 +118,7 @@ func WriteISO(path, label string, files map[string][]byte) (err error) {
 		return err
 	}
 	for name, b := range files {
-		f, err := fs.OpenFile("/"+name, os.O_CREATE|os.O_RDWR)
+		f, err := fs.OpenFile(name, os.O_CREATE|os.O_RDWR)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -134,5 +134,35 @@ func WriteISO(path, label string, files map[string][]byte) (err error) {
 	if !ok {
 		return fmt.Errorf("go-diskfs returned %T, not an ISO 9660 filesystem", fs)
 	}
-	return iso.Finalize(iso9660.FinalizeOptions{RockRidge: true, VolumeIdentifier: label})
+	if err := iso.Finalize(iso9660.FinalizeOptions{RockRidge: true, VolumeIdentifier: label}); err != nil {
+		return err
+	}
+	return padVolumeDescriptor(path)
+}
+
+// padVolumeDescriptor replaces the NUL padding go-diskfs leaves in the primary volume descriptor's system and
+// volume identifiers with spaces, as ECMA-119 requires (blkid and cloud-init then read the label "cidata").
+func padVolumeDescriptor(path string) error {
+	const pvd = 16 * 2048
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var d [72]byte
+	if _, err := f.ReadAt(d[:], pvd); err != nil {
+		return fmt.Errorf("read the primary volume descriptor: %w", err)
+	}
+	if d[0] != 1 || string(d[1:6]) != "CD001" {
+		return fmt.Errorf("no primary volume descriptor at sector 16")
+	}
+	for i := 8; i < 72; i++ {
+		if d[i] == 0 {
+			d[i] = ' '
+		}
+	}
+	if _, err := f.WriteAt(d[8:72], pvd+8); err != nil {
+		return err
+	}
+	return f.Sync()
 }

@@ -116,8 +116,8 @@ func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity)
 // CreateSparse creates a sparse file of capacity bytes. The capacity must be positive, a multiple of 512
 // (the sector size the guest sees), and no larger than the filesystem that holds the file.
 func CreateSparse(field, p string, capacity resource.Quantity) error {
-	n, ok := capacity.AsInt64()
-	if !ok || n <= 0 {
+	n := capacity.Value()
+	if capacity.Sign() <= 0 {
 		return fieldErr(field, "%s is not a positive number of bytes", capacity.String())
 	}
 	if n%512 != 0 {
