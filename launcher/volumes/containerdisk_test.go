@@ -40,7 +40,7 @@ func diskImage(t *testing.T, layers ...map[string][]byte) v1.Image {
 		}
 		tw.Close()
 		data := buf.Bytes()
-		l, err := tarball.LayerFromReader(bytes.NewReader(data))
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
 		if err != nil {
 			t.Fatal(err)
 		}
