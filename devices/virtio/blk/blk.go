@@ -445,7 +445,7 @@ func (d *Device) discardOrZero(req Request) byte {
 		sector := binary.LittleEndian.Uint64(segs[i:])
 		num := uint64(binary.LittleEndian.Uint32(segs[i+8:]))
 		flags := binary.LittleEndian.Uint32(segs[i+12:])
-		if !d.checkRange(sector, num) || flags&^1 != 0 || req.Type == TypeDiscard && flags != 0 {
+		if !d.checkRange(sector, num) || flags&^1 != 0 { // bit 0 is unmap; the rest are reserved
 			d.logOnce("discard segment sector %d num %d flags %#x rejected", sector, num, flags)
 			return StatusIOErr
 		}
