@@ -1,0 +1,56 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"net"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/google/uuid"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// firmwareUUIDNamespace is KubeVirt's namespace for UUIDv5 firmware UUIDs of VMs created without one
+// (pkg/virt-controller/watch/vm/firmware.go).
+var firmwareUUIDNamespace = uuid.MustParse("6a1a24a1-4061-4607-8bf4-a3963d0c5895")
+
+// DefaultFirmwareUUID is the firmware (SMBIOS) UUID KubeVirt gives a VM whose template has none:
+// UUIDv5 (SHA-1) of the VM name.
+func DefaultFirmwareUUID(vmName string) types.UID {
+	return types.UID(uuid.NewSHA1(firmwareUUIDNamespace, []byte(vmName)).String())
+}
+
+// StableMAC derives a locally administered unicast MAC from the VM UID and an interface name. It is
+// stable for the life of the VM object and different for each interface (beyond KubeVirt: see the
+// package doc).
+func StableMAC(vmUID types.UID, iface string) string {
+	sum := sha256.Sum256([]byte(string(vmUID) + "/" + iface))
+	mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+	return mac.String()
+}
+
+// applyABIDefaults fills the VM template's firmware UUID and interface MACs where empty, and reports
+// whether it changed anything (the caller then writes the VM spec).
+func applyABIDefaults(vm *v1.VirtualMachine) bool {
+	if vm.Spec.Template == nil {
+		return false
+	}
+	changed := false
+	dom := &vm.Spec.Template.Spec.Domain
+	if dom.Firmware == nil {
+		dom.Firmware = &v1.Firmware{}
+	}
+	if dom.Firmware.UUID == "" {
+		dom.Firmware.UUID = DefaultFirmwareUUID(vm.Name)
+		changed = true
+	}
+	if vm.UID != "" {
+		for i := range dom.Devices.Interfaces {
+			ifc := &dom.Devices.Interfaces[i]
+			if ifc.MacAddress == "" {
+				ifc.MacAddress = StableMAC(vm.UID, ifc.Name)
+				changed = true
+			}
+		}
+	}
+	return changed
+}

@@ -1,0 +1,24 @@
+// Package controller is kvirt's virt-controller: the VirtualMachine controller (run strategies, VMI
+// creation and deletion, VM status, crash-loop backoff, ABI defaults, adoption) and the
+// VirtualMachineInstance controller (launcher pods and their token secrets, VMI phases and conditions,
+// status from the launcher's control API), plus the plumbing that runs them: informers, rate-limited
+// workqueues, expectations, events, leader election, health and Prometheus metrics.
+//
+// Decisions that are not KubeVirt's own (KubeVirt's behaviour is recorded in docs/BEHAVIOUR.md):
+//
+//   - The VMI is handed to its launcher as a file: the controller writes the VMI (metadata name,
+//     namespace, uid, labels, annotations and spec) as JSON into the pod annotation kvirt.io/vmi and
+//     mounts it with a downward-API volume at /var/run/kvirt/vmi.json. An annotation keeps the VMI and
+//     the pod in one object (no extra API object to create, watch and garbage-collect) and is visible to
+//     `kubectl get pod -o yaml` for debugging; its 256 KiB limit is far above any sensible VMI.
+//   - Each VMI gets a Secret "<vmi>-launcher-token" (controller ownerRef to the VMI, label
+//     kubevirt.io=launcher-token) whose key "token" is mounted at /var/run/kvirt/secret/token. The
+//     launcher requires it as a bearer token on its control API, served on the pod IP at port
+//     DefaultControlPort (8186).
+//   - Beyond KubeVirt: every template interface without a macAddress gets a stable, locally
+//     administered MAC derived from the VM UID and the interface name, written into the VM template
+//     once, so a VM keeps its MAC across restarts and pods (KubeVirt needs the KubeMacPool add-on).
+//   - The launcher pod requests guest memory + LauncherMemoryOverhead (a constant for our pure-Go
+//     launcher; see the TODO there).
+//   - Launcher pod termination grace = VMI terminationGracePeriodSeconds (default 30) + 15 s.
+package controller

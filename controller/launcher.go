@@ -1,0 +1,182 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// DefaultControlPort is the TCP port the launcher serves its control API on (on the pod IP).
+const DefaultControlPort = 8186
+
+// GuestPhase is the guest state a launcher reports.
+type GuestPhase string
+
+// Guest phases a launcher reports.
+const (
+	// GuestStarting: the launcher is preparing disks, network or booting the VMM.
+	GuestStarting GuestPhase = "Starting"
+	// GuestRunning: the vCPUs run (or are paused; see LauncherState.Paused).
+	GuestRunning GuestPhase = "Running"
+	// GuestSucceeded: the guest powered off (or was shut down within its grace period).
+	GuestSucceeded GuestPhase = "Succeeded"
+	// GuestFailed: the guest crashed, the VMM failed, or the launcher could not start it.
+	GuestFailed GuestPhase = "Failed"
+)
+
+// LauncherState is what the controller learns from a launcher's control API.
+type LauncherState struct {
+	Phase GuestPhase
+	// Paused: the vCPUs are paused (by `virtctl pause` or startStrategy Paused).
+	Paused bool
+	// Reason and Message explain a final phase (e.g. "Crashed", "VMM error: ...").
+	Reason  string
+	Message string
+	// Interfaces the guest has, as the launcher sees them (MAC, IP if known).
+	Interfaces []v1.VirtualMachineInstanceNetworkInterface
+}
+
+// LauncherEndpoint says how to reach one VMI's launcher.
+type LauncherEndpoint struct {
+	Namespace string
+	VMIName   string
+	VMIUID    types.UID
+	PodName   string
+	PodIP     string
+	Port      int
+	// Token authenticates the controller to the launcher (from the per-VMI secret).
+	Token string
+}
+
+// StatusSource streams launcher state. The real implementation talks to the launcher's control API;
+// tests use a fake behind the same interface (launcher pods do not run without a kubelet).
+type StatusSource interface {
+	// Watch calls report with the launcher's current state and then with every change until ctx ends
+	// or the connection breaks; it returns the error that ended it (nil or ctx.Err() when ctx ended).
+	Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error
+}
+
+// launcherWatchers owns one goroutine per VMI that keeps a StatusSource.Watch open, caches the latest
+// state and tells the VMI controller about every change. A watcher lives until Stop (the VMI is final or
+// gone), StopAll (the controller stops) or a changed endpoint (a new pod) replaces it.
+type launcherWatchers struct {
+	src     StatusSource
+	notify  func(key string)
+	log     *slog.Logger
+	backoff time.Duration
+
+	mu     sync.Mutex
+	byKey  map[string]*launcherWatcher
+	wg     sync.WaitGroup
+	closed bool
+}
+
+type launcherWatcher struct {
+	ep     LauncherEndpoint
+	cancel context.CancelFunc
+	state  *LauncherState
+}
+
+func newLauncherWatchers(src StatusSource, notify func(string), log *slog.Logger) *launcherWatchers {
+	return &launcherWatchers{src: src, notify: notify, log: log, backoff: time.Second, byKey: map[string]*launcherWatcher{}}
+}
+
+// Ensure makes sure a watcher for key runs against ep, replacing one that watches another endpoint.
+func (w *launcherWatchers) Ensure(key string, ep LauncherEndpoint) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.src == nil {
+		return
+	}
+	if cur := w.byKey[key]; cur != nil {
+		if cur.ep == ep {
+			return
+		}
+		cur.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lw := &launcherWatcher{ep: ep, cancel: cancel}
+	w.byKey[key] = lw
+	w.wg.Add(1)
+	go w.run(ctx, key, lw)
+}
+
+func (w *launcherWatchers) run(ctx context.Context, key string, lw *launcherWatcher) {
+	defer w.wg.Done()
+	delay := w.backoff
+	for {
+		err := w.src.Watch(ctx, lw.ep, func(s LauncherState) {
+			w.mu.Lock()
+			if w.byKey[key] != lw { // replaced or stopped
+				w.mu.Unlock()
+				return
+			}
+			st := s
+			lw.state = &st
+			w.mu.Unlock()
+			delay = w.backoff
+			w.notify(key)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			w.log.Debug("launcher watch ended; retrying", "vmi", key, "pod", lw.ep.PodName, "err", err, "retryIn", delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if delay < 30*time.Second {
+			delay *= 2
+		}
+	}
+}
+
+// State returns the latest state reported for key by the launcher at pod podName.
+func (w *launcherWatchers) State(key, podName string) (LauncherState, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lw := w.byKey[key]
+	if lw == nil || lw.state == nil || lw.ep.PodName != podName {
+		return LauncherState{}, false
+	}
+	return *lw.state, true
+}
+
+// Stop ends the watcher of key, if any.
+func (w *launcherWatchers) Stop(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if lw := w.byKey[key]; lw != nil {
+		lw.cancel()
+		delete(w.byKey, key)
+	}
+}
+
+// Len is the number of running watchers.
+func (w *launcherWatchers) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.byKey)
+}
+
+// StopAll ends every watcher and waits for their goroutines.
+func (w *launcherWatchers) StopAll() {
+	w.mu.Lock()
+	w.closed = true
+	for k, lw := range w.byKey {
+		lw.cancel()
+		delete(w.byKey, k)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}

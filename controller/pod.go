@@ -1,0 +1,238 @@
+package controller
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Launcher pod layout shared with the launcher (cmd/virt-launcher).
+const (
+	// LauncherContainerName is the launcher container (KubeVirt's name).
+	LauncherContainerName = "compute"
+	// VMIAnnotation on a launcher pod holds the VMI as JSON; the downward API mounts it as VMIFile.
+	VMIAnnotation = "kvirt.io/vmi"
+	// VMIFile is where the launcher reads its VMI.
+	VMIFile = "/var/run/kvirt/vmi.json"
+	// TokenFile is where the launcher reads the control-API token.
+	TokenFile = "/var/run/kvirt/secret/token"
+	// TokenSecretKey is the key of the token in the per-VMI secret.
+	TokenSecretKey = "token"
+	// TokenSecretLabelValue is the AppLabel value of per-VMI token secrets.
+	TokenSecretLabelValue = "launcher-token"
+	// GraceMargin is added to the VMI's grace period for the pod, so the launcher can hard-stop the
+	// guest when the guest's own grace ends and still exit before the kubelet kills it.
+	GraceMargin int64 = 15
+	// DefaultGracePeriodSeconds is KubeVirt's default VMI terminationGracePeriodSeconds.
+	DefaultGracePeriodSeconds int64 = 30
+)
+
+// LauncherMemoryOverhead is added to guest memory in the launcher pod's memory request and limit: the
+// launcher process (Go runtime, VMM, device models, virtqueue buffers, DHCP/NAT helpers).
+// TODO(measure): replace this estimate with a figure measured from launcher RSS with a running guest
+// (docs/benchmarks.md); KubeVirt's libvirt+QEMU stack needs ~300 MiB, our single Go process far less.
+var LauncherMemoryOverhead = resource.MustParse("64Mi")
+
+// PodConfig is what the VMI controller needs to render launcher pods.
+type PodConfig struct {
+	// Image of virt-launcher (flag --launcher-image).
+	Image string
+	// ControlPort the launcher serves its control API on.
+	ControlPort int
+}
+
+// TokenSecretName is the name of the per-VMI control-API token secret.
+func TokenSecretName(vmiName string) string { return vmiName + "-launcher-token" }
+
+// newToken returns a fresh random control-API token.
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// renderTokenSecret returns the per-VMI token secret, owned by the VMI.
+func renderTokenSecret(vmi *v1.VirtualMachineInstance, token string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            TokenSecretName(vmi.Name),
+			Namespace:       vmi.Namespace,
+			Labels:          map[string]string{v1.AppLabel: TokenSecretLabelValue, v1.CreatedByLabel: string(vmi.UID)},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, v1.VirtualMachineInstanceGroupVersionKind)},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{TokenSecretKey: []byte(token)},
+	}
+}
+
+// guestMemory returns the memory the guest gets: memory.guest, else requests.memory.
+func guestMemory(spec *v1.VirtualMachineInstanceSpec) (resource.Quantity, bool) {
+	if spec.Domain.Memory != nil && spec.Domain.Memory.Guest != nil {
+		return spec.Domain.Memory.Guest.DeepCopy(), true
+	}
+	if q, ok := spec.Domain.Resources.Requests[corev1.ResourceMemory]; ok {
+		return q.DeepCopy(), true
+	}
+	return resource.Quantity{}, false
+}
+
+// vcpus is sockets*cores*threads (each defaulting to 1).
+func vcpus(spec *v1.VirtualMachineInstanceSpec) int64 {
+	if spec.Domain.CPU == nil {
+		return 1
+	}
+	n := int64(1)
+	for _, x := range []uint32{spec.Domain.CPU.Sockets, spec.Domain.CPU.Cores, spec.Domain.CPU.Threads} {
+		if x > 0 {
+			n *= int64(x)
+		}
+	}
+	return n
+}
+
+// gracePeriod is the VMI's terminationGracePeriodSeconds or KubeVirt's default.
+func gracePeriod(vmi *v1.VirtualMachineInstance) int64 {
+	if g := vmi.Spec.TerminationGracePeriodSeconds; g != nil && *g >= 0 {
+		return *g
+	}
+	return DefaultGracePeriodSeconds
+}
+
+// launcherVMI is the part of the VMI the launcher reads from VMIFile.
+func launcherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
+	out := &v1.VirtualMachineInstance{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachineInstance"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: vmi.Name, Namespace: vmi.Namespace, UID: vmi.UID,
+			Labels: vmi.Labels, Annotations: vmi.Annotations,
+		},
+		Spec: vmi.Spec,
+	}
+	return json.Marshal(out)
+}
+
+// renderLauncherPod builds the launcher pod of vmi (KubeVirt's template.go, for our launcher).
+func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod, error) {
+	mem, ok := guestMemory(&vmi.Spec)
+	if !ok {
+		return nil, fmt.Errorf("VMI %s/%s: no memory requested (spec.domain.memory.guest or spec.domain.resources.requests.memory)", vmi.Namespace, vmi.Name)
+	}
+	vmiJSON, err := launcherVMI(vmi)
+	if err != nil {
+		return nil, fmt.Errorf("VMI %s/%s: encode for the launcher: %w", vmi.Namespace, vmi.Name, err)
+	}
+	port := cfg.ControlPort
+	if port == 0 {
+		port = DefaultControlPort
+	}
+
+	requests := corev1.ResourceList{}
+	limits := corev1.ResourceList{}
+	for k, v := range vmi.Spec.Domain.Resources.Requests {
+		requests[k] = v.DeepCopy()
+	}
+	for k, v := range vmi.Spec.Domain.Resources.Limits {
+		limits[k] = v.DeepCopy()
+	}
+	memReq := mem.DeepCopy()
+	if q, ok := requests[corev1.ResourceMemory]; ok {
+		memReq = q.DeepCopy()
+	}
+	memReq.Add(LauncherMemoryOverhead)
+	requests[corev1.ResourceMemory] = memReq
+	if q, ok := limits[corev1.ResourceMemory]; ok {
+		q = q.DeepCopy()
+		q.Add(LauncherMemoryOverhead)
+		limits[corev1.ResourceMemory] = q
+	}
+	if _, ok := requests[corev1.ResourceCPU]; !ok {
+		// KubeVirt's cpuAllocationRatio of 10: a tenth of a core per vCPU.
+		requests[corev1.ResourceCPU] = *resource.NewMilliQuantity(100*vcpus(&vmi.Spec), resource.DecimalSI)
+	}
+	limits[v1.KVMDeviceResource] = resource.MustParse("1")
+	limits[v1.TunDeviceResource] = resource.MustParse("1")
+
+	labels := map[string]string{}
+	for k, v := range vmi.Labels {
+		labels[k] = v
+	}
+	labels[v1.AppLabel] = v1.VirtLauncherValue
+	labels[v1.CreatedByLabel] = string(vmi.UID)
+	labels[v1.VirtualMachineInstanceIDLabel] = vmi.Name
+	if vmName, ok := vmi.Labels[v1.VirtualMachineNameLabel]; ok {
+		labels[v1.VirtualMachineNameLabel] = vmName
+	} else if ref := metav1.GetControllerOf(vmi); ref != nil && ref.Kind == "VirtualMachine" {
+		labels[v1.VirtualMachineNameLabel] = ref.Name
+	}
+	delete(labels, v1.NodeNameLabel)
+
+	grace := gracePeriod(vmi) + GraceMargin
+	falseVal := false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "virt-launcher-" + vmi.Name + "-",
+			Namespace:    vmi.Namespace,
+			Labels:       labels,
+			Annotations: map[string]string{
+				v1.DomainAnnotation: vmi.Name,
+				VMIAnnotation:       string(vmiJSON),
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, v1.VirtualMachineInstanceGroupVersionKind)},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: &grace,
+			AutomountServiceAccountToken:  &falseVal,
+			NodeSelector:                  vmi.Spec.NodeSelector,
+			Affinity:                      vmi.Spec.Affinity,
+			Tolerations:                   vmi.Spec.Tolerations,
+			SchedulerName:                 vmi.Spec.SchedulerName,
+			PriorityClassName:             vmi.Spec.PriorityClassName,
+			Hostname:                      vmi.Spec.Hostname,
+			Subdomain:                     vmi.Spec.Subdomain,
+			ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: v1.VirtualMachineUnpausedPodCondition}},
+			Containers: []corev1.Container{{
+				Name:            LauncherContainerName,
+				Image:           cfg.Image,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         []string{"virt-launcher"},
+				Args: []string{
+					"--vmi=" + VMIFile,
+					"--token-file=" + TokenFile,
+					fmt.Sprintf("--control-listen=:%d", port),
+					fmt.Sprintf("--grace-period=%d", gracePeriod(vmi)),
+				},
+				Env: []corev1.EnvVar{
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+					{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+				},
+				Ports:                    []corev1.ContainerPort{{Name: "control", ContainerPort: int32(port), Protocol: corev1.ProtocolTCP}},
+				Resources:                corev1.ResourceRequirements{Requests: requests, Limits: limits},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+				SecurityContext: &corev1.SecurityContext{
+					Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
+				},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "vmi", MountPath: "/var/run/kvirt/vmi.json", SubPath: "vmi.json", ReadOnly: true},
+					{Name: "token", MountPath: "/var/run/kvirt/secret", ReadOnly: true},
+				},
+			}},
+			Volumes: []corev1.Volume{
+				{Name: "vmi", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+					Items: []corev1.DownwardAPIVolumeFile{{Path: "vmi.json", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + VMIAnnotation + "']"}}},
+				}}},
+				{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: TokenSecretName(vmi.Name)}}},
+			},
+		},
+	}
+	return pod, nil
+}
