@@ -4,8 +4,8 @@ import (
 	"crypto/sha256"
 	"net"
 
-	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/google/uuid"
+	v1 "github.com/kvirt/kvirt/api/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 

@@ -3,8 +3,8 @@ package controller
 import (
 	"time"
 
-	v1 "github.com/kvirt/kvirt/api/v1"
 	kvlisters "github.com/kvirt/kvirt/api/client/listers/api/v1"
+	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
 )
