@@ -636,3 +636,9 @@ func (e *Env) Complete(qi int, head uint16, written uint32) error {
 	}
 	return nil
 }
+
+// KernelParam is the Linux command-line declaration of a transport at base with interrupt gsi
+// (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), an alternative to the ACPI LNRO0005 device.
+func KernelParam(base uint64, gsi uint32) string {
+	return fmt.Sprintf("virtio_mmio.device=%d@%#x:%d", Size, base, gsi)
+}

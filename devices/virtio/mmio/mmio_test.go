@@ -288,3 +288,9 @@ func FuzzRegisters(f *testing.F) {
 		}
 	})
 }
+
+func TestKernelParam(t *testing.T) {
+	if got := mmio.KernelParam(0xd0000000, 5); got != "virtio_mmio.device=512@0xd0000000:5" {
+		t.Fatal(got)
+	}
+}
