@@ -1,0 +1,20 @@
+// Package harness runs a real Kubernetes control plane (etcd, kube-apiserver and, when asked,
+// kube-controller-manager) for integration tests, and a full single-node cluster for `just cluster-up`.
+//
+// The components come from one multi-call binary built from upstream sources by `just cluster-build`
+// (tests/cluster). Every process listens on 127.0.0.1 only, on free ports, with a PKI generated for the
+// run; nothing outside the run's directory is touched.
+//
+// One control plane per test:
+//
+//	cp := harness.StartControlPlane(t, harness.Options{})
+//	client := cp.Clientset(t)
+//
+// One control plane shared by a test binary (booting one per test is wasteful):
+//
+//	func TestMain(m *testing.M) { os.Exit(harness.RunShared(m, harness.Options{ControllerManager: true})) }
+//	func TestX(t *testing.T) { cp := harness.Shared(t); ns := cp.Namespace(t); ... }
+//
+// Without the binary the tests skip, unless KVIRT_REQUIRE_CLUSTER=1 (CI), where they fail with a message
+// saying to run `just cluster-build`.
+package harness
