@@ -111,9 +111,11 @@ type Interrupt interface {
 
 // Env is what an activated device works with.
 type Env struct {
-	Mem      queue.Memory
-	Queues   []*queue.Queue // index = queue number; a queue the driver did not enable has Ready == false
-	Features uint64         // negotiated
+	Mem    queue.Memory
+	Queues []*queue.Queue // index = queue number
+	// Enabled[i] says whether the driver enabled queue i (QueueReady) before DRIVER_OK; only those are active.
+	Enabled  []bool
+	Features uint64 // negotiated
 	// Kicks[i] receives a value when the driver notifies queue i (coalesced: capacity 1).
 	Kicks []<-chan struct{}
 	// Interrupt signals used buffers to the driver.
@@ -412,10 +414,9 @@ func (t *Transport) Write(offset uint64, data []byte) {
 			return
 		}
 		if v == 0 {
-			// The driver may only clear Ready by resetting; treat as a request to stop using it.
-			if t.status&StatusDriverOK == 0 {
-				q.Ready = false
-			}
+			// The driver stops using the queue (Linux does so when deleting queues, normally after a
+			// reset); the device's workers keep their snapshot (Env.Enabled) until the next reset.
+			q.Ready = false
 			return
 		}
 		if t.status&StatusDriverOK == 0 {
@@ -515,6 +516,7 @@ func (t *Transport) activateLocked() {
 		env.Kicks = append(env.Kicks, k)
 	}
 	for i, q := range t.queues {
+		env.Enabled = append(env.Enabled, q.Ready)
 		if !q.Ready {
 			continue
 		}
@@ -587,7 +589,7 @@ func (t *Transport) resetLocked() {
 // DEVICE_NEEDS_RESET and ends the loop.
 func (e *Env) Serve(ctx context.Context, qi int, handle func(*queue.Chain) error) {
 	q := e.Queues[qi]
-	if !q.Ready {
+	if !e.Enabled[qi] {
 		return
 	}
 	kick := e.Kicks[qi]

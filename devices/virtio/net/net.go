@@ -265,7 +265,7 @@ func (d *Device) transmit(env *mmio.Env, c *queue.Chain) error {
 // receiveLoop moves frames from the backend to the guest until ctx ends.
 func (d *Device) receiveLoop(ctx context.Context, env *mmio.Env, mrg bool) {
 	q := env.Queues[rxQueue]
-	if !q.Ready {
+	if !env.Enabled[rxQueue] {
 		return
 	}
 	kick := env.Kicks[rxQueue]
