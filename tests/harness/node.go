@@ -17,6 +17,7 @@ import (
 	"github.com/kvirt/kvirt/images/oci"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -111,7 +112,7 @@ func Up(opts NodeOptions) error {
 	if err := opts.defaults(); err != nil {
 		return err
 	}
-	s := &stepper{w: opts.Progress, name: "cluster-up", of: 9}
+	s := &stepper{w: opts.Progress, name: "cluster-up", of: 10}
 	dir := opts.Dir
 	run := filepath.Join(dir, "run")
 
@@ -211,12 +212,12 @@ func Up(opts NodeOptions) error {
 		return err
 	}
 
-	s.step("building and importing the CRI pause image %s", PauseImage)
-	pauseTar, err := buildPauseImage(dir)
+	s.step("building and importing images (%s, %s)", PauseImage, DevicePluginImage)
+	imagesTar, err := buildImages(dir)
 	if err != nil {
 		return err
 	}
-	for _, img := range append([]string{pauseTar}, opts.Images...) {
+	for _, img := range append([]string{imagesTar}, opts.Images...) {
 		if err := ImportImage(sock, img); err != nil {
 			return err
 		}
@@ -288,7 +289,26 @@ func Up(opts NodeOptions) error {
 		return err
 	}
 
-	s.step("running a test pod")
+	s.step("deploying the kvm device plugin (deploy/device-plugin)")
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if out, err := exec.Command("kubectl", "--kubeconfig", adminKubeconfig, "apply", "-k", filepath.Join(root, "deploy", "device-plugin")).CombinedOutput(); err != nil {
+		return fmt.Errorf("kubectl apply -k deploy/device-plugin: %v: %s", err, out)
+	}
+	if err := poll(ctx, kubelet, "node advertises devices.kubevirt.io/kvm and tun", func() (bool, error) {
+		n, err := client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		kvm, tun := n.Status.Allocatable["devices.kubevirt.io/kvm"], n.Status.Allocatable["devices.kubevirt.io/tun"]
+		return kvm.Value() > 0 && tun.Value() > 0, fmt.Errorf("allocatable kvm=%s tun=%s (device plugin pod: %s)", kvm.String(), tun.String(), filepath.Join(dir, "kubelet", "logs"))
+	}); err != nil {
+		return err
+	}
+
+	s.step("running a test pod that requests devices.kubevirt.io/kvm and tun")
 	if err := runTestPod(ctx, client, kubelet); err != nil {
 		return err
 	}
@@ -296,18 +316,30 @@ func Up(opts NodeOptions) error {
 	return nil
 }
 
+// runTestPod runs an unprivileged pod that requests one kvm and one tun device and opens both
+// read-write (kvm-device-plugin -check), and waits for it to succeed.
 func runTestPod(ctx context.Context, client kubernetes.Interface, kubelet *Process) error {
 	pods := client.CoreV1().Pods(metav1.NamespaceDefault)
 	no := false
 	var zero int64
+	check := func(name, res, dev string) corev1.Container {
+		limit := corev1.ResourceList{corev1.ResourceName(res): resource.MustParse("1")}
+		return corev1.Container{
+			Name: name, Image: DevicePluginImage, ImagePullPolicy: corev1.PullNever,
+			Command:   []string{"/usr/bin/kvm-device-plugin", "-check", dev},
+			Resources: corev1.ResourceRequirements{Requests: limit, Limits: limit},
+		}
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "cluster-up-check"},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken:  &no,
 			TerminationGracePeriodSeconds: &zero,
-			Containers: []corev1.Container{{
-				Name: "pause", Image: PauseImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/pause"},
-			}},
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			Containers: []corev1.Container{
+				check("kvm", "devices.kubevirt.io/kvm", "/dev/kvm"),
+				check("tun", "devices.kubevirt.io/tun", "/dev/net/tun"),
+			},
 		},
 	}
 	_ = pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
@@ -320,12 +352,12 @@ func runTestPod(ctx context.Context, client kubernetes.Interface, kubelet *Proce
 	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create test pod: %w", err)
 	}
-	if err := poll(ctx, kubelet, "test pod Running", func() (bool, error) {
+	if err := poll(ctx, kubelet, "test pod Succeeded", func() (bool, error) {
 		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
-		if p.Status.Phase == corev1.PodRunning {
+		if p.Status.Phase == corev1.PodSucceeded {
 			return true, nil
 		}
 		msg := string(p.Status.Phase)
@@ -333,11 +365,17 @@ func runTestPod(ctx context.Context, client kubernetes.Interface, kubelet *Proce
 			if w := cs.State.Waiting; w != nil {
 				msg += fmt.Sprintf(", %s: %s %s", cs.Name, w.Reason, w.Message)
 			}
+			if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+				msg += fmt.Sprintf(", %s: exit %d %s", cs.Name, t.ExitCode, t.Message)
+			}
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Status != corev1.ConditionTrue && c.Message != "" {
 				msg += fmt.Sprintf(", %s: %s", c.Type, c.Message)
 			}
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			return false, fmt.Errorf("test pod failed: %s", msg)
 		}
 		return false, fmt.Errorf("pod %s", msg)
 	}); err != nil {
@@ -372,22 +410,30 @@ func ImportImage(sock, tarPath string) error {
 	return nil
 }
 
-func buildPauseImage(dir string) (string, error) {
+// DevicePluginImage is the image of cmd/kvm-device-plugin that cluster-up loads and deploys.
+const DevicePluginImage = "kvirt.io/kvm-device-plugin:dev"
+
+// buildImages compiles the static binaries of the cluster's own images (the CRI pause process, the kvm
+// device plugin) and writes the images into one tarball.
+func buildImages(dir string) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", err
 	}
-	binPath := filepath.Join(dir, "images", "pause")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", binPath, "./images/oci/pause")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./images/oci/pause: %v: %s", err, out)
+	bins := filepath.Join(dir, "images")
+	for _, pkg := range []string{"./images/oci/pause", "./cmd/kvm-device-plugin"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(bins, filepath.Base(pkg)), pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %v: %s", pkg, err, out)
+		}
 	}
-	tarPath := filepath.Join(dir, "images", "pause.tar")
-	if err := oci.WriteTarball(tarPath, oci.Image{
-		Ref: PauseImage, Files: []oci.File{{Path: "/pause", Source: binPath}}, Entrypoint: []string{"/pause"},
-	}); err != nil {
+	tarPath := filepath.Join(bins, "cluster-images.tar")
+	if err := oci.WriteTarball(tarPath,
+		oci.Image{Ref: PauseImage, Files: []oci.File{{Path: "/pause", Source: filepath.Join(bins, "pause")}}, Entrypoint: []string{"/pause"}},
+		oci.Image{Ref: DevicePluginImage, Files: []oci.File{{Path: "/usr/bin/kvm-device-plugin", Source: filepath.Join(bins, "kvm-device-plugin")}}, Entrypoint: []string{"/usr/bin/kvm-device-plugin"}},
+	); err != nil {
 		return "", err
 	}
 	return tarPath, nil

@@ -1,0 +1,82 @@
+package harness
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestNodeUpDown brings a full single-node cluster up (node Ready, a pod with /dev/kvm and /dev/net/tun
+// from the device plugin succeeded) and down, then checks that nothing of it remains.
+func TestNodeUpDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full cluster: not in -short mode")
+	}
+	Shared(t) // skip or fail on a missing kube binary like every cluster test
+	if os.Geteuid() != 0 {
+		t.Skip("cluster-up needs root")
+	}
+	if _, err := exec.LookPath("containerd"); err != nil {
+		if ClusterRequired() {
+			t.Fatal("containerd missing: run .ci/install")
+		}
+		t.Skip("containerd missing: run .ci/install")
+	}
+	if l, err := net.Listen("tcp", "127.0.0.1:6443"); err != nil {
+		t.Skipf("127.0.0.1:6443 busy (a `just cluster-up` cluster running?): %v", err)
+	} else {
+		l.Close()
+	}
+	bin, err := KubeBinary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "cluster")
+	var log strings.Builder
+	opts := NodeOptions{Dir: dir, Binary: bin, Progress: &log}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s", log.String())
+			for _, f := range []string{"kubelet", "containerd", "kube-apiserver", "kube-controller-manager"} {
+				t.Logf("----- %s -----\n%s", f, tailFile(filepath.Join(dir, "run", f+".log"), 30))
+			}
+		}
+		_ = Down(NodeOptions{Dir: dir, Progress: &log})
+	})
+	if err := Up(opts); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kubeconfig")); err != nil {
+		t.Fatalf("no kubeconfig after up: %v", err)
+	}
+	if len(Leftovers(dir)) == 0 {
+		t.Fatal("Leftovers finds nothing while the cluster runs: the check cannot fail")
+	}
+	if err := Down(opts); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if left := Leftovers(dir); len(left) > 0 {
+		t.Fatalf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+func TestParseMountinfo(t *testing.T) {
+	text := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+31 22 0:27 / /work/a\040b/x rw - overlay overlay rw,lowerdir=/a
+bad line
+`
+	got := parseMountinfo(text)
+	if len(got) != 3 {
+		t.Fatalf("got %d mounts: %+v", len(got), got)
+	}
+	if got[1].point != "/sys/fs/cgroup/memory" || got[1].fstype != "cgroup" {
+		t.Errorf("mount 1 = %+v", got[1])
+	}
+	if got[2].point != "/work/a b/x" || got[2].fstype != "overlay" {
+		t.Errorf("mount 2 = %+v", got[2])
+	}
+}
