@@ -34,6 +34,7 @@ package mmio
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -463,7 +464,9 @@ func (t *Transport) notify(v uint32) {
 	}
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
-	if _, err := unix.Write(int(t.notifyFiles[i].Fd()), one[:]); err != nil && err != unix.EAGAIN {
+	// os.File.Write is safe against a concurrent Close (it then fails with ErrClosed instead of writing to a
+	// reused descriptor number).
+	if _, err := t.notifyFiles[i].Write(one[:]); err != nil && !errors.Is(err, os.ErrClosed) {
 		t.mu.Lock()
 		logged := t.notifyLogged
 		t.notifyLogged = true
