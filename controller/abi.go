@@ -3,6 +3,9 @@ package controller
 import (
 	"crypto/sha256"
 	"net"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/google/uuid"
 	v1 "github.com/kvirt/kvirt/api/v1"
@@ -54,3 +57,5 @@ func applyABIDefaults(vm *v1.VirtualMachine) bool {
 	}
 	return changed
 }
+
+func metav1Time(t time.Time) metav1.Time { return metav1.NewTime(t) }

@@ -1,0 +1,500 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
+	kvlisters "github.com/kvirt/kvirt/api/client/listers/api/v1"
+	v1 "github.com/kvirt/kvirt/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// VMController keeps each VirtualMachine's instance in line with its run strategy and reports the
+// instance's state in the VM status.
+type VMController struct {
+	kv       kvclient.Interface
+	vms      kvlisters.VirtualMachineLister
+	vmis     kvlisters.VirtualMachineInstanceLister
+	queue    workqueue.TypedRateLimitingInterface[string]
+	recorder record.EventRecorder
+	exp      *Expectations
+	log      *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+	jitter   func(int64) int64
+}
+
+func newVMController(kv kvclient.Interface, vmInf, vmiInf cache.SharedIndexInformer, recorder record.EventRecorder, log *slog.Logger, metrics *Metrics) (*VMController, error) {
+	c := &VMController{
+		kv:       kv,
+		vms:      kvlisters.NewVirtualMachineLister(vmInf.GetIndexer()),
+		vmis:     kvlisters.NewVirtualMachineInstanceLister(vmiInf.GetIndexer()),
+		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "vm"}),
+		recorder: recorder,
+		exp:      NewExpectations(),
+		log:      log.With("controller", "vm"),
+		metrics:  metrics,
+		now:      time.Now,
+		jitter:   randJitter,
+	}
+	if _, err := vmInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueue,
+		UpdateFunc: func(_, n any) { c.enqueue(n) },
+		DeleteFunc: c.enqueue,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := vmiInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if key, ok := ownerKey(obj, "VirtualMachine"); ok {
+				c.exp.CreationObserved(key)
+			}
+			c.enqueueVMOf(obj)
+		},
+		UpdateFunc: func(_, n any) {
+			if vmi, ok := n.(*v1.VirtualMachineInstance); ok && vmi.DeletionTimestamp != nil {
+				if key, ok := ownerKey(vmi, "VirtualMachine"); ok {
+					c.exp.DeletionObserved(key, vmi.UID)
+				}
+			}
+			c.enqueueVMOf(n)
+		},
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if vmi, ok := obj.(*v1.VirtualMachineInstance); ok {
+				if key, ok := ownerKey(vmi, "VirtualMachine"); ok {
+					c.exp.DeletionObserved(key, vmi.UID)
+				}
+			}
+			c.enqueueVMOf(obj)
+		},
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *VMController) enqueue(obj any) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		c.queue.Add(key)
+	}
+}
+
+// enqueueVMOf queues the VM that owns a VMI, or the same-named VM of an orphan VMI (for adoption).
+func (c *VMController) enqueueVMOf(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	if key, ok := ownerKey(obj, "VirtualMachine"); ok {
+		c.queue.Add(key)
+		return
+	}
+	if metav1.GetControllerOf(m) == nil {
+		c.queue.Add(m.GetNamespace() + "/" + m.GetName())
+	}
+}
+
+// Run processes the queue with workers goroutines until ctx ends.
+func (c *VMController) Run(ctx context.Context, workers int) {
+	go func() { <-ctx.Done(); c.queue.ShutDown() }()
+	done := make(chan struct{})
+	for i := 0; i < workers; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for c.processNext(ctx) {
+			}
+		}()
+	}
+	for i := 0; i < workers; i++ {
+		<-done
+	}
+}
+
+func (c *VMController) processNext(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	start := time.Now()
+	requeue, err := c.sync(ctx, key)
+	c.metrics.observe("vm", start, err)
+	switch {
+	case err != nil:
+		c.log.Info("sync failed; retrying", "vm", key, "err", err)
+		c.queue.AddRateLimited(key)
+	case requeue > 0:
+		c.queue.Forget(key)
+		c.queue.AddAfter(key, requeue)
+	default:
+		c.queue.Forget(key)
+	}
+	return true
+}
+
+// VM event reasons are the VMI controller's (SuccessfulCreate, SuccessfulDelete, FailedCreate,
+// FailedDelete) with KubeVirt's VM messages.
+
+// sync reconciles one VM. It returns a delay after which the key must be looked at again (0: none).
+func (c *VMController) sync(ctx context.Context, key string) (time.Duration, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return 0, nil
+	}
+	log := c.log.With("namespace", ns, "vm", name)
+	cached, err := c.vms.VirtualMachines(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.exp.Forget(key)
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	vm := cached.DeepCopy()
+	strategy, stratErr := vm.RunStrategy()
+
+	vmi, err := c.ownedVMI(ctx, log, vm)
+	if err != nil {
+		return 0, err
+	}
+
+	// Deletion: orphan keeps the VMI (GC strips its ownerRef), anything else stops it first.
+	if vm.DeletionTimestamp != nil {
+		return 0, c.syncDeletingVM(ctx, log, key, vm, vmi)
+	}
+	if !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
+		vm.Finalizers = append(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
+		upd, err := c.kv.KubevirtV1().VirtualMachines(ns).Update(ctx, vm, metav1.UpdateOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("add finalizer: %w", err)
+		}
+		vm = upd
+	}
+	// ABI defaults are written into the spec once.
+	if applyABIDefaults(vm) {
+		upd, err := c.kv.KubevirtV1().VirtualMachines(ns).Update(ctx, vm, metav1.UpdateOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("write firmware UUID/MAC defaults: %w", err)
+		}
+		vm = upd
+	}
+
+	var syncErr error
+	var failReason string
+	var requeue time.Duration
+	status := vm.Status.DeepCopy()
+	if stratErr == nil {
+		acts := decideRunStrategy(vm, strategy, vmi, c.now())
+		if !c.exp.Satisfied(key) {
+			// A create or delete we issued is not in the cache yet: do nothing that depends on it.
+			acts.create, acts.deleteVMI = false, false
+		}
+		switch {
+		case acts.switchToAlways:
+			if err := c.switchToAlways(ctx, vm); err != nil {
+				return 0, err
+			}
+			return 0, nil // the update event brings us back with the new strategy
+		case acts.deleteVMI:
+			if err := c.deleteVMI(ctx, key, vm, vmi); err != nil {
+				syncErr, failReason = err, ReasonFailedDelete
+			} else if acts.appendStart {
+				status.StateChangeRequests = append(status.StateChangeRequests, v1.VirtualMachineStateChangeRequest{Action: v1.StartRequest})
+			}
+		case acts.create:
+			if err := c.createVMI(ctx, key, vm, acts.startPaused); err != nil {
+				syncErr, failReason = err, ReasonFailedCreate
+			}
+		case !acts.waitUntil.IsZero():
+			requeue = acts.waitUntil.Sub(c.now()) + 100*time.Millisecond
+		}
+	} else {
+		syncErr, failReason = stratErr, "FailedRunStrategy"
+	}
+
+	c.computeStatus(key, vm, strategy, vmi, status, syncErr, failReason)
+	if !equality.Semantic.DeepEqual(&vm.Status, status) {
+		vm.Status = *status
+		if _, err := c.kv.KubevirtV1().VirtualMachines(ns).UpdateStatus(ctx, vm, metav1.UpdateOptions{}); err != nil {
+			return 0, fmt.Errorf("update status: %w", err)
+		}
+	}
+	// Once the VM has seen a VMI going away, it no longer needs to hold it.
+	if vmi != nil && vmi.DeletionTimestamp != nil && hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) {
+		if err := c.dropVMIFinalizer(ctx, vmi); err != nil {
+			return 0, err
+		}
+	}
+	if syncErr != nil {
+		return 0, syncErr
+	}
+	if sf := status.StartFailure; requeue == 0 && sf != nil && sf.RetryAfterTimestamp != nil && (vmi == nil || vmi.IsFinal()) {
+		if d := sf.RetryAfterTimestamp.Sub(c.now()); d > 0 {
+			requeue = d + 100*time.Millisecond
+		}
+	}
+	return requeue, nil
+}
+
+// ownedVMI returns the VMI the VM controls, adopting a same-named orphan (ClaimVirtualMachineInstanceByName).
+func (c *VMController) ownedVMI(ctx context.Context, log *slog.Logger, vm *v1.VirtualMachine) (*v1.VirtualMachineInstance, error) {
+	vmi, err := c.vmis.VirtualMachineInstances(vm.Namespace).Get(vm.Name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ref := metav1.GetControllerOf(vmi)
+	if ref != nil {
+		if ref.UID == vm.UID {
+			return vmi, nil
+		}
+		return nil, nil // someone else's
+	}
+	if vm.DeletionTimestamp != nil || vmi.DeletionTimestamp != nil {
+		return nil, nil
+	}
+	// Re-check with an uncached read that this VM is still the one we think (a VM re-created under the
+	// same name must not be confused with its predecessor).
+	fresh, err := c.kv.KubevirtV1().VirtualMachines(vm.Namespace).Get(ctx, vm.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("re-check VM before adopting: %w", err)
+	}
+	if fresh.UID != vm.UID || fresh.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("VM %s/%s changed (uid %s, now %s) before adopting its VMI", vm.Namespace, vm.Name, vm.UID, fresh.UID)
+	}
+	refs := append([]metav1.OwnerReference{}, vmi.OwnerReferences...)
+	refs = append(refs, *metav1.NewControllerRef(vm, v1.VirtualMachineGroupVersionKind))
+	patch := []map[string]any{
+		{"op": "test", "path": "/metadata/uid", "value": vmi.UID},
+		{"op": "test", "path": "/metadata/resourceVersion", "value": vmi.ResourceVersion},
+		{"op": "add", "path": "/metadata/ownerReferences", "value": refs},
+	}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return nil, err
+	}
+	adopted, err := c.kv.KubevirtV1().VirtualMachineInstances(vm.Namespace).Patch(ctx, vmi.Name, types.JSONPatchType, body, metav1.PatchOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("adopt VMI %s/%s: %w", vmi.Namespace, vmi.Name, err)
+	}
+	log.Info("adopted orphan VMI", "vmi", vmi.Name, "uid", vmi.UID)
+	return adopted, nil
+}
+
+func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) error {
+	orphan := hasFinalizer(vm, metav1.FinalizerOrphanDependents)
+	if vmi != nil && !orphan {
+		if vmi.DeletionTimestamp == nil && c.exp.Satisfied(key) {
+			if err := c.deleteVMI(ctx, key, vm, vmi); err != nil {
+				return err
+			}
+		}
+		if vmi.DeletionTimestamp != nil && hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) {
+			if err := c.dropVMIFinalizer(ctx, vmi); err != nil {
+				return err
+			}
+		}
+	}
+	if vmi != nil && orphan && hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) {
+		// The VMI outlives the VM: nobody would remove our finalizer later.
+		if err := c.dropVMIFinalizer(ctx, vmi); err != nil {
+			return err
+		}
+	}
+	status := vm.Status.DeepCopy()
+	strategy, _ := vm.RunStrategy()
+	c.computeStatus(key, vm, strategy, vmi, status, nil, "")
+	if !equality.Semantic.DeepEqual(&vm.Status, status) {
+		vm.Status = *status
+		upd, err := c.kv.KubevirtV1().VirtualMachines(vm.Namespace).UpdateStatus(ctx, vm, metav1.UpdateOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("update status: %w", err)
+		}
+		if err == nil {
+			vm = upd
+		}
+	}
+	if (vmi == nil || orphan) && hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
+		vm.Finalizers = removeString(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
+		if _, err := c.kv.KubevirtV1().VirtualMachines(vm.Namespace).Update(ctx, vm, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove finalizer: %w", err)
+		}
+		log.Info("VM finalized", "orphan", orphan)
+	}
+	return nil
+}
+
+func (c *VMController) dropVMIFinalizer(ctx context.Context, vmi *v1.VirtualMachineInstance) error {
+	v := vmi.DeepCopy()
+	v.Finalizers = removeString(v.Finalizers, v1.VirtualMachineControllerFinalizer)
+	_, err := c.kv.KubevirtV1().VirtualMachineInstances(v.Namespace).Update(ctx, v, metav1.UpdateOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove VMI finalizer: %w", err)
+	}
+	return nil
+}
+
+func (c *VMController) switchToAlways(ctx context.Context, vm *v1.VirtualMachine) error {
+	v := vm.DeepCopy()
+	if v.Spec.Running != nil {
+		t := true
+		v.Spec.Running = &t
+	} else {
+		s := v1.RunStrategyAlways
+		v.Spec.RunStrategy = &s
+	}
+	if _, err := c.kv.KubevirtV1().VirtualMachines(v.Namespace).Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("switch run strategy to Always for a start request: %w", err)
+	}
+	return nil
+}
+
+// newVMIFromTemplate renders the VMI a VM creates.
+func newVMIFromTemplate(vm *v1.VirtualMachine, paused bool) *v1.VirtualMachineInstance {
+	t := vm.Spec.Template
+	vmi := &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            vm.Name,
+			Namespace:       vm.Namespace,
+			Labels:          map[string]string{},
+			Annotations:     map[string]string{},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, v1.VirtualMachineGroupVersionKind)},
+			Finalizers:      []string{v1.VirtualMachineControllerFinalizer},
+		},
+	}
+	if t != nil {
+		for k, v := range t.ObjectMeta.Labels {
+			vmi.Labels[k] = v
+		}
+		for k, v := range t.ObjectMeta.Annotations {
+			vmi.Annotations[k] = v
+		}
+		vmi.Spec = *t.Spec.DeepCopy()
+	}
+	vmi.Labels[v1.VirtualMachineNameLabel] = vm.Name
+	if paused {
+		s := v1.StartStrategyPaused
+		vmi.Spec.StartStrategy = &s
+	}
+	return vmi
+}
+
+func (c *VMController) createVMI(ctx context.Context, key string, vm *v1.VirtualMachine, paused bool) error {
+	if vm.Spec.Template == nil {
+		c.recorder.Event(vm, corev1.EventTypeWarning, ReasonFailedCreate, "Error creating virtual machine instance: the VM has no template")
+		return fmt.Errorf("VM %s has no spec.template", key)
+	}
+	vmi := newVMIFromTemplate(vm, paused)
+	c.exp.ExpectCreations(key, 1)
+	created, err := c.kv.KubevirtV1().VirtualMachineInstances(vm.Namespace).Create(ctx, vmi, metav1.CreateOptions{})
+	if err != nil {
+		c.exp.CreationObserved(key)
+		c.recorder.Event(vm, corev1.EventTypeWarning, ReasonFailedCreate, fmt.Sprintf("Error creating virtual machine instance: Failed to create virtual machine instance %s: %v", vmi.Name, err))
+		return fmt.Errorf("create VMI: %w", err)
+	}
+	c.recorder.Event(vm, corev1.EventTypeNormal, ReasonSuccessfulCreate, "Started the virtual machine by creating the new virtual machine instance "+created.Name)
+	c.log.Info("created VMI", "namespace", vm.Namespace, "vm", vm.Name, "vmi", created.Name, "uid", created.UID, "paused", paused)
+	return nil
+}
+
+func (c *VMController) deleteVMI(ctx context.Context, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) error {
+	uid := vmi.UID
+	c.exp.ExpectDeletion(key, uid)
+	err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Delete(ctx, vmi.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil {
+		c.exp.DeletionObserved(key, uid)
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil
+		}
+		c.recorder.Event(vm, corev1.EventTypeWarning, ReasonFailedDelete, fmt.Sprintf("Error deleting virtual machine instance %s: %v", vmi.Name, err))
+		return fmt.Errorf("delete VMI: %w", err)
+	}
+	c.recorder.Event(vm, corev1.EventTypeNormal, ReasonSuccessfulDelete, "Stopped the virtual machine by deleting the virtual machine instance "+string(uid))
+	c.log.Info("deleted VMI", "namespace", vm.Namespace, "vm", vm.Name, "vmi", vmi.Name, "uid", uid)
+	return nil
+}
+
+// computeStatus fills the VM status (updateStatus of KubeVirt's vm.go).
+func (c *VMController) computeStatus(key string, vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, st *v1.VirtualMachineStatus, syncErr error, failReason string) {
+	now := metav1.NewTime(c.now())
+	adds, dels := c.exp.Pending(key)
+	st.Created = vmi != nil
+	st.Ready = vmi != nil && vmi.DeletionTimestamp == nil && vmi.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue)
+	st.ObservedGeneration = vm.Generation
+	if vmi != nil || adds {
+		st.RunStrategy = strategy
+		if vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal() {
+			st.DesiredGeneration = vm.Generation
+		}
+	}
+	st.StartFailure = nextStartFailure(st.StartFailure, strategy, vmi, c.now(), c.jitter)
+	st.StateChangeRequests = trimRequests(st.StateChangeRequests, vmi)
+	st.PrintableStatus = printableStatus(vm, strategy, vmi, adds, dels, st.StartFailure)
+
+	// Conditions: Ready always; Failure from this sync; the VMI's others mirrored.
+	var conds []v1.VirtualMachineCondition
+	keep := func(t v1.VirtualMachineConditionType) *v1.VirtualMachineCondition { return st.Condition(t) }
+	put := func(nc v1.VirtualMachineCondition) {
+		if old := keep(nc.Type); old != nil && old.Status == nc.Status {
+			if nc.LastTransitionTime.IsZero() {
+				nc.LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		if nc.LastTransitionTime.IsZero() {
+			nc.LastTransitionTime = now
+		}
+		conds = append(conds, nc)
+	}
+	if vmi == nil {
+		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: corev1.ConditionFalse, Reason: v1.VMINotExistsReason, Message: "VMI does not exist"})
+	} else if rc := vmi.Status.Condition(v1.VirtualMachineInstanceReady); rc != nil {
+		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: rc.Status, Reason: rc.Reason, Message: rc.Message, LastProbeTime: rc.LastProbeTime, LastTransitionTime: rc.LastTransitionTime})
+	} else {
+		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: corev1.ConditionFalse, Reason: v1.PodNotExistsReason, Message: "VMI has no Ready condition yet"})
+	}
+	if syncErr != nil {
+		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineFailure, Status: corev1.ConditionTrue, Reason: failReason, Message: syncErr.Error()})
+	}
+	if vmi != nil {
+		for _, vc := range vmi.Status.Conditions {
+			if vc.Type == v1.VirtualMachineInstanceReady {
+				continue
+			}
+			put(v1.VirtualMachineCondition{Type: v1.VirtualMachineConditionType(vc.Type), Status: vc.Status, Reason: vc.Reason, Message: vc.Message, LastProbeTime: vc.LastProbeTime, LastTransitionTime: vc.LastTransitionTime})
+		}
+	}
+	// Conditions set by others that we do not own are kept (e.g. RestartRequired).
+	for _, oc := range st.Conditions {
+		switch oc.Type {
+		case v1.VirtualMachineReady, v1.VirtualMachineFailure:
+			continue
+		}
+		mirrored := false
+		if vmi != nil && vmi.Status.Condition(v1.VirtualMachineInstanceConditionType(oc.Type)) != nil {
+			mirrored = true
+		}
+		if !mirrored && oc.Type == v1.VirtualMachineRestartRequired {
+			conds = append(conds, oc)
+		}
+	}
+	st.Conditions = conds
+}

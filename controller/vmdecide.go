@@ -1,0 +1,235 @@
+package controller
+
+import (
+	"math/rand/v2"
+	"time"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// This file holds the VM controller's decisions as pure functions of (VM, VMI, expectations, now), so
+// they can be tested row by row against BEHAVIOUR.md §1–§2 without a cluster.
+
+// vmActions is what one VM sync should do.
+type vmActions struct {
+	// create a VMI from the template (startPaused: with startStrategy Paused).
+	create      bool
+	startPaused bool
+	// deleteVMI deletes the current VMI.
+	deleteVMI bool
+	// appendStart appends a Start request (RerunOnFailure after a failure).
+	appendStart bool
+	// switchToAlways turns a Halted VM with a pending Start into Always (`virtctl start --paused`).
+	switchToAlways bool
+	// waitUntil: a create is due but blocked by the crash-loop backoff until then.
+	waitUntil time.Time
+}
+
+func firstRequest(vm *v1.VirtualMachine) *v1.VirtualMachineStateChangeRequest {
+	if len(vm.Status.StateChangeRequests) == 0 {
+		return nil
+	}
+	return &vm.Status.StateChangeRequests[0]
+}
+
+func stopMatches(req *v1.VirtualMachineStateChangeRequest, vmi *v1.VirtualMachineInstance) bool {
+	return req != nil && req.Action == v1.StopRequest && vmi != nil && (req.UID == nil || *req.UID == vmi.UID)
+}
+
+func startPaused(req *v1.VirtualMachineStateChangeRequest) bool {
+	return req != nil && req.Action == v1.StartRequest && req.Data[v1.StartRequestDataPausedKey] == v1.StartRequestDataPausedTrue
+}
+
+// autoRestarting reports whether the strategy recreates VMIs by itself (and so has a crash-loop backoff).
+func autoRestarting(s v1.VirtualMachineRunStrategy) bool {
+	return s == v1.RunStrategyAlways || s == v1.RunStrategyRerunOnFailure || s == v1.RunStrategyOnce
+}
+
+// decideRunStrategy is syncRunStrategy of KubeVirt's vm.go: which VMI to create or delete. vmi is the
+// VMI this VM controls (nil if none).
+func decideRunStrategy(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, now time.Time) vmActions {
+	var a vmActions
+	req := firstRequest(vm)
+	if vm.DeletionTimestamp != nil {
+		a.deleteVMI = vmi != nil && vmi.DeletionTimestamp == nil
+		return a
+	}
+	backoffUntil := func() time.Time {
+		if sf := vm.Status.StartFailure; sf != nil && sf.RetryAfterTimestamp != nil && autoRestarting(strategy) && sf.RetryAfterTimestamp.Time.After(now) {
+			return sf.RetryAfterTimestamp.Time
+		}
+		return time.Time{}
+	}
+	wantCreate := func() {
+		if t := backoffUntil(); !t.IsZero() {
+			a.waitUntil = t
+			return
+		}
+		a.create = true
+		a.startPaused = startPaused(req)
+	}
+	deleting := vmi != nil && vmi.DeletionTimestamp != nil
+	switch strategy {
+	case v1.RunStrategyAlways:
+		if vmi == nil {
+			wantCreate()
+		} else if !deleting && (vmi.IsFinal() || stopMatches(req, vmi)) {
+			a.deleteVMI = true
+		}
+	case v1.RunStrategyRerunOnFailure:
+		if vmi == nil {
+			if (req != nil && req.Action == v1.StartRequest) || vm.Status.RunStrategy != v1.RunStrategyRerunOnFailure {
+				wantCreate()
+			}
+		} else if !deleting && (vmi.IsFinal() || stopMatches(req, vmi)) {
+			a.deleteVMI = true
+			if vmi.Status.Phase == v1.Failed && !stopMatches(req, vmi) {
+				a.appendStart = true
+			}
+		}
+	case v1.RunStrategyManual:
+		if vmi == nil {
+			if req != nil && req.Action == v1.StartRequest {
+				wantCreate()
+			}
+		} else if !deleting && stopMatches(req, vmi) {
+			a.deleteVMI = true
+		}
+	case v1.RunStrategyHalted:
+		if vmi != nil && !deleting {
+			a.deleteVMI = true
+		}
+		if req != nil && req.Action == v1.StartRequest {
+			a.switchToAlways = true
+		}
+	case v1.RunStrategyOnce:
+		if vmi == nil {
+			wantCreate()
+		}
+	}
+	return a
+}
+
+// trimRequests drops stateChangeRequests[0] once it has been acted on (isTrimFirstChangeRequestNeeded):
+// a Stop when there is no VMI or another VMI; a Start once a running (not final, not deleting) VMI exists.
+func trimRequests(reqs []v1.VirtualMachineStateChangeRequest, vmi *v1.VirtualMachineInstance) []v1.VirtualMachineStateChangeRequest {
+	if len(reqs) == 0 {
+		return reqs
+	}
+	r := reqs[0]
+	trim := false
+	switch r.Action {
+	case v1.StopRequest:
+		trim = vmi == nil || (r.UID != nil && *r.UID != vmi.UID)
+	case v1.StartRequest:
+		trim = vmi != nil && !vmi.IsFinal() && vmi.DeletionTimestamp == nil
+	}
+	if !trim {
+		return reqs
+	}
+	if len(reqs) == 1 {
+		return nil
+	}
+	return append([]v1.VirtualMachineStateChangeRequest(nil), reqs[1:]...)
+}
+
+// startBackoff is calculateStartBackoffTime: 10·n² s plus up to half of that again, capped at 300 s.
+func startBackoff(failures int, jitter func(n int64) int64) time.Duration {
+	const maxDelay = 300
+	if failures < 1 {
+		failures = 1
+	}
+	delay := int64(failures*failures) * 10
+	if delay > maxDelay {
+		delay = maxDelay
+	}
+	if j := delay / 2; j > 0 {
+		delay += jitter(j + 1)
+	}
+	if delay > maxDelay {
+		delay = maxDelay
+	}
+	return time.Duration(delay) * time.Second
+}
+
+func randJitter(n int64) int64 { return rand.Int64N(n) }
+
+// wasRunning reports whether the VMI ever reached Running.
+func wasRunning(vmi *v1.VirtualMachineInstance) bool {
+	if vmi.Status.Phase == v1.Running {
+		return true
+	}
+	for _, t := range vmi.Status.PhaseTransitionTimestamps {
+		if t.Phase == v1.Running {
+			return true
+		}
+	}
+	return false
+}
+
+// nextStartFailure returns the startFailure record after looking at vmi (syncStartFailureStatus).
+func nextStartFailure(cur *v1.VirtualMachineStartFailure, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, now time.Time, jitter func(int64) int64) *v1.VirtualMachineStartFailure {
+	if !autoRestarting(strategy) {
+		return nil
+	}
+	if vmi == nil {
+		return cur
+	}
+	if vmi.Status.Phase == v1.Running {
+		return nil
+	}
+	if !vmi.IsFinal() || wasRunning(vmi) {
+		return cur
+	}
+	if cur != nil && cur.LastFailedVMIUID == vmi.UID {
+		return cur
+	}
+	n := 1
+	if cur != nil {
+		n = cur.ConsecutiveFailCount + 1
+	}
+	retry := metav1Time(now.Add(startBackoff(n, jitter)))
+	return &v1.VirtualMachineStartFailure{ConsecutiveFailCount: n, LastFailedVMIUID: vmi.UID, RetryAfterTimestamp: &retry}
+}
+
+// printableStatus is setPrintableStatus: the first matching rule wins.
+func printableStatus(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, createExpected, deleteExpected bool, startFailure *v1.VirtualMachineStartFailure) v1.VirtualMachinePrintableStatus {
+	var phase v1.VirtualMachineInstancePhase
+	if vmi != nil {
+		phase = vmi.Status.Phase
+	}
+	final := vmi != nil && vmi.IsFinal()
+	syncReason := ""
+	if vmi != nil {
+		if c := vmi.Status.Condition(v1.VirtualMachineInstanceSynchronized); c != nil && c.Status == corev1.ConditionFalse {
+			syncReason = c.Reason
+		}
+	}
+	switch {
+	case vm.DeletionTimestamp != nil:
+		return v1.VirtualMachineStatusTerminating
+	case vmi != nil && !final && (vmi.DeletionTimestamp != nil || deleteExpected):
+		return v1.VirtualMachineStatusStopping
+	case vmi != nil && phase == v1.Running && vmi.Status.HasCondition(v1.VirtualMachineInstancePaused, corev1.ConditionTrue):
+		return v1.VirtualMachineStatusPaused
+	case vmi != nil && phase == v1.Running:
+		return v1.VirtualMachineStatusRunning
+	case syncReason == v1.FailedPvcNotFoundReason:
+		return v1.VirtualMachineStatusPvcNotFound
+	case vmi != nil && vmi.Status.HasCondition(v1.VirtualMachineInstancePodScheduled, corev1.ConditionFalse) &&
+		vmi.Status.Condition(v1.VirtualMachineInstancePodScheduled).Reason == v1.UnschedulableReason:
+		return v1.VirtualMachineStatusUnschedulable
+	case syncReason == v1.ErrImagePullReason:
+		return v1.VirtualMachineStatusErrImagePull
+	case syncReason == v1.ImagePullBackOffReason:
+		return v1.VirtualMachineStatusImagePullBackOff
+	case (vmi == nil && createExpected) || (vmi != nil && (phase == v1.VmPhaseUnset || phase == v1.Pending || phase == v1.Scheduling || phase == v1.Scheduled)):
+		return v1.VirtualMachineStatusStarting
+	case (vmi == nil || final) && startFailure != nil && startFailure.ConsecutiveFailCount > 0 && autoRestarting(strategy):
+		return v1.VirtualMachineStatusCrashLoopBackOff
+	case final || (vmi == nil && !createExpected):
+		return v1.VirtualMachineStatusStopped
+	}
+	return v1.VirtualMachineStatusUnknown
+}
