@@ -1,0 +1,202 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Client talks to one launcher's control API, over TCP (the controller) or the in-pod Unix socket
+// (exec'd subcommands).
+type Client struct {
+	network, addr string
+	token         string
+	hc            *http.Client
+}
+
+// NewClient returns a client for the launcher at addr ("10.244.0.7:8186") authenticating with token.
+func NewClient(addr, token string) *Client { return newClient("tcp", addr, token) }
+
+// NewUnixClient returns a client for the launcher's Unix socket (DefaultSocket inside the pod).
+func NewUnixClient(path string) *Client { return newClient("unix", path, "") }
+
+func newClient(network, addr, token string) *Client {
+	c := &Client{network: network, addr: addr, token: token}
+	c.hc = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) },
+	}}
+	return c
+}
+
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, c.network, c.addr)
+	if err != nil {
+		return nil, fmt.Errorf("launcher control API at %s: %w", c.addr, err)
+	}
+	return conn, nil
+}
+
+// APIError is an error answer of the API; Message is the launcher's text (KubeVirt's wording where one
+// exists, e.g. "VMI is already paused").
+type APIError struct {
+	Code    int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// IsConflict reports whether err is a 409 answer (the request does not fit the guest's state).
+func IsConflict(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == http.StatusConflict
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values) (*http.Response, error) {
+	u := url.URL{Scheme: "http", Host: "launcher", Path: path, RawQuery: query.Encode()}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var ae apiError
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+			ae.Error = fmt.Sprintf("launcher answered %s", resp.Status)
+		}
+		return nil, &APIError{Code: resp.StatusCode, Message: ae.Error}
+	}
+	return resp, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, query url.Values) (Status, error) {
+	resp, err := c.do(ctx, method, path, query)
+	if err != nil {
+		return Status{}, err
+	}
+	defer resp.Body.Close()
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return Status{}, fmt.Errorf("launcher status: %w", err)
+	}
+	return st, nil
+}
+
+// Status returns the launcher's current status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	return c.call(ctx, "GET", "/v1/status", nil)
+}
+
+// Pause pauses the guest's vCPUs.
+func (c *Client) Pause(ctx context.Context) error {
+	_, err := c.call(ctx, "POST", "/v1/pause", nil)
+	return err
+}
+
+// Unpause resumes them.
+func (c *Client) Unpause(ctx context.Context) error {
+	_, err := c.call(ctx, "POST", "/v1/unpause", nil)
+	return err
+}
+
+// Shutdown starts a graceful shutdown; a negative grace uses the VMI's terminationGracePeriodSeconds.
+func (c *Client) Shutdown(ctx context.Context, grace time.Duration) error {
+	q := url.Values{}
+	if grace >= 0 {
+		q.Set("grace", strconv.FormatInt(int64(grace/time.Second), 10))
+	}
+	_, err := c.call(ctx, "POST", "/v1/shutdown", q)
+	return err
+}
+
+// Stop stops the guest hard, now.
+func (c *Client) Stop(ctx context.Context) error {
+	_, err := c.call(ctx, "POST", "/v1/stop", nil)
+	return err
+}
+
+// Watch calls report with the current status and then with every change, until ctx ends (returns
+// ctx.Err()) or the connection breaks (returns the error; io.ErrUnexpectedEOF when the launcher went away).
+func (c *Client) Watch(ctx context.Context, report func(Status)) error {
+	resp, err := c.do(ctx, "GET", "/v1/watch", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var st Status
+		if err := dec.Decode(&st); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("launcher watch: %w", err)
+		}
+		report(st)
+	}
+}
+
+// Console attaches to the guest's serial console: reads return guest output, writes go to its input.
+// Close the connection to detach.
+func (c *Client) Console(ctx context.Context) (io.ReadWriteCloser, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("GET", "http://launcher/v1/console", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", ConsoleUpgrade)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if err := req.Write(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		var ae apiError
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+			ae.Error = "console: launcher answered " + resp.Status
+		}
+		return nil, &APIError{Code: resp.StatusCode, Message: ae.Error}
+	}
+	conn.SetDeadline(time.Time{})
+	return &consoleConn{Conn: conn, r: br}, nil
+}
+
+type consoleConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *consoleConn) Read(p []byte) (int, error) { return c.r.Read(p) }
