@@ -158,3 +158,20 @@ func (m *GuestMemory) access(p []byte, off int64, write bool) (int, error) {
 	}
 	return done, nil
 }
+
+// Discard drops the contents of all memory this GuestMemory mapped itself (it reads as zero afterwards and
+// no longer counts as resident); used when the guest is reset.
+func (m *GuestMemory) Discard() error {
+	if !m.owned {
+		for _, r := range m.regions {
+			clear(r.Data)
+		}
+		return nil
+	}
+	for _, r := range m.regions {
+		if err := unix.Madvise(r.Data, unix.MADV_DONTNEED); err != nil {
+			return fmt.Errorf("memory: discard %#x+%#x: %w", r.GPA, len(r.Data), err)
+		}
+	}
+	return nil
+}

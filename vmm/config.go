@@ -1,0 +1,112 @@
+// Package vmm is kvirt's virtual machine monitor: it assembles a KVM virtual machine from a Config (guest
+// memory, in-kernel irqchip and PIT, legacy devices, ACPI/SMBIOS tables, virtio-mmio slots), boots a
+// Linux kernel through the 64-bit boot protocol, runs one locked OS thread per vCPU, and drives the
+// machine's lifecycle: Start, Pause/Resume, RequestShutdown (ACPI power button), Stop, Wait.
+package vmm
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/kvirt/kvirt/vmm/cpuid"
+	"github.com/kvirt/kvirt/vmm/smbios"
+)
+
+// RebootAction says what a guest reboot does.
+type RebootAction int
+
+const (
+	// RebootReset resets the guest in place: the kernel is loaded again and the vCPUs restart (default).
+	RebootReset RebootAction = iota
+	// RebootExit ends the machine with outcome Rebooted.
+	RebootExit
+)
+
+// Compat selects the host compatibility policy.
+type Compat int
+
+const (
+	// CompatAuto applies the PVM policy when the host's KVM is PVM (default).
+	CompatAuto Compat = iota
+	// CompatOff applies no host policy.
+	CompatOff
+	// CompatPVM applies the PVM policy regardless of the host.
+	CompatPVM
+)
+
+// Config describes a machine.
+type Config struct {
+	// Kernel is the path of a vmlinux (ELF64) or bzImage; KernelImage, if set, is used instead.
+	Kernel      string
+	KernelImage []byte
+	// Initrd is an optional initramfs path; InitrdImage, if set, is used instead.
+	Initrd      string
+	InitrdImage []byte
+	// Cmdline is the kernel command line (host policy words are appended).
+	Cmdline string
+	// MemoryBytes is the guest RAM size (default 256 MiB; at least 16 MiB).
+	MemoryBytes uint64
+	// CPUs is the vCPU count (default 1, at most 64).
+	CPUs int
+	// Console receives the guest's COM1 output (nil discards); ConsoleInput feeds COM1 input (nil: none).
+	Console      io.Writer
+	ConsoleInput io.Reader
+	// NoACPI leaves out the ACPI tables (the guest then cannot power off or see a power button).
+	NoACPI bool
+	// CPUPolicy disables CPU features (by name, see cpuid.Features); merged with the host policy.
+	CPUPolicy cpuid.Policy
+	// Compat selects the host compatibility policy (default: automatic PVM detection).
+	Compat Compat
+	// SMBIOS is the firmware identity (UUID, serial) the guest reads as DMI.
+	SMBIOS smbios.Info
+	// OnReboot selects what a guest reboot does (default: reset in place).
+	OnReboot RebootAction
+	// HugePages advises transparent huge pages for guest RAM.
+	HugePages bool
+	// Logf receives the VMM's diagnostic lines (nil: log.Printf).
+	Logf func(format string, args ...any)
+}
+
+const (
+	defaultMemory = 256 << 20
+	minMemory     = 16 << 20
+	maxCPUs       = 64
+)
+
+func (c *Config) normalize() error {
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = defaultMemory
+	}
+	if c.MemoryBytes < minMemory {
+		return fmt.Errorf("vmm: memory %d bytes is below the minimum of 16 MiB", c.MemoryBytes)
+	}
+	c.MemoryBytes = (c.MemoryBytes + 0x1fffff) &^ 0x1fffff
+	if c.CPUs == 0 {
+		c.CPUs = 1
+	}
+	if c.CPUs < 1 || c.CPUs > maxCPUs {
+		return fmt.Errorf("vmm: %d vCPUs out of range 1-%d", c.CPUs, maxCPUs)
+	}
+	if err := c.CPUPolicy.Validate(); err != nil {
+		return err
+	}
+	if c.KernelImage == nil {
+		if c.Kernel == "" {
+			return fmt.Errorf("vmm: no kernel given")
+		}
+		b, err := os.ReadFile(c.Kernel)
+		if err != nil {
+			return fmt.Errorf("vmm: read kernel: %w", err)
+		}
+		c.KernelImage = b
+	}
+	if c.InitrdImage == nil && c.Initrd != "" {
+		b, err := os.ReadFile(c.Initrd)
+		if err != nil {
+			return fmt.Errorf("vmm: read initrd: %w", err)
+		}
+		c.InitrdImage = b
+	}
+	return nil
+}
