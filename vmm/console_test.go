@@ -17,7 +17,9 @@ type console struct {
 	line []byte
 }
 
-func newConsole(t testing.TB) *console { return &console{cond: make(chan struct{}, 1), t: t, echo: testing.Verbose()} }
+func newConsole(t testing.TB) *console {
+	return &console{cond: make(chan struct{}, 1), t: t, echo: testing.Verbose()}
+}
 
 func (c *console) Write(p []byte) (int, error) {
 	c.mu.Lock()
