@@ -110,3 +110,8 @@ func (c *Config) normalize() error {
 	}
 	return nil
 }
+
+// DefaultCmdline is the kernel command line kvirt's guests boot with (see PLATFORM.md): serial console,
+// keyboard-controller reboot (the VMM sees it as a reset), reboot at once on panic, no timer calibration,
+// and Go programs in the guest told not to use AVX (some hosts do not preserve the AVX state for the guest).
+const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 tsc=reliable no_timer_check lpj=1000000 mitigations=off quiet rodata=off GODEBUG=cpu.avx=off,cpu.avx2=off"
