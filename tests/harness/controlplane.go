@@ -368,7 +368,7 @@ func ControllerManagerArgs(p *PKI, kubeconfig string, securePort int, certDir st
 		"--root-ca-file=" + p.Path(caCertFile),
 		"--cluster-signing-cert-file=" + p.Path(caCertFile),
 		"--cluster-signing-key-file=" + p.Path(caKeyFile),
-		"--use-service-account-credentials=false",
+		"--use-service-account-credentials=true", // each controller acts as its own kube-system service account (bootstrap RBAC roles)
 		"--profiling=false",
 	}
 }
