@@ -236,6 +236,16 @@ func TestShutdownStop(t *testing.T) {
 	if err := r.tcp.Stop(c); err != nil {
 		t.Fatal(err)
 	}
+	if g := <-r.shut.got; g != 0 {
+		t.Fatalf("stop went to the shutdown logic with grace %v, want 0", g)
+	}
+	// Without grace logic: straight to the VM.
+	bare := &Server{VM: r.vm, Board: r.board}
+	rec := httptest.NewRecorder()
+	bare.Handler(true).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/stop", nil))
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("stop without grace logic: %d %s", rec.Code, rec.Body)
+	}
 	if got := r.vm.Calls(); got != "stop" {
 		t.Fatalf("VM calls %q", got)
 	}

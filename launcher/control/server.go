@@ -203,7 +203,10 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "VM is not running")
 		return
 	}
-	if err := s.VM.Stop(); err != nil {
+	// Through the grace logic when there is one, so the outcome says the stop was asked for.
+	if s.Shutdown != nil {
+		s.Shutdown.Shutdown(0)
+	} else if err := s.VM.Stop(); err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
