@@ -35,6 +35,8 @@ type ContainerDiskOptions struct {
 	RemoteOptions []remote.Option
 	// Insecure allows plain-HTTP registries (name.Insecure), e.g. a registry on 127.0.0.1 in tests.
 	Insecure bool
+	// Path is the disk file inside the image (containerDisk.path); empty: the single file under /disk/.
+	Path string
 }
 
 // ContainerDisk is a containerDisk volume ready for the VMM.
@@ -75,7 +77,7 @@ func PrepareContainerDisk(ctx context.Context, field, ref, workDir string, opts 
 		return nil, fieldErr(field, "create work directory: %w", err)
 	}
 	basePath := filepath.Join(workDir, "disk.base")
-	if err := extractDisk(ctx, img, basePath); err != nil {
+	if err := extractDisk(ctx, img, basePath, opts.Path); err != nil {
 		return nil, fieldErr(field, "image %q: %w", ref, err)
 	}
 	base, err := os.Open(basePath)
@@ -181,9 +183,12 @@ func loadArchive(file string) (v1.Image, error) {
 	return img, nil
 }
 
-// extractDisk writes the one regular file under /disk/ of the image's flattened filesystem to dst, sparsely,
-// with mode 0444.
-func extractDisk(ctx context.Context, img v1.Image, dst string) error {
+// extractDisk writes the file want (empty: the one regular file under /disk/) of the image's flattened
+// filesystem to dst, sparsely, with mode 0444.
+func extractDisk(ctx context.Context, img v1.Image, dst, want string) error {
+	if want != "" {
+		want = path.Clean("/" + want)
+	}
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
@@ -202,7 +207,7 @@ func extractDisk(ctx context.Context, img v1.Image, dst string) error {
 			return fmt.Errorf("read image layers: %w", err)
 		}
 		p := path.Clean("/" + h.Name)
-		if path.Dir(p) != "/disk" || h.Typeflag != tar.TypeReg {
+		if h.Typeflag != tar.TypeReg || (want == "" && path.Dir(p) != "/disk") || (want != "" && p != want) {
 			continue
 		}
 		found = append(found, p)
@@ -215,6 +220,9 @@ func extractDisk(ctx context.Context, img v1.Image, dst string) error {
 	}
 	switch len(found) {
 	case 0:
+		if want != "" {
+			return fmt.Errorf("no regular file %s in the image: check containerDisk.path", want)
+		}
 		return errors.New("no disk file under /disk/: build the image with the disk image at /disk/disk.img (raw or qcow2)")
 	case 1:
 	default:

@@ -144,6 +144,21 @@ func TestContainerDiskSources(t *testing.T) {
 	}
 }
 
+func TestContainerDiskPath(t *testing.T) {
+	disk := rawDisk(64 << 10)
+	img := diskImage(t, map[string][]byte{"disk/a.img": {1}, "images/b.img": disk})
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	tag, _ := name.NewTag("kvirt.test/disk:path")
+	if err := tarball.WriteToFile(archive, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	cd, err := PrepareContainerDisk(context.Background(), "f", archive, t.TempDir(), ContainerDiskOptions{Path: "images/b.img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDisk(t, cd, disk)
+}
+
 func TestContainerDiskQCOW2(t *testing.T) {
 	kind := func(i int) int { return i % 4 }
 	data := testData(64, 4096, kind)
@@ -178,18 +193,20 @@ func TestContainerDiskErrors(t *testing.T) {
 	corrupt := makeQCOW2(t, testData(4, 512, kind), 9, 3, kind)
 	corrupt[23] = 99
 	const field = "spec.volumes[1].containerDisk.image"
-	for _, tc := range []struct{ name, ref, want string }{
-		{"empty ref", "", "empty image reference"},
-		{"no disk", write("nodisk.tar", diskImage(t, map[string][]byte{"etc/x": []byte("x")})), "no disk file under /disk/"},
-		{"two disks", write("two.tar", diskImage(t, map[string][]byte{"disk/a.img": {1}, "disk/b.img": {2}})), "more than one file under /disk/"},
-		{"corrupt qcow2", write("bad.tar", diskImage(t, map[string][]byte{"disk/d.qcow2": corrupt})), "cluster_bits 99"},
-		{"missing archive", ArchivePrefix + filepath.Join(dir, "nope.tar"), "no such file"},
-		{"missing layout", OCILayoutPrefix + filepath.Join(dir, "nope"), "OCI layout"},
-		{"bad reference", "UPPER/Case::bad", "neither a local OCI layout"},
-		{"unreachable registry", "127.0.0.1:1/disk:latest", "pull 127.0.0.1:1/disk:latest"},
+	twoDisks := write("two.tar", diskImage(t, map[string][]byte{"disk/a.img": {1}, "disk/b.img": {2}}))
+	for _, tc := range []struct{ name, ref, path, want string }{
+		{"empty ref", "", "", "empty image reference"},
+		{"missing path", twoDisks, "/disk/c.img", "no regular file /disk/c.img"},
+		{"no disk", write("nodisk.tar", diskImage(t, map[string][]byte{"etc/x": []byte("x")})), "", "no disk file under /disk/"},
+		{"two disks", twoDisks, "", "more than one file under /disk/"},
+		{"corrupt qcow2", write("bad.tar", diskImage(t, map[string][]byte{"disk/d.qcow2": corrupt})), "", "cluster_bits 99"},
+		{"missing archive", ArchivePrefix + filepath.Join(dir, "nope.tar"), "", "no such file"},
+		{"missing layout", OCILayoutPrefix + filepath.Join(dir, "nope"), "", "OCI layout"},
+		{"bad reference", "UPPER/Case::bad", "", "neither a local OCI layout"},
+		{"unreachable registry", "127.0.0.1:1/disk:latest", "", "pull 127.0.0.1:1/disk:latest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := PrepareContainerDisk(context.Background(), field, tc.ref, t.TempDir(), ContainerDiskOptions{Insecure: true})
+			_, err := PrepareContainerDisk(context.Background(), field, tc.ref, t.TempDir(), ContainerDiskOptions{Insecure: true, Path: tc.path})
 			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field != field || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want a %s error containing %q", err, field, tc.want)
