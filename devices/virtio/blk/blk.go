@@ -6,8 +6,9 @@
 // with positional I/O, so several are in flight. FLUSH completes only after the backend's Sync. Close syncs
 // the backend, so writes the guest saw completed are durable before the VMM reports the VM stopped.
 //
-// Lifecycle: the device sits behind an mmio.Transport. Close the transport first (it stops the workers),
-// then the Device (it syncs and closes the backend if it owns it).
+// Lifecycle: the device sits behind an mmio.Transport; closing the transport stops the workers and then
+// closes the Device, which syncs the backend (and closes it if it owns it). The VMM closes its virtio
+// transports before it reports the machine ended.
 package blk
 
 import (

@@ -233,7 +233,22 @@ func (t *Transport) QueueNotifiers() []Notifier {
 	return ns
 }
 
-// Close resets the device (stopping its workers) and releases the eventfds.
+// NotifyFiles are the queue eventfds, index = queue (the shape vmm.Machine.AddVirtioMMIO takes).
+func (t *Transport) NotifyFiles() []*os.File { return append([]*os.File(nil), t.notifyFiles...) }
+
+// Reset returns the device to its power-on state, stopping its workers: the VMM calls it when the guest
+// resets in place (before guest memory is reused), as a hardware reset line would.
+func (t *Transport) Reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.resetLocked()
+	}
+}
+
+// Close resets the device (stopping its workers), closes the device too if it has a Close method (a disk
+// then syncs its image: writes the guest saw complete are durable when Close returns), and releases the
+// eventfds.
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -243,11 +258,15 @@ func (t *Transport) Close() error {
 	t.closed = true
 	t.resetLocked()
 	t.mu.Unlock()
+	var err error
+	if c, ok := t.dev.(interface{ Close() error }); ok {
+		err = c.Close()
+	}
 	for _, f := range t.notifyFiles {
 		f.Close()
 	}
 	t.readers.Wait()
-	return nil
+	return err
 }
 
 func (t *Transport) selectedQueue() *queue.Queue {

@@ -294,3 +294,19 @@ func TestKernelParam(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestHardReset(t *testing.T) {
+	dev, tr, d := newEcho(t)
+	if err := d.Init(^uint64(0), 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.NotifyFiles()) != 2 {
+		t.Fatal("want 2 notify files")
+	}
+	tr.Reset()
+	if r32(tr, mmio.RegStatus) != 0 || dev.resets == 0 {
+		t.Fatal("Reset did not reset the device")
+	}
+	tr.Close()
+	tr.Reset() // after Close: no effect, no panic
+}
