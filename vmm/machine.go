@@ -62,23 +62,25 @@ type Machine struct {
 	Serial *serial.Serial
 	PM     *acpipm.PM
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	started   bool
-	paused    bool
-	parked    int
-	board     *board
-	irqfds    []*IRQFD
-	ioevents  []ioevent
-	virtio    []VirtioSlot
-	nextGSI   int
-	nextMMIO  uint64
-	reboots   int
-	exitReq   *exitRequest
-	outcome   Outcome
-	outErr    error
-	done      chan struct{}
-	stopInput chan struct{}
+	mu       sync.Mutex
+	cond     *sync.Cond
+	started  bool
+	paused   bool
+	parked   int
+	board    *board
+	irqfds   []*IRQFD
+	ioevents []ioevent
+	virtio   []VirtioSlot
+	// virtioDevs are the transports AddVirtioMMIO mapped (reset on reboot, closed at the end).
+	virtioDevs []bus.Device
+	nextGSI    int
+	nextMMIO   uint64
+	reboots    int
+	exitReq    *exitRequest
+	outcome    Outcome
+	outErr     error
+	done       chan struct{}
+	stopInput  chan struct{}
 }
 
 type exitRequest struct {
@@ -300,8 +302,36 @@ func (m *Machine) AddVirtioMMIO(mk func(slot VirtioSlot, irq *IRQFD) (bus.Device
 	}
 	m.mu.Lock()
 	m.virtio = append(m.virtio, slot)
+	m.virtioDevs = append(m.virtioDevs, dev)
 	m.mu.Unlock()
 	return slot, nil
+}
+
+// resetVirtio resets the virtio devices that can be (Reset()) before a reboot in place reuses guest memory;
+// closeVirtio closes those that can be (Close() error) before guest memory is unmapped, so no device
+// worker touches guest RAM afterwards.
+func (m *Machine) resetVirtio() {
+	m.mu.Lock()
+	devs := append([]bus.Device(nil), m.virtioDevs...)
+	m.mu.Unlock()
+	for _, d := range devs {
+		if r, ok := d.(interface{ Reset() }); ok {
+			r.Reset()
+		}
+	}
+}
+
+func (m *Machine) closeVirtio() {
+	m.mu.Lock()
+	devs := append([]bus.Device(nil), m.virtioDevs...)
+	m.mu.Unlock()
+	for _, d := range devs {
+		if c, ok := d.(interface{ Close() error }); ok {
+			if err := c.Close(); err != nil {
+				m.logf("vmm: close virtio device: %v", err)
+			}
+		}
+	}
 }
 
 // sciLine drives the SCI (level-triggered) on the current board.
@@ -391,6 +421,7 @@ func (m *Machine) supervise(b *board) {
 		n := m.reboots
 		m.mu.Unlock()
 		m.logf("vmm: guest reset: rebooting in place (reboot %d)", n)
+		m.resetVirtio()
 		if err := m.mem.Discard(); err != nil {
 			m.finish(Error, err)
 			return
@@ -413,6 +444,7 @@ func (m *Machine) finish(o Outcome, err error) {
 	m.outcome, m.outErr = o, err
 	m.mu.Unlock()
 	close(m.stopInput)
+	m.closeVirtio()
 	m.closeAll()
 	close(m.done)
 }
