@@ -55,10 +55,10 @@ func Down(opts NodeOptions) error {
 		}
 	}
 	stop("containerd")
-	killStragglers(dir, opts.Progress)
 
-	s.step("stopping kube-apiserver and etcd")
+	s.step("stopping kube-apiserver and etcd, then any process left (shims, containers)")
 	stop("kube-apiserver", "etcd")
+	killStragglers(dir, opts.Progress)
 
 	s.step("unmounting everything under %s", dir)
 	unmountUnder(dir)

@@ -112,6 +112,7 @@ func Up(opts NodeOptions) error {
 	if err := opts.defaults(); err != nil {
 		return err
 	}
+	start := time.Now()
 	s := &stepper{w: opts.Progress, name: "cluster-up", of: 10}
 	dir := opts.Dir
 	run := filepath.Join(dir, "run")
@@ -312,7 +313,7 @@ func Up(opts NodeOptions) error {
 	if err := runTestPod(ctx, client, kubelet); err != nil {
 		return err
 	}
-	fmt.Fprintf(opts.Progress, "[cluster-up] ready: export KUBECONFIG=%s\n", adminKubeconfig)
+	fmt.Fprintf(opts.Progress, "[cluster-up] ready in %s: export KUBECONFIG=%s\n", time.Since(start).Round(time.Second), adminKubeconfig)
 	return nil
 }
 
