@@ -21,6 +21,10 @@ type board struct {
 	vm    *kvm.VM
 	vcpus []*kvm.VCPU
 	wg    sync.WaitGroup
+
+	// life guards the vCPU handles against Kick from other goroutines while close unmaps them.
+	life   sync.RWMutex
+	closed bool
 }
 
 // MSRs set on every vCPU at boot.
@@ -202,6 +206,11 @@ func (m *Machine) setupVCPU(c *kvm.VCPU, id int, entry uint64) error {
 }
 
 func (b *board) kickAll() {
+	b.life.RLock()
+	defer b.life.RUnlock()
+	if b.closed {
+		return
+	}
 	for _, c := range b.vcpus {
 		c.Kick()
 	}
@@ -215,6 +224,12 @@ func (b *board) start() {
 }
 
 func (b *board) close() {
+	b.life.Lock()
+	defer b.life.Unlock()
+	if b.closed {
+		return
+	}
+	b.closed = true
 	for _, c := range b.vcpus {
 		c.Close()
 	}

@@ -362,7 +362,9 @@ const resetInPlace Outcome = -1
 // requestExit records the first reason the current board must end and kicks every vCPU.
 func (m *Machine) requestExit(o Outcome, err error) {
 	m.mu.Lock()
-	if m.exitReq == nil {
+	// The first request wins, except that a reset in place is overridden by any final outcome (a Stop
+	// during a reboot must not be lost).
+	if m.exitReq == nil || (m.exitReq.outcome == resetInPlace && o != resetInPlace) {
 		m.exitReq = &exitRequest{o, err}
 	}
 	b := m.board
@@ -403,12 +405,12 @@ func (m *Machine) supervise(b *board) {
 		for m.exitReq == nil {
 			m.cond.Wait()
 		}
-		req := *m.exitReq
 		m.mu.Unlock()
 		b.kickAll()
 		b.wg.Wait()
 		m.mu.Lock()
 		m.board = nil
+		req := *m.exitReq
 		m.mu.Unlock()
 		b.close()
 		if req.outcome != resetInPlace {
@@ -416,6 +418,12 @@ func (m *Machine) supervise(b *board) {
 			return
 		}
 		m.mu.Lock()
+		if m.exitReq.outcome != resetInPlace { // upgraded while closing
+			req = *m.exitReq
+			m.mu.Unlock()
+			m.finish(req.outcome, req.err)
+			return
+		}
 		m.reboots++
 		m.exitReq = nil
 		n := m.reboots
