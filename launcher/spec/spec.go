@@ -1,0 +1,322 @@
+// Package spec translates a VirtualMachineInstance into the launcher's machine description: memory, CPU
+// topology and feature policy, firmware identity, kernel boot, disks (in spec order, with their volume
+// sources, serials and read-only flags) and network interfaces. It is pure: nothing is read or created here;
+// PrepareDisks (disks.go) then turns the disks into block backends.
+//
+// Everything kvirt cannot honour is an error naming the field and why, never silently dropped. Fields that
+// do not change what the guest sees and that kvirt cannot apply (for example bootOrder under direct kernel
+// boot) are reported as warnings, which the launcher logs and `virt-launcher run` prints.
+//
+// Decisions not taken from KubeVirt:
+//   - With no firmware.uuid (a standalone VMI; VMs get one from the API defaults), the guest's SMBIOS UUID is
+//     the VMI's metadata.uid, stable for the VMI's lifetime.
+//   - With no cpu topology, the vCPU count is limits.cpu (else requests.cpu) rounded up, as cores of one
+//     socket; with neither, one vCPU.
+//   - Only the virtio bus exists in kvirt's VMM: sata, scsi and usb disks, and cdroms (sata by default), are
+//     refused with a hint to use `disk: {bus: virtio}`.
+package spec
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"strings"
+	"time"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/launcher/network"
+	"github.com/kvirt/kvirt/launcher/volumes"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// Limits of kvirt's VMM.
+const (
+	MaxVCPUs        = 64
+	MinMemoryBytes  = 16 << 20
+	MaxSerialLength = 20 // VIRTIO_BLK_ID_BYTES
+)
+
+// Machine is the launcher's description of the guest to run.
+type Machine struct {
+	Name, Namespace, UID string
+	Hostname             string // DHCP host name: spec.hostname, else the VMI name
+
+	MemoryBytes uint64
+	Sockets     int
+	Cores       int
+	Threads     int
+	// CPUDisable lists CPU features the guest must not see (policy disable or forbid), by their KubeVirt
+	// (libvirt) names, e.g. "pcid".
+	CPUDisable []string
+	HugePages  bool // memory.hugepages: advise transparent huge pages
+
+	FirmwareUUID   string
+	FirmwareSerial string
+	Kernel         *KernelBoot // nil: kvirt's own guest kernel and initramfs
+
+	Disks      []Disk
+	Interfaces []Interface
+	RNG        bool // devices.rng: a virtio-rng device
+
+	SerialConsole    bool // devices.autoattachSerialConsole (default true)
+	StartPaused      bool // startStrategy: Paused
+	TerminationGrace time.Duration
+}
+
+// VCPUs is sockets × cores × threads.
+func (m *Machine) VCPUs() int { return m.Sockets * m.Cores * m.Threads }
+
+// KernelBoot is firmware.kernelBoot.
+type KernelBoot struct {
+	Image      string // kernelBoot.container.image
+	KernelPath string // path inside the image
+	InitrdPath string
+	Cmdline    string // kernelBoot.kernelArgs
+}
+
+// VolumeKind is the source of a disk.
+type VolumeKind string
+
+const (
+	ContainerDisk    VolumeKind = "containerDisk"
+	CloudInitNoCloud VolumeKind = "cloudInitNoCloud"
+	EmptyDisk        VolumeKind = "emptyDisk"
+	PVC              VolumeKind = "persistentVolumeClaim"
+	HostDisk         VolumeKind = "hostDisk"
+)
+
+// Disk is one guest disk, in spec.domain.devices.disks order (the guest sees them as vda, vdb, ...).
+type Disk struct {
+	Name     string // disk and volume name
+	Serial   string
+	ReadOnly bool
+	Kind     VolumeKind
+	// VolumeField is the spec path of the volume, e.g. "spec.volumes[1]", for errors.
+	VolumeField string
+
+	Image, ImagePath string             // containerDisk
+	NoCloud          *volumes.NoCloud   // cloudInitNoCloud
+	Capacity         *resource.Quantity // emptyDisk, hostDisk
+	ClaimName        string             // persistentVolumeClaim
+	HostPath         string             // hostDisk
+	HostDiskType     volumes.HostDiskType
+}
+
+// Interface is one guest NIC on the pod network.
+type Interface struct {
+	Name    string
+	Binding network.Binding
+	MAC     net.HardwareAddr // nil: the pod interface's MAC
+	Ports   []network.Port
+}
+
+// Translate checks vmi and returns the machine to run, plus warnings. The error lists every problem found,
+// each with its field path.
+func Translate(in *v1.VirtualMachineInstance) (*Machine, []string, error) {
+	vmi := in.DeepCopy()
+	v1.SetDefaults_VirtualMachineInstanceSpec(&vmi.Spec, nil)
+	errs := v1.ValidateVirtualMachineInstance(vmi)
+	t := &translator{vmi: vmi, root: field.NewPath("spec")}
+	m := t.translate()
+	errs = append(errs, t.errs...)
+	if len(errs) > 0 {
+		return nil, t.warnings, errs.ToAggregate()
+	}
+	return m, t.warnings, nil
+}
+
+type translator struct {
+	vmi      *v1.VirtualMachineInstance
+	root     *field.Path
+	errs     field.ErrorList
+	warnings []string
+}
+
+func (t *translator) fail(p *field.Path, value any, why string) {
+	t.errs = append(t.errs, field.Invalid(p, value, why))
+}
+
+func (t *translator) unsupported(p *field.Path, why string) {
+	t.errs = append(t.errs, &field.Error{Type: field.ErrorTypeForbidden, Field: p.String(), Detail: why})
+}
+
+func (t *translator) warn(p *field.Path, why string) {
+	t.warnings = append(t.warnings, p.String()+": "+why)
+}
+
+func (t *translator) translate() *Machine {
+	spec := &t.vmi.Spec
+	d := &spec.Domain
+	dp := t.root.Child("domain")
+	m := &Machine{
+		Name: t.vmi.Name, Namespace: t.vmi.Namespace, UID: string(t.vmi.UID),
+		Hostname: t.vmi.Name, SerialConsole: true, RNG: d.Devices.Rng != nil,
+	}
+	if spec.Hostname != "" {
+		m.Hostname = spec.Hostname
+	}
+	if spec.TerminationGracePeriodSeconds != nil {
+		m.TerminationGrace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	if spec.StartStrategy != nil {
+		switch *spec.StartStrategy {
+		case "Paused":
+			m.StartPaused = true
+		default:
+			t.fail(t.root.Child("startStrategy"), *spec.StartStrategy, "only Paused is supported")
+		}
+	}
+	if a := d.Devices.AutoattachSerialConsole; a != nil && !*a {
+		m.SerialConsole = false
+	}
+	if a := d.Devices.AutoattachGraphicsDevice; a != nil && *a {
+		t.warn(dp.Child("devices", "autoattachGraphicsDevice"), "kvirt's VMM has no graphics device; use the serial console")
+	}
+	t.memory(m)
+	t.cpu(m)
+	t.firmware(m)
+	if d.Machine != nil && d.Machine.Type != "" && d.Machine.Type != v1.DefaultMachineType {
+		t.warn(dp.Child("machine", "type"), fmt.Sprintf("%q is recorded but kvirt has one machine model (virtio-mmio, ACPI)", d.Machine.Type))
+	}
+	t.disks(m)
+	t.interfaces(m)
+	return m
+}
+
+func (t *translator) memory(m *Machine) {
+	d := &t.vmi.Spec.Domain
+	var q *resource.Quantity
+	var p *field.Path
+	switch {
+	case d.Memory != nil && d.Memory.Guest != nil:
+		q, p = d.Memory.Guest, t.root.Child("domain", "memory", "guest")
+	default:
+		if r, ok := d.Resources.Requests["memory"]; ok {
+			q, p = &r, t.root.Child("domain", "resources", "requests", "memory")
+		} else if l, ok := d.Resources.Limits["memory"]; ok {
+			q, p = &l, t.root.Child("domain", "resources", "limits", "memory")
+		}
+	}
+	if q == nil {
+		// api validation reports KubeVirt's "no memory requested" message.
+		return
+	}
+	n := q.Value()
+	if n < MinMemoryBytes {
+		t.fail(p, q.String(), fmt.Sprintf("at least %d MiB of guest memory is needed", MinMemoryBytes>>20))
+		return
+	}
+	m.MemoryBytes = uint64(n+(1<<20)-1) &^ ((1 << 20) - 1) // whole MiB
+	if d.Memory != nil && d.Memory.Hugepages != nil {
+		m.HugePages = true
+		t.warn(t.root.Child("domain", "memory", "hugepages"), "approximated with transparent huge pages (no hugetlbfs reservation)")
+	}
+}
+
+func (t *translator) cpu(m *Machine) {
+	d := &t.vmi.Spec.Domain
+	cp := t.root.Child("domain", "cpu")
+	m.Sockets, m.Cores, m.Threads = 1, 1, 1
+	c := d.CPU
+	if c != nil && (c.Sockets != 0 || c.Cores != 0 || c.Threads != 0) {
+		clamp := func(v uint32) int { return int(min(max(v, 1), MaxVCPUs+1)) } // no overflow in the product
+		m.Sockets, m.Cores, m.Threads = clamp(c.Sockets), clamp(c.Cores), clamp(c.Threads)
+	} else {
+		q, ok := d.Resources.Limits["cpu"]
+		if !ok {
+			q, ok = d.Resources.Requests["cpu"]
+		}
+		if ok {
+			m.Cores = int(min(max(1, math.Ceil(float64(q.MilliValue())/1000)), MaxVCPUs+1))
+		}
+	}
+	if n := m.VCPUs(); n > MaxVCPUs {
+		t.fail(cp, n, fmt.Sprintf("%d vCPUs (sockets × cores × threads) exceed kvirt's maximum of %d", n, MaxVCPUs))
+	}
+	if c == nil {
+		return
+	}
+	switch c.Model {
+	case "", "host-model", "host-passthrough":
+	default:
+		t.unsupported(cp.Child("model"), fmt.Sprintf("named CPU models (%q) are not supported: use host-model or host-passthrough and cpu.features to disable features", c.Model))
+	}
+	if c.DedicatedCPUPlacement {
+		t.warn(cp.Child("dedicatedCpuPlacement"), "not enforced by the launcher: vCPU threads are not pinned")
+	}
+	for i, f := range c.Features {
+		fp := cp.Child("features").Index(i)
+		if f.Name == "" {
+			t.fail(fp.Child("name"), f.Name, "empty feature name")
+			continue
+		}
+		switch f.Policy {
+		case "disable", "forbid":
+			m.CPUDisable = append(m.CPUDisable, f.Name)
+		case "", "require", "force", "optional":
+			t.warn(fp, fmt.Sprintf("policy %q for %s is not enforced: kvirt can only hide CPU features (disable/forbid)", firstNonEmpty(f.Policy, "require"), f.Name))
+		}
+	}
+}
+
+func (t *translator) firmware(m *Machine) {
+	f := t.vmi.Spec.Domain.Firmware
+	fp := t.root.Child("domain", "firmware")
+	m.FirmwareUUID = string(t.vmi.UID)
+	if f == nil {
+		return
+	}
+	if f.UUID != "" {
+		m.FirmwareUUID = string(f.UUID)
+	}
+	m.FirmwareSerial = f.Serial
+	if kb := f.KernelBoot; kb != nil {
+		kp := fp.Child("kernelBoot")
+		m.Kernel = &KernelBoot{Cmdline: kb.KernelArgs}
+		if kb.Container == nil {
+			t.fail(kp.Child("container"), nil, "required: the image holding the kernel (and initrd)")
+			return
+		}
+		c := kb.Container
+		m.Kernel.Image, m.Kernel.KernelPath, m.Kernel.InitrdPath = c.Image, c.KernelPath, c.InitrdPath
+		if c.Image == "" {
+			t.fail(kp.Child("container", "image"), c.Image, "required")
+		}
+		if c.KernelPath == "" {
+			t.fail(kp.Child("container", "kernelPath"), c.KernelPath, "required: the kernel's path inside the image")
+		}
+		if c.ImagePullSecret != "" {
+			t.unsupported(kp.Child("container", "imagePullSecret"), "the launcher has no API credentials to read pull secrets; use an image the pod can pull anonymously")
+		}
+	}
+	if m.FirmwareUUID != "" && !uuidLike(m.FirmwareUUID) {
+		t.fail(fp.Child("uuid"), m.FirmwareUUID, "not a UUID (8-4-4-4-12 hexadecimal)")
+	}
+}
+
+func uuidLike(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
