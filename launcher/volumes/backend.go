@@ -19,10 +19,11 @@ type Backend interface {
 	Close() error
 }
 
-// Discarder is implemented by backends that can drop a byte range (virtio-blk DISCARD / WRITE_ZEROES):
+// Discarder is implemented by backends that can drop a byte range (virtio-blk DISCARD / WRITE_ZEROES; the
+// same method as devices/virtio/blk.Discarder):
 // afterwards the range reads as zeros.
 type Discarder interface {
-	Discard(off, n int64) error
+	PunchHole(off, n int64) error
 }
 
 // ErrReadOnly is returned by WriteAt on a read-only backend.
@@ -95,8 +96,8 @@ func (b *FileBackend) Close() error { return b.f.Close() }
 // ReadOnly reports whether writes are refused.
 func (b *FileBackend) ReadOnly() bool { return b.readOnly }
 
-// Discard punches a hole in the file (falling back to writing zeros where the filesystem cannot).
-func (b *FileBackend) Discard(off, n int64) error {
+// PunchHole punches a hole in the file (falling back to writing zeros where the filesystem cannot).
+func (b *FileBackend) PunchHole(off, n int64) error {
 	if b.readOnly {
 		return ErrReadOnly
 	}

@@ -30,7 +30,7 @@ func TestEmptyDisk(t *testing.T) {
 	if _, err := b.WriteAt([]byte("data"), 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Discard(1<<30, 4096); err != nil {
+	if err := b.PunchHole(1<<30, 4096); err != nil {
 		t.Fatal(err)
 	}
 	p := make([]byte, 4)

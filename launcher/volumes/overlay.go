@@ -160,9 +160,9 @@ func (o *Overlay) WriteAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// Discard makes [off, off+n) read as zeros: whole blocks become holes in the overlay, partial blocks are
+// PunchHole makes [off, off+n) read as zeros: whole blocks become holes in the overlay, partial blocks are
 // written with zeros.
-func (o *Overlay) Discard(off, n int64) error {
+func (o *Overlay) PunchHole(off, n int64) error {
 	if off < 0 || n < 0 || off+n > o.size {
 		return fmt.Errorf("overlay: discard [%d,+%d) beyond the disk size %d", off, n, o.size)
 	}

@@ -54,8 +54,8 @@ func TestOverlayCopyOnWrite(t *testing.T) {
 			}
 			copy(model[off:], p)
 		case 2:
-			if err := ov.Discard(off, int64(n)); err != nil {
-				t.Fatalf("Discard(%d,+%d): %v", off, n, err)
+			if err := ov.PunchHole(off, int64(n)); err != nil {
+				t.Fatalf("PunchHole(%d,+%d): %v", off, n, err)
 			}
 			clear(model[off : off+int64(n)])
 		}
