@@ -13,5 +13,5 @@
 // interface to the guest: every port, or only the listed ports. Ports the launcher itself serves (the control
 // API) are listed in Config.ReservedPorts and are never forwarded when all ports are.
 //
-// The tap device is created persistent (owned by the launcher process) so the VMM opens it by name with OpenTap.
+// The tap device is created persistent so the VMM attaches to it by name (devices/virtio/net.OpenTap).
 package network

@@ -293,34 +293,6 @@ func makeTap(name string, mtu int, br netlink.Link) error {
 	return nil
 }
 
-// OpenTap attaches to the persistent tap device name (created by Setup) in the calling thread's network
-// namespace. vnetHdr asks for virtio-net headers on every frame (IFF_VNET_HDR).
-func OpenTap(name string, vnetHdr bool) (*os.File, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
-	if vnetHdr {
-		flags |= unix.IFF_VNET_HDR
-	}
-	ifr.SetUint16(flags)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("attach to tap %s: %w", name, err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
-}
-
 // randomMAC returns a locally administered unicast MAC.
 func randomMAC() net.HardwareAddr {
 	m := make(net.HardwareAddr, 6)

@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/vishvananda/netlink"
 )
 
@@ -221,6 +222,14 @@ func TestBridgeBinding(t *testing.T) {
 			return fmt.Errorf("dummy eth0 addresses %v", addrs)
 		}
 		return nil
+	}))
+	// The VMM attaches to the tap by name.
+	must(t, tp.pod.Do(func(ns.NetNS) error {
+		tap, err := vnet.OpenTap(pn.Tap)
+		if err != nil {
+			return err
+		}
+		return tap.Close()
 	}))
 	ack := tp.plugGuest(t, pn)
 	if !ack.YourIPAddr.Equal(podIP) || ack.SubnetMask().String() != net.CIDRMask(24, 32).String() ||
