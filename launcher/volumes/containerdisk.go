@@ -269,3 +269,52 @@ func writeSparse(ctx context.Context, dst string, r io.Reader) error {
 	}
 	return f.Sync()
 }
+
+// ExtractFiles copies the regular files at paths (absolute paths inside the image named by ref, e.g. a
+// kernelBoot container's kernelPath and initrdPath) into dstDir, named by their base names, and returns the
+// local path of each. field names the spec field of the image for errors.
+func ExtractFiles(ctx context.Context, field, ref string, paths []string, dstDir string, opts ContainerDiskOptions) (map[string]string, error) {
+	if ref == "" {
+		return nil, fieldErr(field, "empty image reference")
+	}
+	img, err := loadImage(ctx, ref, opts)
+	if err != nil {
+		return nil, fieldErr(field, "%w", err)
+	}
+	if err := os.MkdirAll(dstDir, 0o700); err != nil {
+		return nil, fieldErr(field, "%w", err)
+	}
+	want := map[string]string{}
+	for _, p := range paths {
+		want[path.Clean("/"+p)] = p
+	}
+	out := map[string]string{}
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for len(out) < len(want) {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fieldErr(field, "image %q: read layers: %w", ref, err)
+		}
+		p := path.Clean("/" + h.Name)
+		orig, ok := want[p]
+		if !ok || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		dst := filepath.Join(dstDir, path.Base(p))
+		if err := writeSparse(ctx, dst, tr); err != nil {
+			return nil, fieldErr(field, "image %q: extract %s: %w", ref, p, err)
+		}
+		out[orig] = dst
+	}
+	for p, orig := range want {
+		if _, ok := out[orig]; !ok {
+			return nil, fieldErr(field, "image %q has no regular file %s", ref, p)
+		}
+	}
+	return out, nil
+}

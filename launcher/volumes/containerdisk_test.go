@@ -214,3 +214,27 @@ func TestContainerDiskErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestExtractFiles(t *testing.T) {
+	img := diskImage(t, map[string][]byte{"boot/vmlinux": []byte("kernel"), "boot/initrd.cpio": []byte("initrd")})
+	archive := filepath.Join(t.TempDir(), "kernel.tar")
+	tag, _ := name.NewTag("kvirt.test/kernel:1")
+	if err := tarball.WriteToFile(archive, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	got, err := ExtractFiles(context.Background(), "spec.domain.firmware.kernelBoot.container.image", archive, []string{"/boot/vmlinux", "boot/initrd.cpio"}, dir, ContainerDiskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"/boot/vmlinux": "kernel", "boot/initrd.cpio": "initrd"} {
+		b, err := os.ReadFile(got[p])
+		if err != nil || string(b) != want {
+			t.Errorf("%s → %s: %q %v", p, got[p], b, err)
+		}
+	}
+	_, err = ExtractFiles(context.Background(), "spec.domain.firmware.kernelBoot.container.image", archive, []string{"/boot/bzImage"}, dir, ContainerDiskOptions{})
+	if err == nil || !strings.Contains(err.Error(), "spec.domain.firmware.kernelBoot.container.image: ") || !strings.Contains(err.Error(), "no regular file /boot/bzImage") {
+		t.Fatalf("missing kernel: %v", err)
+	}
+}
