@@ -125,14 +125,15 @@ virtualmachineinstance (vmi), virtualmachine (vm)`,
 }
 
 func (e *env) expose(ctx context.Context, kind, typed, name string, o ExposeOptions) error {
+	svc, err := ExposeService("", kind, name, o)
+	if err != nil {
+		return err
+	}
 	c, err := e.connect()
 	if err != nil {
 		return err
 	}
-	svc, err := ExposeService(c.Namespace, kind, name, o)
-	if err != nil {
-		return err
-	}
+	svc.Namespace = c.Namespace
 	if kind == "vm" {
 		if _, err := c.Kubevirt.KubevirtV1().VirtualMachines(c.Namespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
 			return fmt.Errorf("error fetching VirtualMachine: %v", err)
