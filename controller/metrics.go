@@ -6,6 +6,7 @@ import (
 	kvlisters "github.com/kvirt/kvirt/api/client/listers/api/v1"
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -31,7 +32,7 @@ func NewMetrics() *Metrics {
 		registry: prometheus.NewRegistry(),
 	}
 	m.registry.MustRegister(m.Reconciles, m.Latency,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

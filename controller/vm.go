@@ -212,11 +212,13 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 				return 0, err
 			}
 			return 0, nil // the update event brings us back with the new strategy
+		case acts.recordFailureFirst:
+			// computeStatus records the start failure; deleting waits for the next sync.
+		case acts.appendStart:
+			status.StateChangeRequests = append(status.StateChangeRequests, v1.VirtualMachineStateChangeRequest{Action: v1.StartRequest})
 		case acts.deleteVMI:
 			if err := c.deleteVMI(ctx, key, vm, vmi); err != nil {
 				syncErr, failReason = err, ReasonFailedDelete
-			} else if acts.appendStart {
-				status.StateChangeRequests = append(status.StateChangeRequests, v1.VirtualMachineStateChangeRequest{Action: v1.StartRequest})
 			}
 		case acts.create:
 			if err := c.createVMI(ctx, key, vm, acts.startPaused); err != nil {

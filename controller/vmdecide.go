@@ -22,6 +22,9 @@ type vmActions struct {
 	appendStart bool
 	// switchToAlways turns a Halted VM with a pending Start into Always (`virtctl start --paused`).
 	switchToAlways bool
+	// recordFailureFirst: the VMI is a start failure not yet in the status; write the status before
+	// deleting the VMI (the status write brings the VM back).
+	recordFailureFirst bool
 	// waitUntil: a create is due but blocked by the crash-loop backoff until then.
 	waitUntil time.Time
 }
@@ -35,6 +38,15 @@ func firstRequest(vm *v1.VirtualMachine) *v1.VirtualMachineStateChangeRequest {
 
 func stopMatches(req *v1.VirtualMachineStateChangeRequest, vmi *v1.VirtualMachineInstance) bool {
 	return req != nil && req.Action == v1.StopRequest && vmi != nil && (req.UID == nil || *req.UID == vmi.UID)
+}
+
+func hasStartRequest(vm *v1.VirtualMachine) bool {
+	for _, r := range vm.Status.StateChangeRequests {
+		if r.Action == v1.StartRequest {
+			return true
+		}
+	}
+	return false
 }
 
 func startPaused(req *v1.VirtualMachineStateChangeRequest) bool {
@@ -70,6 +82,12 @@ func decideRunStrategy(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrat
 		a.startPaused = startPaused(req)
 	}
 	deleting := vmi != nil && vmi.DeletionTimestamp != nil
+	// A start failure is recorded in the status before its VMI is deleted (the record must exist when
+	// the VMI is gone, or the next sync would recreate it at once from a stale cache).
+	if vmi != nil && !deleting && vmi.IsFinal() && !wasRunning(vmi) && autoRestarting(strategy) &&
+		(vm.Status.StartFailure == nil || vm.Status.StartFailure.LastFailedVMIUID != vmi.UID) {
+		a.recordFailureFirst = true
+	}
 	switch strategy {
 	case v1.RunStrategyAlways:
 		if vmi == nil {
@@ -83,9 +101,12 @@ func decideRunStrategy(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrat
 				wantCreate()
 			}
 		} else if !deleting && (vmi.IsFinal() || stopMatches(req, vmi)) {
-			a.deleteVMI = true
-			if vmi.Status.Phase == v1.Failed && !stopMatches(req, vmi) {
+			if vmi.Status.Phase == v1.Failed && !stopMatches(req, vmi) && !hasStartRequest(vm) {
+				// Failed: rerun. The Start is written first and the VMI deleted on a later sync,
+				// so a lost status write can never leave the VM stopped.
 				a.appendStart = true
+			} else {
+				a.deleteVMI = true
 			}
 		}
 	case v1.RunStrategyManual:

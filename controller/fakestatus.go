@@ -1,0 +1,73 @@
+package controller
+
+import (
+	"context"
+	"sync"
+)
+
+// FakeStatusSource is a StatusSource whose launcher states are set by tests (launcher pods do not run
+// without a kubelet). States are keyed by namespace/VMI name; Set wakes every open Watch of that VMI.
+type FakeStatusSource struct {
+	mu      sync.Mutex
+	states  map[string]LauncherState
+	changed map[string]chan struct{}
+	watches map[string]int
+}
+
+// NewFakeStatusSource returns an empty fake.
+func NewFakeStatusSource() *FakeStatusSource {
+	return &FakeStatusSource{states: map[string]LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{}}
+}
+
+func (f *FakeStatusSource) ch(key string) chan struct{} {
+	c := f.changed[key]
+	if c == nil {
+		c = make(chan struct{})
+		f.changed[key] = c
+	}
+	return c
+}
+
+// Set makes the launcher of VMI namespace/name report s.
+func (f *FakeStatusSource) Set(namespace, name string, s LauncherState) {
+	key := namespace + "/" + name
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.states[key] = s
+	close(f.ch(key))
+	f.changed[key] = make(chan struct{})
+}
+
+// Watching reports how many watches of namespace/name are open.
+func (f *FakeStatusSource) Watching(namespace, name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watches[namespace+"/"+name]
+}
+
+// Watch implements StatusSource.
+func (f *FakeStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error {
+	key := ep.Namespace + "/" + ep.VMIName
+	f.mu.Lock()
+	f.watches[key]++
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.watches[key]--
+		f.mu.Unlock()
+	}()
+	for {
+		f.mu.Lock()
+		s, ok := f.states[key]
+		c := f.ch(key)
+		f.mu.Unlock()
+		if ok {
+			report(s)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c:
+		}
+	}
+}
