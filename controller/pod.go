@@ -203,7 +203,6 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.P
 				Name:            LauncherContainerName,
 				Image:           cfg.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:         []string{"virt-launcher"},
 				Args: []string{
 					"--vmi=" + VMIFile,
 					"--token-file=" + TokenFile,
