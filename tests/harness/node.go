@@ -33,8 +33,11 @@ import (
 //	state.json               what Up created outside the directory, for Down to remove
 //
 // Everything listens on 127.0.0.1. Pod cgroups live under /sys/fs/cgroup/<controller>/kvirt-cluster,
-// pod network namespaces under containerd/state/netns, the pod bridge is kvirt0 (10.244.0.0/24, no
-// gateway, no masquerade: pod traffic stays on this machine).
+// pod network namespaces under containerd/state/io.containerd.grpc.v1.cri/netns. The pod bridge is
+// kvirt0 with 10.244.0.1/24 on the host side, so host processes (hostNetwork pods such as the
+// controller) reach pod IPs; pods get no default route and no masquerade, so their traffic stays on
+// this machine. Pods that need the API run with hostNetwork and KUBERNETES_SERVICE_HOST=127.0.0.1,
+// KUBERNETES_SERVICE_PORT=6443 (there is no kube-proxy and no DNS).
 const (
 	NodeName       = "127.0.0.1"
 	APIServerPort  = 6443
@@ -43,6 +46,10 @@ const (
 	BridgeName     = "kvirt0"
 	CNINetworkName = "kvirt"
 	PodSubnet      = "10.244.0.0/24"
+	// BridgeAddress is the host's address on the pod bridge: processes on the host (the controller
+	// runs with hostNetwork to reach the apiserver on 127.0.0.1) reach pod IPs through it. Pods get no
+	// default route, so their traffic cannot leave this machine.
+	BridgeAddress  = "10.244.0.1"
 	etcdClientPort = 2379
 	etcdPeerPort   = 2380
 )
@@ -188,6 +195,9 @@ func Up(opts NodeOptions) error {
 	if err := writeCNIConfig(dir); err != nil {
 		return err
 	}
+	if err := ensureBridge(); err != nil {
+		return err
+	}
 
 	s.step("starting containerd (own config, root, state and socket under %s)", filepath.Join(dir, "containerd"))
 	if err := makeCgroupRoot(); err != nil {
@@ -307,6 +317,17 @@ func Up(opts NodeOptions) error {
 		return kvm.Value() > 0 && tun.Value() > 0, fmt.Errorf("allocatable kvm=%s tun=%s (device plugin pod: %s)", kvm.String(), tun.String(), filepath.Join(dir, "kubelet", "logs"))
 	}); err != nil {
 		return err
+	}
+
+	dsPods, err := client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=kvm-device-plugin"})
+	if err != nil || len(dsPods.Items) == 0 || dsPods.Items[0].Status.PodIP == "" {
+		return fmt.Errorf("device plugin pod or its IP not found (%v)", err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+	err = ping(pctx, dsPods.Items[0].Status.PodIP)
+	pcancel()
+	if err != nil {
+		return fmt.Errorf("host cannot reach pod %s over %s: %w", dsPods.Items[0].Status.PodIP, BridgeName, err)
 	}
 
 	s.step("running a test pod that requests devices.kubevirt.io/kvm and tun")
@@ -494,7 +515,7 @@ func writeCNIConfig(dir string) error {
 			"type": "bridge", "bridge": BridgeName, "isGateway": false, "ipMasq": false, "hairpinMode": true,
 			"ipam": map[string]any{
 				"type":    "host-local",
-				"ranges":  [][]map[string]string{{{"subnet": PodSubnet}}},
+				"ranges":  [][]map[string]string{{{"subnet": PodSubnet, "gateway": BridgeAddress}}},
 				"dataDir": filepath.Join(dir, "cni", "ipam"),
 			},
 		}},

@@ -1,0 +1,86 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// ensureBridge creates the pod bridge with BridgeAddress/24 before the first pod, so the host has a
+// route to the pods. The CNI bridge plugin (isGateway false) adopts the existing bridge and neither
+// adds a pod default route nor touches net.ipv4.ip_forward.
+func ensureBridge() error {
+	br, err := netlink.LinkByName(BridgeName)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if !errors.As(err, &notFound) {
+			return fmt.Errorf("bridge %s: %w", BridgeName, err)
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = BridgeName
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+			return fmt.Errorf("create bridge %s: %w", BridgeName, err)
+		}
+		if br, err = netlink.LinkByName(BridgeName); err != nil {
+			return fmt.Errorf("bridge %s: %w", BridgeName, err)
+		}
+	}
+	addr, err := netlink.ParseAddr(BridgeAddress + "/24")
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrReplace(br, addr); err != nil {
+		return fmt.Errorf("address %s on %s: %w", addr, BridgeName, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bridge %s up: %w", BridgeName, err)
+	}
+	return nil
+}
+
+// ping sends ICMP echo requests to ip until one is answered or ctx ends.
+func ping(ctx context.Context, ip string) error {
+	c, err := icmp.ListenPacket("ip4:icmp", BridgeAddress)
+	if err != nil {
+		return fmt.Errorf("ping %s: %w", ip, err)
+	}
+	defer c.Close()
+	dst := &net.IPAddr{IP: net.ParseIP(ip)}
+	id := os.Getpid() & 0xffff
+	buf := make([]byte, 1500)
+	for seq := 1; ; seq++ {
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("kvirt")}}
+		b, err := msg.Marshal(nil)
+		if err != nil {
+			return err
+		}
+		if _, err := c.WriteTo(b, dst); err != nil {
+			return fmt.Errorf("ping %s: %w", ip, err)
+		}
+		deadline := time.Now().Add(500 * time.Millisecond)
+		_ = c.SetReadDeadline(deadline)
+		for time.Now().Before(deadline) {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			reply, err := icmp.ParseMessage(1, buf[:n])
+			if err != nil || reply.Type != ipv4.ICMPTypeEchoReply || from.String() != ip {
+				continue
+			}
+			if e, ok := reply.Body.(*icmp.Echo); ok && e.ID == id {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("ping %s: no answer: %w", ip, ctx.Err())
+		}
+	}
+}
