@@ -86,6 +86,7 @@ func Down(opts NodeOptions) error {
 	for _, p := range st.Created {
 		os.RemoveAll(p)
 	}
+	restoreSysctls(st.Sysctls, opts.Progress)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if e.Name() != "bin" {

@@ -74,6 +74,40 @@ type NodeOptions struct {
 
 type nodeState struct {
 	Created []string `json:"created"` // global paths Up created
+	// Sysctls holds the values of the kernel settings the kubelet changes at start (it always sets
+	// vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, ...), for Down to restore.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+}
+
+// kubeletSysctls are the settings kubelet's setupKernelTunables writes (pkg/kubelet/cm).
+var kubeletSysctls = []string{
+	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+}
+
+func readSysctls() map[string]string {
+	out := map[string]string{}
+	for _, k := range kubeletSysctls {
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+			out[k] = strings.TrimSpace(string(b))
+		}
+	}
+	return out
+}
+
+// restoreSysctls writes back saved values that differ from the current ones.
+func restoreSysctls(saved map[string]string, progress io.Writer) {
+	now := readSysctls()
+	for k, v := range saved {
+		if now[k] == v {
+			continue
+		}
+		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+			fmt.Fprintf(progress, "[cluster-down]   warning: restore %s=%s: %v\n", k, v, err)
+			continue
+		}
+		fmt.Fprintf(progress, "[cluster-down]   restored %s=%s (kubelet had set %s)\n", strings.ReplaceAll(k, "/", "."), v, now[k])
+	}
 }
 
 func (o *NodeOptions) defaults() error {
@@ -146,7 +180,7 @@ func Up(opts NodeOptions) error {
 			return fmt.Errorf("cleaning up the earlier cluster: %w", err)
 		}
 	}
-	var st nodeState
+	st := nodeState{Sysctls: readSysctls()}
 	for _, p := range globalPaths {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			st.Created = append(st.Created, p)

@@ -46,6 +46,7 @@ func TestNodeUpDown(t *testing.T) {
 		}
 		_ = Down(NodeOptions{Dir: dir, Progress: &log})
 	})
+	sysctls := readSysctls()
 	if err := Up(opts); err != nil {
 		t.Fatalf("up: %v", err)
 	}
@@ -60,6 +61,11 @@ func TestNodeUpDown(t *testing.T) {
 	}
 	if left := Leftovers(dir); len(left) > 0 {
 		t.Fatalf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+	for k, v := range readSysctls() {
+		if sysctls[k] != v {
+			t.Errorf("sysctl %s = %s after down, was %s before up", k, v, sysctls[k])
+		}
 	}
 }
 
