@@ -3,6 +3,7 @@
 //
 //	cluster up [-dir build/cluster] [-image x.tar ...]
 //	cluster down [-dir build/cluster]
+//	cluster load [-dir build/cluster] IMAGE.tar...   (import into the running cluster's containerd)
 //	cluster leftovers [-dir build/cluster]
 package main
 
@@ -10,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/kvirt/kvirt/tests/harness"
@@ -43,6 +45,23 @@ func main() {
 			fmt.Fprintf(os.Stderr, "[cluster-down] FAILED: %v\n", err)
 			os.Exit(1)
 		}
+	case "load":
+		d := *dir
+		if d == "" {
+			d = "build/cluster"
+		}
+		sock := filepath.Join(d, "containerd", "containerd.sock")
+		if _, err := os.Stat(sock); err != nil {
+			fmt.Fprintf(os.Stderr, "[cluster-load] no containerd socket at %s: run `just cluster-up` first\n", sock)
+			os.Exit(1)
+		}
+		for _, img := range fs.Args() {
+			if err := harness.ImportImage(sock, img); err != nil {
+				fmt.Fprintf(os.Stderr, "[cluster-load] FAILED: %v\n", err)
+				os.Exit(1)
+			}
+			fmt.Printf("[cluster-load] imported %s\n", img)
+		}
 	case "leftovers":
 		d := *dir
 		if d == "" {
@@ -61,6 +80,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: cluster up|down|leftovers [-dir DIR] [-image TARBALL ...]")
+	fmt.Fprintln(os.Stderr, "usage: cluster up|down|load|leftovers [-dir DIR] [-image TARBALL ...] [TARBALL...]")
 	os.Exit(2)
 }
