@@ -28,8 +28,9 @@ import (
 type VirtualMachineInstance struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
-	// Spec is the desired guest. KubeVirt rejects a VMI without memory; so does the CRD.
-	// +kubebuilder:validation:XValidation:rule="(has(self.domain.resources) && has(self.domain.resources.requests) && 'memory' in self.domain.resources.requests) || (has(self.domain.memory) && (has(self.domain.memory.guest) || has(self.domain.memory.hugepages)))",message="no memory requested, at least one of 'spec.domain.memory.guest', 'spec.domain.memory.hugepages.pageSize' or 'spec.domain.resources.requests.memory' must be set"
+	// Spec is the desired guest. KubeVirt rejects a VMI without memory; so does the CRD
+	// (a memory limit alone counts: KubeVirt's mutator copies it into the request).
+	// +kubebuilder:validation:XValidation:rule="(has(self.domain.resources) && ((has(self.domain.resources.requests) && 'memory' in self.domain.resources.requests) || (has(self.domain.resources.limits) && 'memory' in self.domain.resources.limits))) || (has(self.domain.memory) && (has(self.domain.memory.guest) || has(self.domain.memory.hugepages)))",message="no memory requested, at least one of 'spec.domain.memory.guest', 'spec.domain.memory.hugepages.pageSize' or 'spec.domain.resources.requests.memory' must be set"
 	Spec VirtualMachineInstanceSpec `json:"spec"`
 	// Status is written by the VMI controller only.
 	Status VirtualMachineInstanceStatus `json:"status,omitempty"`

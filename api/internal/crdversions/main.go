@@ -3,6 +3,13 @@
 // with exactly the v1 schema (KubeVirt serves both; conversion is None because
 // the schemas are identical) and KubeVirt's `kubevirt.io: ""` label.
 //
+// It also tightens every resource.Quantity field: controller-gen's pattern
+// accepts any exponent, and apimachinery's ParseQuantity spends minutes on
+// strings like "1e-999999999", so one stored object with such a value would
+// stall every typed client (the controller's informers) that decodes it. The
+// CRD therefore limits the exponent to three digits and the string to 64
+// characters; real quantities never come close.
+//
 // Usage: go run ./api/internal/crdversions deploy/crds/*.yaml
 package main
 
@@ -94,6 +101,9 @@ func Transform(in []byte) ([]byte, error) {
 	alpha["deprecated"] = true
 	alpha["deprecationWarning"] = DeprecationWarning
 	spec["versions"] = append(kept, alpha)
+	for _, v := range spec["versions"].([]any) {
+		tightenQuantities(v)
+	}
 	spec["conversion"] = map[string]any{"strategy": "None"}
 
 	out, err := yaml.Marshal(crd)
@@ -101,4 +111,30 @@ func Transform(in []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte("---\n"), out...), nil
+}
+
+// controllerGenQuantityPattern is the pattern controller-gen v0.18 emits for resource.Quantity.
+const controllerGenQuantityPattern = `^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
+
+// QuantityPattern is the same grammar with a bounded integer exponent.
+const QuantityPattern = `^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,3}))?$`
+
+// QuantityMaxLength bounds quantity strings.
+const QuantityMaxLength = 64
+
+func tightenQuantities(node any) {
+	switch n := node.(type) {
+	case map[string]any:
+		if n["pattern"] == controllerGenQuantityPattern {
+			n["pattern"] = QuantityPattern
+			n["maxLength"] = QuantityMaxLength
+		}
+		for _, v := range n {
+			tightenQuantities(v)
+		}
+	case []any:
+		for _, v := range n {
+			tightenQuantities(v)
+		}
+	}
 }

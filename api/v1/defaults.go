@@ -1,0 +1,179 @@
+package v1
+
+import (
+	"github.com/google/uuid"
+	k8sv1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Defaults kvirt applies where KubeVirt's mutating webhook or controllers do.
+const (
+	// DefaultGracePeriodSeconds is the VMI terminationGracePeriodSeconds default.
+	DefaultGracePeriodSeconds int64 = 30
+	// DefaultMachineType is persisted into VMs and VMIs without one.
+	DefaultMachineType = "q35"
+	// DefaultNetworkName is the name of the auto-attached pod network and interface.
+	DefaultNetworkName = "default"
+)
+
+// firmwareUUIDNamespace is KubeVirt's namespace for legacy firmware UUIDs
+// (pkg/virt-controller/watch/vm/firmware.go).
+var firmwareUUIDNamespace = uuid.MustParse("6a1a24a1-4061-4607-8bf4-a3963d0c5895")
+
+// FirmwareUUIDForVM is the firmware UUID KubeVirt derives for a VM without
+// one: UUIDv5 (SHA-1) of the VM name in KubeVirt's namespace. It is stable
+// across restarts of the VM so the guest sees the same SMBIOS UUID.
+func FirmwareUUIDForVM(name string) types.UID {
+	return types.UID(uuid.NewSHA1(firmwareUUIDNamespace, []byte(name)).String())
+}
+
+// SetDefaults_VirtualMachine fills what KubeVirt persists into a VM's template:
+// the firmware UUID derived from the VM name and the machine type. It reports
+// whether anything changed, so the controller patches the VM only when needed.
+// A VM without template is left alone (validation rejects it).
+func SetDefaults_VirtualMachine(vm *VirtualMachine) (changed bool) {
+	if vm.Spec.Template == nil {
+		return false
+	}
+	d := &vm.Spec.Template.Spec.Domain
+	if d.Firmware == nil {
+		d.Firmware = &Firmware{}
+	}
+	if d.Firmware.UUID == "" {
+		d.Firmware.UUID = FirmwareUUIDForVM(vm.Name)
+		changed = true
+	}
+	if d.Machine == nil || d.Machine.Type == "" {
+		d.Machine = &Machine{Type: DefaultMachineType}
+		changed = true
+	}
+	return changed
+}
+
+// SetDefaults_VirtualMachineInstance applies KubeVirt's VMI defaults:
+//   - terminationGracePeriodSeconds 30, machine type q35;
+//   - a random firmware UUID when none is set (a VMI created by a VM inherits
+//     the VM's stable one; standalone VMIs get a random one as in KubeVirt);
+//   - a disk with neither disk nor cdrom becomes a disk; buses default to
+//     virtio (disk) and sata (cdrom); cdroms are read-only;
+//   - memory.guest defaults to the memory request (or limit), and the request
+//     to the limit or guest memory, as KubeVirt's mutator does;
+//   - with no interfaces, no networks and autoattachPodInterface not false,
+//     a "default" interface with bridge binding (KubeVirt's default binding)
+//     on the pod network is added.
+func SetDefaults_VirtualMachineInstance(vmi *VirtualMachineInstance) {
+	SetDefaults_VirtualMachineInstanceSpec(&vmi.Spec, func() types.UID { return types.UID(uuid.NewString()) })
+}
+
+// SetDefaults_VirtualMachineInstanceSpec is SetDefaults_VirtualMachineInstance
+// with the UUID source injectable (for tests).
+func SetDefaults_VirtualMachineInstanceSpec(spec *VirtualMachineInstanceSpec, newUUID func() types.UID) {
+	if spec.TerminationGracePeriodSeconds == nil {
+		g := DefaultGracePeriodSeconds
+		spec.TerminationGracePeriodSeconds = &g
+	}
+	d := &spec.Domain
+	if d.Machine == nil || d.Machine.Type == "" {
+		d.Machine = &Machine{Type: DefaultMachineType}
+	}
+	if d.Firmware == nil {
+		d.Firmware = &Firmware{}
+	}
+	if d.Firmware.UUID == "" && newUUID != nil {
+		d.Firmware.UUID = newUUID()
+	}
+	for i := range d.Devices.Disks {
+		disk := &d.Devices.Disks[i]
+		if disk.Disk == nil && disk.CDRom == nil {
+			disk.Disk = &DiskTarget{}
+		}
+		if disk.Disk != nil && disk.Disk.Bus == "" {
+			disk.Disk.Bus = DiskBusVirtio
+		}
+		if disk.CDRom != nil {
+			if disk.CDRom.Bus == "" {
+				disk.CDRom.Bus = DiskBusSATA
+			}
+			if disk.CDRom.ReadOnly == nil {
+				t := true
+				disk.CDRom.ReadOnly = &t
+			}
+		}
+	}
+	setDefaultMemory(d)
+	if len(d.Devices.Interfaces) == 0 && len(spec.Networks) == 0 &&
+		(d.Devices.AutoattachPodInterface == nil || *d.Devices.AutoattachPodInterface) {
+		d.Devices.Interfaces = []Interface{{Name: DefaultNetworkName, Bridge: &InterfaceBridge{}}}
+		spec.Networks = []Network{{Name: DefaultNetworkName, Pod: &PodNetwork{}}}
+	}
+}
+
+func setDefaultMemory(d *DomainSpec) {
+	req, hasReq := d.Resources.Requests["memory"]
+	lim, hasLim := d.Resources.Limits["memory"]
+	var guest *resource.Quantity
+	if d.Memory != nil {
+		guest = d.Memory.Guest
+	}
+	if !hasReq {
+		switch {
+		case hasLim:
+			req, hasReq = lim.DeepCopy(), true
+		case guest != nil:
+			req, hasReq = guest.DeepCopy(), true
+		}
+		if hasReq {
+			if d.Resources.Requests == nil {
+				d.Resources.Requests = k8sv1.ResourceList{}
+			}
+			d.Resources.Requests["memory"] = req
+		}
+	}
+	if guest == nil && hasReq {
+		if d.Memory == nil {
+			d.Memory = &Memory{}
+		}
+		g := req.DeepCopy()
+		d.Memory.Guest = &g
+	}
+}
+
+// VCPUs is the number of vCPUs: cores × sockets × threads, each defaulting to 1.
+func (s *VirtualMachineInstanceSpec) VCPUs() uint32 {
+	c := s.Domain.CPU
+	if c == nil {
+		return 1
+	}
+	one := func(v uint32) uint32 {
+		if v == 0 {
+			return 1
+		}
+		return v
+	}
+	return one(c.Cores) * one(c.Sockets) * one(c.Threads)
+}
+
+// GuestMemory is the memory the guest sees: memory.guest, else the memory
+// request, else the memory limit. ok is false when none is set.
+func (s *VirtualMachineInstanceSpec) GuestMemory() (q resource.Quantity, ok bool) {
+	d := &s.Domain
+	if d.Memory != nil && d.Memory.Guest != nil {
+		return d.Memory.Guest.DeepCopy(), true
+	}
+	if r, ok := d.Resources.Requests["memory"]; ok {
+		return r.DeepCopy(), true
+	}
+	if l, ok := d.Resources.Limits["memory"]; ok {
+		return l.DeepCopy(), true
+	}
+	return resource.Quantity{}, false
+}
+
+// GracePeriodSeconds is terminationGracePeriodSeconds with KubeVirt's default of 30.
+func (s *VirtualMachineInstanceSpec) GracePeriodSeconds() int64 {
+	if s.TerminationGracePeriodSeconds == nil {
+		return DefaultGracePeriodSeconds
+	}
+	return *s.TerminationGracePeriodSeconds
+}
