@@ -31,9 +31,9 @@ type Options struct {
 	// Exec runs commands in pods; nil means SPDY exec through the apiserver with the user's credentials.
 	Exec Executor
 
-	// beforeApply, when set, runs after a lifecycle verb has read the VM and before it writes (tests use
-	// it to race a concurrent request deterministically).
-	beforeApply func()
+	// BeforeApply, when set, runs after start/stop/restart have read the VM and decided, before they
+	// write. Tests use it to race a concurrent request deterministically.
+	BeforeApply func()
 }
 
 // Clients are the API clients of one invocation, for the namespace chosen by -n or the kubeconfig.

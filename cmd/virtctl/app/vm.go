@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -157,8 +158,8 @@ func (e *env) lifecycle(ctx context.Context, name string, dryRun bool, decide fu
 	if err != nil {
 		return err
 	}
-	if e.beforeApply != nil {
-		e.beforeApply()
+	if e.BeforeApply != nil {
+		e.BeforeApply()
 	}
 	opts := metav1.PatchOptions{DryRun: dry}
 	if plan.VMIPatch != nil {
@@ -193,15 +194,19 @@ func (e *env) lifecycle(ctx context.Context, name string, dryRun bool, decide fu
 }
 
 // patchError maps a failed guarded patch as virt-api does: a failed "test" (someone changed the VM since
-// we read it) is a 409 Conflict naming the VM, anything else a 500.
+// we read it) is a 409 Conflict naming the VM, anything else a 500. The apiserver answers a failed
+// JSON-patch test with a bare 422 "the server rejected our request due to an error in our request" (the
+// patch library's text is dropped), which is what KubeVirt matches too; so the user reads
+// `Operation cannot be fulfilled on virtualmachine.kubevirt.io "N": the server rejected our request …`.
 func patchError(vmName string, err error) error {
-	msg := err.Error()
+	const jsonPatchTestFailed = "the server rejected our request due to an error in our request"
 	var se apierrors.APIStatus
 	if errors.As(err, &se) {
-		msg = se.Status().Message
-	}
-	if strings.Contains(msg, "test failed") || strings.Contains(msg, "test operation does not apply") {
-		return apierrors.NewConflict(v1.Resource("virtualmachine"), vmName, errors.New(msg))
+		st := se.Status()
+		if (st.Code == http.StatusUnprocessableEntity && st.Message == jsonPatchTestFailed) ||
+			strings.Contains(st.Message, "test failed") || strings.Contains(st.Message, "test operation does not apply") {
+			return apierrors.NewConflict(v1.Resource("virtualmachine"), vmName, errors.New(st.Message))
+		}
 	}
 	return apierrors.NewInternalError(err)
 }
