@@ -523,3 +523,26 @@ func TestCompletionAndPluginName(t *testing.T) {
 		t.Errorf("plugin help: %s", out.String())
 	}
 }
+
+func TestNameCompletion(t *testing.T) {
+	other := testVM(v1.RunStrategyHalted)
+	other.Name = "other"
+	f := newFake([]runtime.Object{testVM(v1.RunStrategyAlways), other, testVMI(v1.Running)})
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "start", "my"}, "my-vm\n:4\n"},
+		{[]string{"__complete", "stop", ""}, "my-vm\nother\n:4\n"},
+		{[]string{"__complete", "console", ""}, "my-vm\n:4\n"},
+		{[]string{"__complete", "pause", ""}, "vm\nvmi\n:4\n"},
+		{[]string{"__complete", "pause", "vm", "o"}, "other\n:4\n"},
+		{[]string{"__complete", "expose", "vmi", ""}, "--name\tName of the service created for the exposure of the VM.\n--port\tThe port that the service should serve on.\nmy-vm\n:4\n"},
+		{[]string{"__complete", "start", "my-vm", ""}, ":4\n"},
+	} {
+		code, out, _ := f.run(t, nil, tc.args...)
+		if code != 0 || out != tc.want {
+			t.Errorf("%v: code %d out %q, want %q", tc.args, code, out, tc.want)
+		}
+	}
+}

@@ -31,7 +31,8 @@ func newConsoleCommand(e *env) *cobra.Command {
 		Short: "Connect to a console of a virtual machine instance.",
 		Example: e.example("# Connect to the console on VirtualMachineInstance 'myvmi':", "{{virtctl}} console myvmi",
 			"# Configure one minute timeout (default 5 minutes)", "{{virtctl}} console --timeout=1 myvmi"),
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: e.completeName("vmi"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout < 0 {
 				return fmt.Errorf("--timeout must be 0 or more minutes, got %d", timeout)

@@ -100,7 +100,8 @@ Possible types are (case insensitive, both single and plural forms):
 virtualmachineinstance (vmi), virtualmachine (vm)`,
 		Example: e.example("# Expose SSH of a virtual machine called 'myvm' as port 5555, opening node port 30001:",
 			"{{virtctl}} expose vm myvm --port=5555 --node-port=30001 --target-port=22 --name=myvm-ssh --type=NodePort"),
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: e.completeKindName("vm", "vmi"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := resourceKind(args[0])
 			if err != nil {

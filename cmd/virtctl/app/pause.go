@@ -73,7 +73,8 @@ First argument is the resource type, possible types are (case insensitive, both 
 Second argument is the name of the resource.`,
 		Example: e.example(fmt.Sprintf("# %s a virtualmachine called 'myvm':", strings.ToUpper(string(verb[:1]))+string(verb[1:])),
 			fmt.Sprintf("{{virtctl}} %s vm myvm", verb)),
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: e.completeKindName("vm", "vmi"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := resourceKind(args[0])
 			if err != nil {

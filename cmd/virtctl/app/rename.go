@@ -66,8 +66,9 @@ func newRenameCommand(e *env) *cobra.Command {
 		Short: "Rename a stopped virtual machine.",
 		Long: `Renames a stopped virtual machine: creates the same VirtualMachine under the new name and deletes the
 old one. A running VM (or one whose runStrategy would start it) is refused; stop it first.`,
-		Example: e.example("# Rename the stopped virtual machine 'myvm' to 'web':", "{{virtctl}} rename vm myvm web"),
-		Args:    cobra.RangeArgs(2, 3),
+		Example:           e.example("# Rename the stopped virtual machine 'myvm' to 'web':", "{{virtctl}} rename vm myvm web"),
+		Args:              cobra.RangeArgs(2, 3),
+		ValidArgsFunction: e.completeKindName("vm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 3 {
 				kind, err := resourceKind(args[0])

@@ -26,10 +26,11 @@ const (
 func newStartCommand(e *env) *cobra.Command {
 	var paused, dryRun bool
 	cmd := &cobra.Command{
-		Use:     "start (VM)",
-		Short:   "Start a virtual machine.",
-		Example: e.example("# Start a virtual machine called 'myvm':", "{{virtctl}} start myvm"),
-		Args:    cobra.ExactArgs(1),
+		Use:               "start (VM)",
+		Short:             "Start a virtual machine.",
+		Example:           e.example("# Start a virtual machine called 'myvm':", "{{virtctl}} start myvm"),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: e.completeName("vm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			err := e.lifecycle(cmd.Context(), name, dryRun, func(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) (Plan, error) {
@@ -55,7 +56,8 @@ func newStopCommand(e *env) *cobra.Command {
 		Short: "Stop a virtual machine.",
 		Example: e.example("# Stop a virtual machine called 'myvm':", "{{virtctl}} stop myvm",
 			"# Stop it now, giving the guest 0 seconds to shut down:", "{{virtctl}} stop myvm --force --grace-period=0"),
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: e.completeName("vm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			g, err := forceGrace(cmd, force, grace)
@@ -90,7 +92,8 @@ func newRestartCommand(e *env) *cobra.Command {
 		Short: "Restart a virtual machine.",
 		Example: e.example("# Restart a virtual machine called 'myvm':", "{{virtctl}} restart myvm",
 			"# Restart it at once, without a graceful guest shutdown:", "{{virtctl}} restart myvm --force --grace-period=0"),
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: e.completeName("vm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			g, err := forceGrace(cmd, force, grace)
