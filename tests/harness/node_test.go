@@ -53,6 +53,10 @@ func TestNodeUpDown(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "kubeconfig")); err != nil {
 		t.Fatalf("no kubeconfig after up: %v", err)
 	}
+	t.Setenv("KVIRT_KUBECONFIG", filepath.Join(dir, "kubeconfig"))
+	if cfg, path := RunningCluster(t); cfg == nil || path != filepath.Join(dir, "kubeconfig") {
+		t.Fatalf("RunningCluster = %v, %q", cfg, path)
+	}
 	if len(Leftovers(dir)) == 0 {
 		t.Fatal("Leftovers finds nothing while the cluster runs: the check cannot fail")
 	}
@@ -85,4 +89,17 @@ bad line
 	if got[2].point != "/work/a b/x" || got[2].fstype != "overlay" {
 		t.Errorf("mount 2 = %+v", got[2])
 	}
+}
+
+func FuzzParseMountinfo(f *testing.F) {
+	f.Add("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n")
+	f.Add(`31 22 0:27 / /work/a\040b/x rw - overlay overlay rw` + "\n")
+	f.Add(`1 2 3 4 \0 6 7 - 8 9 10`)
+	f.Fuzz(func(t *testing.T, text string) {
+		for _, m := range parseMountinfo(text) {
+			if m.fstype == "" {
+				t.Fatalf("mount without a type from %q", text)
+			}
+		}
+	})
 }
