@@ -55,6 +55,7 @@ func SetDefaults_VirtualMachine(vm *VirtualMachine) (changed bool) {
 //   - terminationGracePeriodSeconds 30, machine type q35;
 //   - a random firmware UUID when none is set (a VMI created by a VM inherits
 //     the VM's stable one; standalone VMIs get a random one as in KubeVirt);
+//   - a volume without a disk gets one (KubeVirt's SetDefaultVolumeDisk);
 //   - a disk with neither disk nor cdrom becomes a disk; buses default to
 //     virtio (disk) and sata (cdrom); cdroms are read-only;
 //   - memory.guest defaults to the memory request (or limit), and the request
@@ -82,6 +83,16 @@ func SetDefaults_VirtualMachineInstanceSpec(spec *VirtualMachineInstanceSpec, ne
 	}
 	if d.Firmware.UUID == "" && newUUID != nil {
 		d.Firmware.UUID = newUUID()
+	}
+	hasDisk := map[string]bool{}
+	for _, disk := range d.Devices.Disks {
+		hasDisk[disk.Name] = true
+	}
+	for _, v := range spec.Volumes {
+		if !hasDisk[v.Name] {
+			d.Devices.Disks = append(d.Devices.Disks, Disk{Name: v.Name})
+			hasDisk[v.Name] = true
+		}
 	}
 	for i := range d.Devices.Disks {
 		disk := &d.Devices.Disks[i]

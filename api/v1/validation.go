@@ -75,7 +75,8 @@ const RunningDeprecationWarning = "spec.running is deprecated, please use spec.r
 
 // ValidateVirtualMachine validates a VM: run strategy, template presence and
 // the template's VMI spec (without the memory requirement, which KubeVirt
-// checks only on VMIs).
+// checks only on VMIs). Like KubeVirt's webhooks it judges the spec after
+// defaulting (a copy is defaulted; vm is not modified).
 func ValidateVirtualMachine(vm *VirtualMachine) field.ErrorList {
 	spec := field.NewPath("spec")
 	var errs field.ErrorList
@@ -84,17 +85,21 @@ func ValidateVirtualMachine(vm *VirtualMachine) field.ErrorList {
 	}
 	errs = append(errs, ValidateRunStrategy(spec, &vm.Spec)...)
 	if vm.Spec.Template != nil {
-		errs = append(errs, ValidateVMISpec(spec.Child("template", "spec"), &vm.Spec.Template.Spec)...)
+		s := vm.Spec.Template.Spec.DeepCopy()
+		SetDefaults_VirtualMachineInstanceSpec(s, nil)
+		errs = append(errs, ValidateVMISpec(spec.Child("template", "spec"), s)...)
 	}
 	return errs
 }
 
-// ValidateVirtualMachineInstance validates a VMI: its spec plus the mandatory
-// memory check.
+// ValidateVirtualMachineInstance validates a VMI after defaulting (a copy is
+// defaulted; vmi is not modified): its spec plus the mandatory memory check.
 func ValidateVirtualMachineInstance(vmi *VirtualMachineInstance) field.ErrorList {
 	spec := field.NewPath("spec")
-	errs := ValidateVMIMandatoryFields(spec, &vmi.Spec)
-	return append(errs, ValidateVMISpec(spec, &vmi.Spec)...)
+	s := vmi.Spec.DeepCopy()
+	SetDefaults_VirtualMachineInstanceSpec(s, nil)
+	errs := ValidateVMIMandatoryFields(spec, s)
+	return append(errs, ValidateVMISpec(spec, s)...)
 }
 
 // ValidateVMIMandatoryFields is KubeVirt's

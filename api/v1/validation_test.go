@@ -75,6 +75,8 @@ func TestValidateVMI(t *testing.T) {
 			"spec.domain.resources.requests.memory", "spec.domain.resources.requests.memory '1k': must be greater than or equal to 1M."},
 		{"request above limit", func(s *VirtualMachineInstanceSpec) {
 			s.Domain.Resources.Limits = k8sv1.ResourceList{"memory": resource.MustParse("32Mi")}
+			g := resource.MustParse("16Mi")
+			s.Domain.Memory = &Memory{Guest: &g}
 		}, "spec.domain.resources.requests.memory", "spec.domain.resources.requests.memory '64Mi' is greater than spec.domain.resources.limits.memory '32Mi'"},
 		{"guest above limit", func(s *VirtualMachineInstanceSpec) {
 			s.Domain.Resources.Requests = nil
@@ -98,9 +100,6 @@ func TestValidateVMI(t *testing.T) {
 			s.Domain.Devices.Disks = append(s.Domain.Devices.Disks, Disk{Name: "other"})
 		},
 			"spec.domain.devices.disks[1].name", "spec.domain.devices.disks[1].Name 'other' not found."},
-		{"volume without disk", func(s *VirtualMachineInstanceSpec) {
-			s.Volumes = append(s.Volumes, Volume{Name: "extra", EmptyDisk: &EmptyDiskSource{Capacity: resource.MustParse("1Gi")}})
-		}, "spec.domain.volumes[1].name", "spec.domain.volumes[1].name 'extra' not found."},
 		{"duplicate disk", func(s *VirtualMachineInstanceSpec) {
 			s.Domain.Devices.Disks = append(s.Domain.Devices.Disks, s.Domain.Devices.Disks[0])
 		},
@@ -203,6 +202,19 @@ func TestValidateVMI(t *testing.T) {
 		vmi := validVMI()
 		tc.mutate(&vmi.Spec)
 		expectOne(t, tc.name, ValidateVirtualMachineInstance(vmi), tc.field, tc.detail)
+	}
+}
+
+func TestVolumeWithoutDisk(t *testing.T) {
+	vmi := validVMI()
+	vmi.Spec.Volumes = append(vmi.Spec.Volumes, Volume{Name: "extra", EmptyDisk: &EmptyDiskSource{Capacity: resource.MustParse("1Gi")}})
+	// Raw spec: KubeVirt's message. After defaulting (what the Validate* functions judge): a disk is added.
+	expectOne(t, "raw", ValidateVMISpec(field.NewPath("spec"), &vmi.Spec), "spec.domain.volumes[1].name", "spec.domain.volumes[1].name 'extra' not found.")
+	if errs := ValidateVirtualMachineInstance(vmi); len(errs) != 0 {
+		t.Errorf("defaulted VMI rejected: %v", errs)
+	}
+	if len(vmi.Spec.Domain.Devices.Disks) != 1 {
+		t.Error("ValidateVirtualMachineInstance modified its argument")
 	}
 }
 
