@@ -58,6 +58,9 @@ func TestBuildChecksumsAndLinks(t *testing.T) {
 	if !bytes.Contains(d, []byte("_S5_")) || !bytes.Contains(d, []byte("LNRO0005")) {
 		t.Fatal("DSDT lacks _S5_ or the virtio device")
 	}
+	if le.Uint32(f[36:]) != 0 || le.Uint32(f[40:]) != 0 {
+		t.Fatal("32-bit FIRMWARE_CTRL/DSDT must be zero when the X_ fields are set")
+	}
 	if string(at(le.Uint64(f[132:]))[:4]) != "FACS" || le.Uint64(f[132:])%64 != 0 {
 		t.Fatal("FACS missing or misaligned")
 	}

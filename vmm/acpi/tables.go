@@ -107,8 +107,8 @@ func FADT(c Config, facs, dsdt uint64) []byte {
 	t := header("FACP", 276, 6)
 	t = t[:276]
 	le := binary.LittleEndian
-	le.PutUint32(t[36:], uint32(facs))
-	le.PutUint32(t[40:], uint32(dsdt))
+	// FIRMWARE_CTRL and DSDT (32-bit) stay zero: the X_ fields below are used (ACPI 6 §5.2.9: only one of
+	// each pair may be set).
 	le.PutUint16(t[46:], c.SCI)
 	// SMI_CMD (48) = 0: the platform is always in ACPI mode.
 	le.PutUint32(t[56:], uint32(c.PM1aEvt))
