@@ -1,0 +1,183 @@
+package guesttest
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// hostNet is a fresh network namespace with the guest's tap in it, addressed 10.0.2.1/24.
+type hostNet struct {
+	ns     netns.NsHandle
+	tap    string
+	hostIP net.IP
+}
+
+// inNs runs f on a thread inside ns; the thread is discarded afterwards.
+func inNs(ns netns.NsHandle, f func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			ch <- err
+			return
+		}
+		ch <- f()
+	}()
+	return <-ch
+}
+
+// newHostNet creates the namespace and tap (persistent, so the VMM can attach to it by name and the test
+// can address it before the guest runs). The tap goes away with the namespace.
+func newHostNet(t *testing.T, tap string) *hostNet {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace and a tap")
+	}
+	h := &hostNet{tap: tap, hostIP: net.IPv4(10, 0, 2, 1)}
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := netns.New()
+		if err != nil {
+			ch <- err
+			return
+		}
+		h.ns = ns
+		la := netlink.NewLinkAttrs()
+		la.Name = tap
+		link := &netlink.Tuntap{LinkAttrs: la, Mode: netlink.TUNTAP_MODE_TAP,
+			Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_ONE_QUEUE}
+		if err := netlink.LinkAdd(link); err != nil {
+			ch <- fmt.Errorf("create tap %s: %w", tap, err)
+			return
+		}
+		for _, f := range link.Fds {
+			f.Close()
+		}
+		l, err := netlink.LinkByName(tap)
+		if err == nil {
+			err = netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: h.hostIP, Mask: net.CIDRMask(24, 32)}})
+		}
+		if err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		ch <- err
+	}()
+	if err := <-ch; err != nil {
+		t.Fatalf("host network: %v", err)
+	}
+	t.Cleanup(func() { h.ns.Close() })
+	return h
+}
+
+// ping sends one ICMP echo request from the namespace and waits for the reply.
+func (h *hostNet) ping(dst net.IP, timeout time.Duration) error {
+	return inNs(h.ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		if err != nil {
+			return fmt.Errorf("ping socket: %w", err)
+		}
+		defer unix.Close(fd)
+		tv := unix.NsecToTimeval(int64(timeout))
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		msg := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'k', 'v', 'i', 'r', 't'}
+		sa := &unix.SockaddrInet4{}
+		copy(sa.Addr[:], dst.To4())
+		if err := unix.Sendto(fd, msg, 0, sa); err != nil {
+			return fmt.Errorf("ping send: %w", err)
+		}
+		buf := make([]byte, 1500)
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return fmt.Errorf("no echo reply from %s: %w", dst, err)
+		}
+		if n < 8 || buf[0] != 0 {
+			return fmt.Errorf("unexpected ICMP reply % x", buf[:n])
+		}
+		return nil
+	})
+}
+
+// The guest configures eth0 by DHCP from a server on the host side of the tap and pings the host; the host
+// pings the guest; then 64 MiB go over TCP host→guest with the SHA-256 checked in the guest.
+func TestNetDHCPPingTCP(t *testing.T) {
+	t.Parallel()
+	h := newHostNet(t, "kvtap0")
+	guestIP := net.IPv4(10, 0, 2, 15)
+	var srv *dhcpServer
+	var ln net.Listener
+	payload := make([]byte, 64<<20)
+	if _, err := rand.Read(payload); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(payload)
+	if err := inNs(h.ns, func() error {
+		var err error
+		if srv, err = newDHCPServer(h.tap, h.hostIP, guestIP, net.CIDRMask(24, 32)); err != nil {
+			return fmt.Errorf("dhcp server: %w", err)
+		}
+		ln, err = net.Listen("tcp4", "10.0.2.1:8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	acks := make(chan net.HardwareAddr, 1)
+	go srv.serve(acks)
+	t.Cleanup(srv.Close)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(payload)))
+		_, _ = w.Write(payload)
+	})}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xab, 0xcd, 0x01}
+	g := startGuest(t, vmOptions{
+		Tap:     h.tap,
+		MAC:     mac,
+		MemMiB:  512,
+		NetNS:   h.ns,
+		Cmdline: `kvirt.test=net,"sh:wget -O - http://10.0.2.1:8080/blob | shasum -a 256",sleep:10m`,
+	})
+	g.expect(t, "kvirt-guest: ip=10.0.2.15/24 gw=10.0.2.1", bootTimeout)
+	select {
+	case got := <-acks:
+		if got.String() != mac.String() {
+			t.Fatalf("DHCP lease for %s, want the configured MAC %s", got, mac)
+		}
+	default:
+		t.Fatal("guest has an address but the DHCP server acknowledged no lease")
+	}
+	g.expect(t, "kvirt-guest: ping ok", bootTimeout)
+	if err := h.ping(guestIP, 10*time.Second); err != nil {
+		t.Fatalf("host → guest: %v", err)
+	}
+	want := hex.EncodeToString(sum[:])
+	out := g.expectAny(t, []string{want, "kvirt-guest: sh exit="}, 10*time.Minute)
+	if out != want {
+		if strings.Contains(g.console(), "not found") {
+			t.Skip("guest initramfs lacks wget/shasum: add them to images/initramfs/build.sh commands")
+		}
+		t.Fatalf("guest did not print the payload's sha256 %s; console tail:\n%s", want, tail(g.console(), 2000))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
