@@ -263,10 +263,15 @@ func (b *board) run(c *kvm.VCPU) {
 	c.BindThread()
 	defer c.UnbindThread()
 	m := b.m
+	first := c.ID == 0 && m.cfg.OnFirstRun != nil && m.Reboots() == 0
 	for {
 		c.ClearImmediateExit()
 		if !b.wait() {
 			return
+		}
+		if first {
+			first = false
+			m.cfg.OnFirstRun()
 		}
 		err := c.RunOnce()
 		if err != nil {

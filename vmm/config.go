@@ -66,6 +66,9 @@ type Config struct {
 	HugePages bool
 	// Logf receives the VMM's diagnostic lines (nil: log.Printf).
 	Logf func(format string, args ...any)
+	// OnFirstRun, if set, is called once, on the boot vCPU's thread, just before its first KVM_RUN
+	// (start-up latency measurements).
+	OnFirstRun func()
 }
 
 const (

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -43,6 +44,7 @@ type bootFlags struct {
 	disable                    []string
 	uuid, serial               string
 	onReboot, compat           string
+	printStart                 bool
 }
 
 func newBootCommand() *cobra.Command {
@@ -78,6 +80,8 @@ Exit codes:
 	fl.StringVar(&f.serial, "serial", "", "firmware (SMBIOS) serial number")
 	fl.StringVar(&f.onReboot, "on-reboot", "reset", "what a guest reboot does: reset (in place) or exit")
 	fl.StringVar(&f.compat, "compat", "auto", "host compatibility policy: auto (PVM detected), pvm, off")
+	fl.BoolVar(&f.printStart, "print-start-timing", false, "print the wall-clock time of the first KVM_RUN to stderr (benchmarks)")
+	_ = fl.MarkHidden("print-start-timing")
 	_ = cmd.MarkFlagRequired("kernel")
 	return cmd
 }
@@ -163,6 +167,9 @@ func runBoot(f bootFlags) error {
 	}
 	logger := log.New(os.Stderr, "virt-launcher: ", 0)
 	cfg.Logf = logger.Printf
+	if f.printStart {
+		cfg.OnFirstRun = func() { fmt.Fprintf(os.Stderr, "kvirt-bench: first-kvm-run %d\n", time.Now().UnixNano()) }
+	}
 	var out io.Writer = os.Stdout
 	cfg.Console = out
 	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
