@@ -20,6 +20,7 @@ import (
 
 	"github.com/kvirt/kvirt/vmm"
 	"github.com/kvirt/kvirt/vmm/cpuid"
+	"github.com/kvirt/kvirt/vmm/kvm"
 )
 
 type sample struct {
@@ -49,10 +50,14 @@ func main() {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		fatalf("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
 	}
-	cmdline := vmm.DefaultCmdline + " " + strings.Join(cpuid.PVMPolicy().KernelArgs(), " ") + " kvirt.test=wait"
+	cmdline := vmm.DefaultCmdline + " kvirt.test=wait"
 	mem := strconv.Itoa(*memMiB)
+	// kvirt appends the PVM words itself (automatic compatibility policy); QEMU is given the same words.
 	kvirtArgs := []string{*launcher, "boot", "--print-start-timing", "--kernel", kernel, "--initrd", initrd,
-		"--memory", mem + "Mi", "--cpus", "1", "--compat", "off", "--append", cmdline}
+		"--memory", mem + "Mi", "--cpus", "1", "--append", cmdline}
+	if kvm.PVM() {
+		cmdline += " " + strings.Join(cpuid.PVMPolicy().KernelArgs(), " ")
+	}
 	qemuArgs := []string{"qemu-system-x86_64", "-enable-kvm", "-M", "microvm,acpi=on,rtc=on", "-cpu", "host,-arch-capabilities",
 		"-smp", "1", "-m", mem, "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", cmdline}
