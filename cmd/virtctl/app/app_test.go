@@ -546,3 +546,32 @@ func TestNameCompletion(t *testing.T) {
 		}
 	}
 }
+
+// Any command line gives exit status 0 or 1 and never panics or hangs (the cluster is a fake one with a
+// running VM, so verbs get far).
+func FuzzCommandLine(f *testing.F) {
+	for _, s := range []string{
+		"start my-vm --paused", "stop my-vm --force --grace-period=0", "restart my-vm --dry-run",
+		"pause vm my-vm", "unpause vmi my-vm", "console my-vm --timeout=0", "expose vm my-vm --name s --port 80",
+		"rename vm my-vm x", "version --client", "completion fish", "__complete pause vm ",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		vm, vmi := testVM(v1.RunStrategyAlways), pausedVMI(false)
+		fc := newFake([]runtime.Object{vm, vmi}, launcherPodFor(vmi, corev1.PodRunning))
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		var out bytes.Buffer
+		code := Run(ctx, strings.Fields(line), Options{
+			In: strings.NewReader(""), Out: &out, ErrOut: &out,
+			Connect: func(*genericclioptions.ConfigFlags) (*Clients, error) {
+				return &Clients{Namespace: "ns", Kubevirt: fc.kv, Kube: fc.kube}, nil
+			},
+			Exec: fc.exec,
+		})
+		if code != 0 && code != 1 {
+			t.Fatalf("%q: exit %d", line, code)
+		}
+	})
+}
