@@ -1,0 +1,192 @@
+package boot
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"testing"
+
+	"github.com/kvirt/kvirt/vmm/layout"
+	"github.com/kvirt/kvirt/vmm/memory"
+)
+
+func newMem(t *testing.T, size uint64) *memory.GuestMemory {
+	t.Helper()
+	m, err := memory.New([][2]uint64{{0, size}}, memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// tinyELF builds a minimal ELF64 x86-64 executable with one PT_LOAD segment at paddr.
+func tinyELF(paddr uint64, code []byte, memsz uint64) []byte {
+	var b bytes.Buffer
+	le := binary.LittleEndian
+	h := elf.Header64{Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: 1, Entry: paddr,
+		Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 1}
+	copy(h.Ident[:], "\x7fELF")
+	h.Ident[elf.EI_CLASS], h.Ident[elf.EI_DATA], h.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), 1
+	binary.Write(&b, le, h)
+	p := elf.Prog64{Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Off: 0x1000, Vaddr: paddr, Paddr: paddr,
+		Filesz: uint64(len(code)), Memsz: memsz, Align: 0x1000}
+	binary.Write(&b, le, p)
+	b.Write(make([]byte, 0x1000-b.Len()))
+	b.Write(code)
+	return b.Bytes()
+}
+
+func TestLoadELF(t *testing.T) {
+	mem := newMem(t, 32<<20)
+	// Dirty the bss area first: the loader must zero it.
+	mem.WriteAt([]byte{0xaa, 0xaa}, 0x1000004)
+	k, err := LoadKernel(mem, tinyELF(0x1000000, []byte{1, 2, 3, 4}, 0x10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Entry != 0x1000000 || k.End != 0x1000010 || k.Format != "elf" {
+		t.Fatalf("kernel %+v", k)
+	}
+	got := make([]byte, 6)
+	mem.ReadAt(got, 0x1000000)
+	if !bytes.Equal(got, []byte{1, 2, 3, 4, 0, 0}) {
+		t.Fatalf("segment contents % x", got)
+	}
+	if _, err := LoadKernel(mem, tinyELF(0x1000, []byte{1}, 1)); err == nil {
+		t.Fatal("segment below 1 MiB accepted")
+	}
+	if _, err := LoadKernel(mem, tinyELF(0x3000000, []byte{1}, 1)); err == nil {
+		t.Fatal("segment beyond RAM accepted")
+	}
+	if _, err := LoadKernel(mem, []byte("not a kernel at all")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func fakeBzImage(setupSects byte, payload []byte) []byte {
+	img := make([]byte, (int(setupSects)+1)*512)
+	le := binary.LittleEndian
+	img[offSetupSects] = setupSects
+	le.PutUint16(img[offBootFlag:], 0xaa55)
+	img[0x200], img[0x201] = 0xeb, 0x66 // jmp: header ends at 0x202+0x66
+	le.PutUint32(img[offHeaderMagic:], hdrSMagic)
+	le.PutUint16(img[offVersion:], 0x020f)
+	le.PutUint32(img[offInitrdAddrMax:], 0x7fffffff)
+	le.PutUint16(img[offXLoadFlags:], xlfKernel64)
+	le.PutUint32(img[offInitSize:], 0x10000)
+	return append(img, payload...)
+}
+
+func TestLoadBzImage(t *testing.T) {
+	mem := newMem(t, 32<<20)
+	k, err := LoadKernel(mem, fakeBzImage(4, []byte{9, 8, 7}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Entry != layout.KernelLoadAddr+0x200 || k.End != layout.KernelLoadAddr+0x10000 || len(k.Header) != 0x202+0x66-offSetupSects {
+		t.Fatalf("kernel %+v", k)
+	}
+	got := make([]byte, 3)
+	mem.ReadAt(got, layout.KernelLoadAddr)
+	if !bytes.Equal(got, []byte{9, 8, 7}) {
+		t.Fatal("payload not at 1 MiB")
+	}
+	old := fakeBzImage(4, nil)
+	binary.LittleEndian.PutUint16(old[offXLoadFlags:], 0)
+	if _, err := LoadKernel(mem, old); err == nil {
+		t.Fatal("bzImage without 64-bit entry accepted")
+	}
+}
+
+func TestZeroPageAndE820(t *testing.T) {
+	mem := newMem(t, 64<<20)
+	e := E820Map(mem)
+	want := []E820Entry{{0, layout.EBDAStart, E820RAM}, {layout.HighMemStart, 64<<20 - layout.HighMemStart, E820RAM}}
+	if len(e) != 2 || e[0] != want[0] || e[1] != want[1] {
+		t.Fatalf("e820 %+v", e)
+	}
+	k, err := LoadKernel(mem, tinyELF(0x1000000, []byte{0x90}, 0x200000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := bytes.Repeat([]byte{0x5a}, 5000)
+	ia, err := LoadInitrd(mem, k, initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ia%4096 != 0 || ia+5000 > 64<<20 || ia < k.End {
+		t.Fatalf("initrd at %#x", ia)
+	}
+	if err := WriteZeroPage(mem, Params{Kernel: k, Cmdline: "console=ttyS0", InitrdAddr: ia, InitrdSize: 5000, E820: e, RSDP: 0xe0000}); err != nil {
+		t.Fatal(err)
+	}
+	zp := make([]byte, ZeroPageSize)
+	mem.ReadAt(zp, layout.ZeroPageAddr)
+	le := binary.LittleEndian
+	checks := []struct {
+		name      string
+		got, want uint64
+	}{
+		{"boot_flag", uint64(le.Uint16(zp[offBootFlag:])), 0xaa55},
+		{"HdrS", uint64(le.Uint32(zp[offHeaderMagic:])), hdrSMagic},
+		{"type_of_loader", uint64(zp[offTypeOfLoader]), 0xff},
+		{"cmd_line_ptr", uint64(le.Uint32(zp[offCmdLinePtr:])), layout.CmdlineAddr},
+		{"cmdline_size", uint64(le.Uint32(zp[offCmdlineSize:])), uint64(len("console=ttyS0"))},
+		{"ramdisk_image", uint64(le.Uint32(zp[offRamdiskImage:])), ia},
+		{"ramdisk_size", uint64(le.Uint32(zp[offRamdiskSize:])), 5000},
+		{"acpi_rsdp_addr", le.Uint64(zp[offACPIRSDP:]), 0xe0000},
+		{"e820_entries", uint64(zp[offE820Entries]), 2},
+		{"e820[1].addr", le.Uint64(zp[offE820Table+20:]), layout.HighMemStart},
+		{"e820[1].type", uint64(le.Uint32(zp[offE820Table+20+16:])), E820RAM},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %#x, want %#x", c.name, c.got, c.want)
+		}
+	}
+	cl := make([]byte, 14)
+	mem.ReadAt(cl, layout.CmdlineAddr)
+	if string(cl) != "console=ttyS0\x00" {
+		t.Fatalf("cmdline %q", cl)
+	}
+	if err := WriteZeroPage(mem, Params{Kernel: k, Cmdline: string(make([]byte, layout.CmdlineMax))}); err == nil {
+		t.Fatal("oversized command line accepted")
+	}
+	if _, err := LoadInitrd(mem, k, make([]byte, 63<<20)); err == nil {
+		t.Fatal("initrd overlapping the kernel accepted")
+	}
+}
+
+func TestBootTables(t *testing.T) {
+	mem := newMem(t, 16<<20)
+	if err := WriteBootTables(mem); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 8)
+	mem.ReadAt(b, layout.PML4Addr)
+	if binary.LittleEndian.Uint64(b) != layout.PDPTAddr|3 {
+		t.Fatal("PML4[0]")
+	}
+	mem.ReadAt(b, layout.PDAddr+8*513) // second PD, entry 1: 1 GiB + 2 MiB
+	if binary.LittleEndian.Uint64(b) != (1<<30+2<<20)|0x83 {
+		t.Fatalf("PD entry %#x", binary.LittleEndian.Uint64(b))
+	}
+	g := GDT()
+	if s := segment(g[1], SelCode); s.L != 1 || s.Present != 1 || s.Type != 0xb || s.Limit != 0xffffffff {
+		t.Fatalf("code segment %+v", s)
+	}
+}
+
+func FuzzLoadKernel(f *testing.F) {
+	f.Add(fakeBzImage(4, []byte{1}))
+	f.Add(tinyELF(0x100000, []byte{1}, 1))
+	f.Fuzz(func(t *testing.T, img []byte) {
+		mem, err := memory.New([][2]uint64{{0, 4 << 20}}, memory.Options{})
+		if err != nil {
+			t.Skip()
+		}
+		defer mem.Close()
+		_, _ = LoadKernel(mem, img)
+	})
+}
