@@ -3,20 +3,25 @@ package controller
 import (
 	"context"
 	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // FakeStatusSource is a StatusSource whose launcher states are set by tests (launcher pods do not run
 // without a kubelet). States are keyed by namespace/VMI name; Set wakes every open Watch of that VMI.
+// The first watch of a new VMI (another UID under the same name) starts with no state, as a fresh
+// launcher would.
 type FakeStatusSource struct {
 	mu      sync.Mutex
 	states  map[string]LauncherState
 	changed map[string]chan struct{}
 	watches map[string]int
+	uids    map[string]types.UID
 }
 
 // NewFakeStatusSource returns an empty fake.
 func NewFakeStatusSource() *FakeStatusSource {
-	return &FakeStatusSource{states: map[string]LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{}}
+	return &FakeStatusSource{states: map[string]LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{}, uids: map[string]types.UID{}}
 }
 
 func (f *FakeStatusSource) ch(key string) chan struct{} {
@@ -50,6 +55,11 @@ func (f *FakeStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, repor
 	key := ep.Namespace + "/" + ep.VMIName
 	f.mu.Lock()
 	f.watches[key]++
+	if f.uids[key] != ep.VMIUID {
+		// A new VMI of the same name has a new launcher: it knows nothing of the old one's state.
+		delete(f.states, key)
+		f.uids[key] = ep.VMIUID
+	}
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()

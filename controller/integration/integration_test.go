@@ -1,0 +1,497 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
+	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/tests/harness"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(harness.RunShared(m, harness.Options{ControllerManager: true}))
+}
+
+type env struct {
+	ns     string
+	kube   kubernetes.Interface
+	kv     kvclient.Interface
+	status *controller.FakeStatusSource
+}
+
+func repoFile(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(file), "..", ".."}, parts...)...)
+}
+
+// start installs the CRDs, runs a controller in-process and a stand-in kubelet for the test's namespace.
+func start(t *testing.T) *env {
+	t.Helper()
+	cp := harness.Shared(t)
+	cp.InstallCRDs(t, repoFile("deploy", "crds", "kubevirt.io_virtualmachines.yaml"), repoFile("deploy", "crds", "kubevirt.io_virtualmachineinstances.yaml"))
+	e := &env{ns: cp.Namespace(t), kube: cp.Clientset(t), status: controller.NewFakeStatusSource()}
+	kv, err := kvclient.NewForConfig(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kv = kv
+	gcReady.Do(func() { gcReadyErr = e.waitGCKnowsCRDs() })
+	if gcReadyErr != nil {
+		t.Fatal(gcReadyErr)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	c, err := controller.New(cp.Config, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: log, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() {
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("controller: %v", err)
+		}
+		done <- struct{}{}
+	}()
+	go func() { e.kubelet(ctx); done <- struct{}{} }()
+	t.Cleanup(func() {
+		cancel()
+		for i := 0; i < 2; i++ {
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				t.Errorf("controller or stand-in kubelet did not stop within 15s")
+				return
+			}
+		}
+	})
+	eventually(t, "controller caches synced", 30*time.Second, func() (bool, string) { return c.Ready(), "" })
+	return e
+}
+
+var (
+	gcReady    sync.Once
+	gcReadyErr error
+)
+
+// waitGCKnowsCRDs waits until kube-controller-manager's garbage collector watches the freshly installed
+// kinds (its discovery refresh takes up to ~30 s). Before that it would orphan nothing and later collect
+// "orphaned" VMIs whose owner it never saw, so every ownership test would race it. The probe: a VMI owned
+// by a VM that is then deleted must be collected. No controller runs yet.
+func (e *env) waitGCKnowsCRDs() error {
+	ctx := context.Background()
+	start := time.Now()
+	owner, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Create(ctx, newVM("gc-probe", v1.RunStrategyHalted), metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("GC probe VM: %w", err)
+	}
+	dep := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "gc-probe",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachine", Name: owner.Name, UID: owner.UID}}}}
+	dep.Spec = owner.Spec.Template.Spec
+	if _, err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("GC probe VMI: %w", err)
+	}
+	if err := e.kv.KubevirtV1().VirtualMachines(e.ns).Delete(ctx, owner.Name, metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("GC probe VM delete: %w", err)
+	}
+	for time.Since(start) < 120*time.Second {
+		if _, err := e.getVMI("gc-probe"); apierrors.IsNotFound(err) {
+			fmt.Fprintf(os.Stderr, "garbage collector handles kubevirt.io kinds after %v\n", time.Since(start).Round(time.Second))
+			return nil
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("kube-controller-manager's garbage collector did not collect a VMI of a deleted VM within 120 s: is it running (harness.Options.ControllerManager)?")
+}
+
+// kubelet plays the node: binds launcher pods to node1, reports them running and ready, and completes
+// graceful deletions (there is no kubelet to confirm them).
+func (e *env) kubelet(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pods, err := e.kube.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{v1.AppLabel: v1.VirtLauncherValue}.String()})
+		if err != nil {
+			continue
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			switch {
+			case p.DeletionTimestamp != nil:
+				zero := int64(0)
+				_ = e.kube.CoreV1().Pods(e.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			case p.Spec.NodeName == "":
+				_ = e.kube.CoreV1().Pods(e.ns).Bind(ctx, &corev1.Binding{
+					ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: e.ns},
+					Target:     corev1.ObjectReference{Kind: "Node", Name: "node1"},
+				}, metav1.CreateOptions{})
+			case p.Status.Phase != corev1.PodRunning && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded:
+				q := p.DeepCopy()
+				now := metav1.Now()
+				q.Status.Phase = corev1.PodRunning
+				q.Status.PodIP = "10.244.0.9"
+				q.Status.PodIPs = []corev1.PodIP{{IP: "10.244.0.9"}}
+				q.Status.Conditions = append(q.Status.Conditions,
+					corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+					corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now})
+				q.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: controller.LauncherContainerName, Ready: true, Image: p.Spec.Containers[0].Image,
+					State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
+				_, _ = e.kube.CoreV1().Pods(e.ns).UpdateStatus(ctx, q, metav1.UpdateOptions{})
+			}
+		}
+	}
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, s := f()
+		if ok {
+			return
+		}
+		last = s
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
+}
+
+func newVM(name string, strategy v1.VirtualMachineRunStrategy) *v1.VirtualMachine {
+	mem := resource.MustParse("64Mi")
+	return &v1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1.VirtualMachineSpec{
+			RunStrategy: &strategy,
+			Template: &v1.VirtualMachineInstanceTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubevirt.io/vm": name}},
+				Spec: v1.VirtualMachineInstanceSpec{
+					Domain: v1.DomainSpec{
+						Memory:  &v1.Memory{Guest: &mem},
+						Devices: v1.Devices{Interfaces: []v1.Interface{{Name: "default", Masquerade: &v1.InterfaceMasquerade{}}}},
+					},
+					Networks: []v1.Network{{Name: "default", Pod: &v1.PodNetwork{}}},
+				},
+			},
+		},
+	}
+}
+
+func (e *env) createVM(t *testing.T, vm *v1.VirtualMachine) *v1.VirtualMachine {
+	t.Helper()
+	out, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Create(context.Background(), vm, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create VM: %v", err)
+	}
+	return out
+}
+
+func (e *env) getVM(t *testing.T, name string) *v1.VirtualMachine {
+	t.Helper()
+	vm, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get VM: %v", err)
+	}
+	return vm
+}
+
+func (e *env) getVMI(name string) (*v1.VirtualMachineInstance, error) {
+	return e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Get(context.Background(), name, metav1.GetOptions{})
+}
+
+func (e *env) vmiCount(t *testing.T) int {
+	t.Helper()
+	l, err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(l.Items)
+}
+
+// patchSpec merge-patches the VM spec, as `virtctl start|stop` does for Always/Halted.
+func (e *env) setRunStrategy(t *testing.T, name string, s v1.VirtualMachineRunStrategy) {
+	t.Helper()
+	body := fmt.Sprintf(`{"spec":{"runStrategy":%q}}`, s)
+	if _, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Patch(context.Background(), name, types.MergePatchType, []byte(body), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patch runStrategy: %v", err)
+	}
+}
+
+// addRequests writes stateChangeRequests with virt-api's test-and-add status JSON patch.
+func (e *env) addRequests(t *testing.T, name string, reqs []v1.VirtualMachineStateChangeRequest) {
+	t.Helper()
+	b, _ := json.Marshal(reqs)
+	for i := 0; i < 10; i++ {
+		vm := e.getVM(t, name)
+		var patch string
+		if len(vm.Status.StateChangeRequests) == 0 {
+			patch = fmt.Sprintf(`[{"op":"test","path":"/status/stateChangeRequests","value":null},{"op":"add","path":"/status/stateChangeRequests","value":%s}]`, b)
+		} else {
+			t.Fatalf("requests already pending: %+v", vm.Status.StateChangeRequests)
+		}
+		_, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Patch(context.Background(), name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}, "status")
+		if err == nil {
+			return
+		}
+		t.Logf("status patch: %v (retrying)", err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("could not add stateChangeRequests")
+}
+
+func (e *env) vmiPhase(name string, phase v1.VirtualMachineInstancePhase) func() (bool, string) {
+	return func() (bool, string) {
+		vmi, err := e.getVMI(name)
+		if err != nil {
+			return false, err.Error()
+		}
+		return vmi.Status.Phase == phase, fmt.Sprintf("phase %q", vmi.Status.Phase)
+	}
+}
+
+func (e *env) vmiGone(name string) func() (bool, string) {
+	return func() (bool, string) {
+		vmi, err := e.getVMI(name)
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return false, fmt.Sprintf("VMI %s phase %s deleting=%v finalizers=%v", vmi.UID, vmi.Status.Phase, vmi.DeletionTimestamp != nil, vmi.Finalizers)
+	}
+}
+
+func (e *env) printable(t *testing.T, name string, want v1.VirtualMachinePrintableStatus) func() (bool, string) {
+	return func() (bool, string) {
+		vm := e.getVM(t, name)
+		return vm.Status.PrintableStatus == want, fmt.Sprintf("printableStatus %q startFailure %+v conditions %+v", vm.Status.PrintableStatus, vm.Status.StartFailure, vm.Status.Conditions)
+	}
+}
+
+// runGuest makes the launcher of name report a running guest once its VMI is Scheduled.
+func (e *env) runGuest(t *testing.T, name string) *v1.VirtualMachineInstance {
+	t.Helper()
+	eventually(t, "VMI "+name+" Scheduled", 30*time.Second, e.vmiPhase(name, v1.Scheduled))
+	e.status.Set(e.ns, name, controller.LauncherState{Phase: controller.GuestRunning})
+	eventually(t, "VMI "+name+" Running", 30*time.Second, e.vmiPhase(name, v1.Running))
+	vmi, err := e.getVMI(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vmi
+}
+
+func TestHaltedStartStopRestart(t *testing.T) {
+	e := start(t)
+	e.createVM(t, newVM("vm", v1.RunStrategyHalted))
+	eventually(t, "Halted VM Stopped with the finalizer", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "vm")
+		c := vm.Status.Condition(v1.VirtualMachineReady)
+		ok := vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped && c != nil && c.Reason == v1.VMINotExistsReason &&
+			len(vm.Finalizers) == 1 && vm.Spec.Template.Spec.Domain.Firmware != nil && vm.Spec.Template.Spec.Domain.Firmware.UUID != ""
+		return ok, fmt.Sprintf("%+v finalizers %v", vm.Status, vm.Finalizers)
+	})
+	if n := e.vmiCount(t); n != 0 {
+		t.Fatalf("Halted VM has %d VMIs", n)
+	}
+
+	// start (virtctl patches Halted → Always).
+	e.setRunStrategy(t, "vm", v1.RunStrategyAlways)
+	first := e.runGuest(t, "vm")
+	eventually(t, "VM Running and Ready", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "vm")
+		return vm.Status.PrintableStatus == v1.VirtualMachineStatusRunning && vm.Status.Ready && vm.Status.RunStrategy == v1.RunStrategyAlways, fmt.Sprintf("%+v", vm.Status)
+	})
+	if first.Status.NodeName != "node1" || first.Labels[v1.NodeNameLabel] != "node1" || len(first.Status.Interfaces) == 0 || first.Status.Interfaces[0].IP != "10.244.0.9" {
+		t.Fatalf("VMI status %+v labels %v", first.Status, first.Labels)
+	}
+
+	// stop (virtctl patches Always → Halted): VMI deleted gracefully, then gone.
+	e.setRunStrategy(t, "vm", v1.RunStrategyHalted)
+	eventually(t, "VMI deleted", 30*time.Second, e.vmiGone("vm"))
+	eventually(t, "VM Stopped", 30*time.Second, e.printable(t, "vm", v1.VirtualMachineStatusStopped))
+
+	// restart on Manual: [Stop{uid}, Start] → a new VMI.
+	e.setRunStrategy(t, "vm", v1.RunStrategyManual)
+	e.addRequests(t, "vm", []v1.VirtualMachineStateChangeRequest{{Action: v1.StartRequest}})
+	second := e.runGuest(t, "vm")
+	if second.UID == first.UID {
+		t.Fatal("start reused the old VMI")
+	}
+	eventually(t, "Start request trimmed", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "vm")
+		return len(vm.Status.StateChangeRequests) == 0, fmt.Sprintf("%+v", vm.Status.StateChangeRequests)
+	})
+	uid := second.UID
+	e.addRequests(t, "vm", []v1.VirtualMachineStateChangeRequest{{Action: v1.StopRequest, UID: &uid}, {Action: v1.StartRequest}})
+	eventually(t, "restarted VMI (new UID)", 60*time.Second, func() (bool, string) {
+		vmi, err := e.getVMI("vm")
+		if err != nil {
+			return false, err.Error()
+		}
+		return vmi.UID != second.UID && vmi.DeletionTimestamp == nil, fmt.Sprintf("uid %s phase %s", vmi.UID, vmi.Status.Phase)
+	})
+	third := e.runGuest(t, "vm")
+	if third.UID == second.UID {
+		t.Fatal("restart kept the VMI")
+	}
+	eventually(t, "requests trimmed after restart", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "vm")
+		return len(vm.Status.StateChangeRequests) == 0, fmt.Sprintf("%+v", vm.Status.StateChangeRequests)
+	})
+}
+
+func TestAlwaysFailedVMIBackoff(t *testing.T) {
+	e := start(t)
+	e.createVM(t, newVM("crashy", v1.RunStrategyAlways))
+	eventually(t, "VMI Scheduled", 30*time.Second, e.vmiPhase("crashy", v1.Scheduled))
+	first, err := e.getVMI("crashy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test fails the VMI before it ever ran (as the VMI controller would on a launcher failure).
+	first.Status.Phase = v1.Failed
+	first.Status.Reason = "TestFailed"
+	if _, err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).UpdateStatus(context.Background(), first, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	failedAt := time.Now()
+	eventually(t, "CrashLoopBackOff", 30*time.Second, e.printable(t, "crashy", v1.VirtualMachineStatusCrashLoopBackOff))
+	vm := e.getVM(t, "crashy")
+	sf := vm.Status.StartFailure
+	if sf == nil || sf.ConsecutiveFailCount != 1 || sf.LastFailedVMIUID != first.UID || sf.RetryAfterTimestamp == nil {
+		t.Fatalf("startFailure %+v", sf)
+	}
+	// No VMI is created during the backoff (10–15 s); one is created after it.
+	eventually(t, "recreated VMI", 40*time.Second, func() (bool, string) {
+		vmi, err := e.getVMI("crashy")
+		if err != nil {
+			return false, err.Error()
+		}
+		if vmi.UID != first.UID && vmi.DeletionTimestamp == nil {
+			return true, ""
+		}
+		vm := e.getVM(t, "crashy")
+		if vm.Status.PrintableStatus != v1.VirtualMachineStatusCrashLoopBackOff && vm.Status.PrintableStatus != v1.VirtualMachineStatusStopping {
+			return false, "printableStatus " + string(vm.Status.PrintableStatus)
+		}
+		return false, "old VMI"
+	})
+	vmi, _ := e.getVMI("crashy")
+	if d := vmi.CreationTimestamp.Sub(failedAt); d < 9*time.Second {
+		t.Fatalf("VMI recreated %v after the failure, before the 10 s backoff", d)
+	}
+	// Once the new VMI runs, the failure record is cleared.
+	e.runGuest(t, "crashy")
+	eventually(t, "startFailure cleared", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "crashy")
+		return vm.Status.StartFailure == nil && vm.Status.PrintableStatus == v1.VirtualMachineStatusRunning, fmt.Sprintf("%+v", vm.Status)
+	})
+}
+
+func TestDeleteVMCascades(t *testing.T) {
+	e := start(t)
+	e.createVM(t, newVM("doomed", v1.RunStrategyAlways))
+	e.runGuest(t, "doomed")
+	if err := e.kv.KubevirtV1().VirtualMachines(e.ns).Delete(context.Background(), "doomed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "VMI gone", 60*time.Second, e.vmiGone("doomed"))
+	eventually(t, "VM gone", 60*time.Second, func() (bool, string) {
+		vm, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Get(context.Background(), "doomed", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return false, fmt.Sprintf("finalizers %v status %s", vm.Finalizers, vm.Status.PrintableStatus)
+	})
+	eventually(t, "launcher pods and token secret gone", 60*time.Second, func() (bool, string) {
+		pods, _ := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{})
+		secrets, _ := e.kube.CoreV1().Secrets(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.AppLabel: controller.TokenSecretLabelValue}.String()})
+		return len(pods.Items) == 0 && len(secrets.Items) == 0, fmt.Sprintf("%d pods %d secrets", len(pods.Items), len(secrets.Items))
+	})
+}
+
+func TestOrphanDeleteThenAdopt(t *testing.T) {
+	e := start(t)
+	orig := e.createVM(t, newVM("keeper", v1.RunStrategyAlways))
+	vmi := e.runGuest(t, "keeper")
+	orphan := metav1.DeletePropagationOrphan
+	if err := e.kv.KubevirtV1().VirtualMachines(e.ns).Delete(context.Background(), "keeper", metav1.DeleteOptions{PropagationPolicy: &orphan}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "VM gone, VMI orphaned", 60*time.Second, func() (bool, string) {
+		_, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Get(context.Background(), "keeper", metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return false, fmt.Sprintf("VM still there (%v)", err)
+		}
+		v, err := e.getVMI("keeper")
+		if err != nil {
+			return false, err.Error()
+		}
+		return v.UID == vmi.UID && metav1.GetControllerOf(v) == nil && v.DeletionTimestamp == nil, fmt.Sprintf("owners %v", v.OwnerReferences)
+	})
+	// Re-create the VM: it adopts the running VMI instead of creating another.
+	again := e.createVM(t, newVM("keeper", v1.RunStrategyAlways))
+	if again.UID == orig.UID {
+		t.Fatal("same VM UID")
+	}
+	eventually(t, "VMI adopted", 30*time.Second, func() (bool, string) {
+		v, err := e.getVMI("keeper")
+		if err != nil {
+			return false, err.Error()
+		}
+		ref := metav1.GetControllerOf(v)
+		return v.UID == vmi.UID && ref != nil && ref.UID == again.UID, fmt.Sprintf("uid %s owners %v", v.UID, v.OwnerReferences)
+	})
+	eventually(t, "adopted VM Running", 30*time.Second, e.printable(t, "keeper", v1.VirtualMachineStatusRunning))
+	if n := e.vmiCount(t); n != 1 {
+		t.Fatalf("%d VMIs after adoption, want 1", n)
+	}
+	if v, _ := e.getVMI("keeper"); v.UID != vmi.UID {
+		t.Fatal("the VMI was replaced instead of adopted")
+	}
+}
+
+func TestRunningAndRunStrategyRejected(t *testing.T) {
+	e := start(t)
+	vm := newVM("both", v1.RunStrategyAlways)
+	yes := true
+	vm.Spec.Running = &yes
+	_, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Create(context.Background(), vm, metav1.CreateOptions{})
+	if err == nil {
+		t.Fatal("a VM with both running and runStrategy was accepted")
+	}
+	if !strings.Contains(err.Error(), "Running and RunStrategy are mutually exclusive. Note that Running is deprecated, please use RunStrategy instead") {
+		t.Fatalf("error %q lacks KubeVirt's message", err)
+	}
+}
