@@ -67,19 +67,17 @@ func newRenameCommand(e *env) *cobra.Command {
 		Long: `Renames a stopped virtual machine: creates the same VirtualMachine under the new name and deletes the
 old one. A running VM (or one whose runStrategy would start it) is refused; stop it first.`,
 		Example:           e.example("# Rename the stopped virtual machine 'myvm' to 'web':", "{{virtctl}} rename vm myvm web"),
-		Args:              cobra.RangeArgs(2, 3),
+		Args:              cobra.ExactArgs(3),
 		ValidArgsFunction: e.completeKindName("vm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 3 {
-				kind, err := resourceKind(args[0])
-				if err != nil {
-					return err
-				}
-				if kind != "vm" {
-					return fmt.Errorf("only VirtualMachines can be renamed, not %s", args[0])
-				}
-				args = args[1:]
+			kind, err := resourceKind(args[0])
+			if err != nil {
+				return err
 			}
+			if kind != "vm" {
+				return fmt.Errorf("only VirtualMachines can be renamed, not %s", args[0])
+			}
+			args = args[1:]
 			return e.rename(cmd.Context(), args[0], args[1])
 		},
 	}
