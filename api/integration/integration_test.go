@@ -11,10 +11,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/tests/harness"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -344,5 +346,82 @@ func TestRBAC(t *testing.T) {
 	}
 	if len(got.Status.StateChangeRequests) != 1 || got.Status.StateChangeRequests[0].Action != v1.StartRequest {
 		t.Errorf("status after patch: %+v", got.Status)
+	}
+}
+
+func TestRunningDeprecationWarning(t *testing.T) {
+	cp, ns := setup(t)
+	admin := cp.Clientset(t)
+	ctx := context.Background()
+	data, err := os.ReadFile(repoFile("deploy", "crds", "running-deprecation-policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); err != nil {
+			break
+		}
+		raw, _ := u.MarshalJSON()
+		switch u.GetKind() {
+		case "ValidatingAdmissionPolicy":
+			var p admissionregistrationv1.ValidatingAdmissionPolicy
+			if err := json.Unmarshal(raw, &p); err != nil {
+				t.Fatal(err)
+			}
+			_, err = admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{})
+		case "ValidatingAdmissionPolicyBinding":
+			var b admissionregistrationv1.ValidatingAdmissionPolicyBinding
+			if err := json.Unmarshal(raw, &b); err != nil {
+				t.Fatal(err)
+			}
+			_, err = admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &b, metav1.CreateOptions{})
+		default:
+			t.Fatalf("unexpected kind %s", u.GetKind())
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("%s: %v", u.GetKind(), err)
+		}
+	}
+
+	cfg := rest.CopyConfig(cp.Config)
+	w := &warnings{}
+	cfg.WarningHandler = w
+	kv := kvclient.NewForConfigOrDie(cfg)
+	const want = "spec.running is deprecated, please use spec.runStrategy instead."
+	has := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, m := range w.msgs {
+			if strings.Contains(m, want) {
+				return true
+			}
+		}
+		return false
+	}
+	// The policy takes effect once the apiserver has loaded it: retry until the deadline.
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; !has(); i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning %q after 60s; warnings seen: %q", want, w.msgs)
+		}
+		vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("legacy%d", i)}, Spec: v1.VirtualMachineSpec{Running: ptr(false), Template: template()}}
+		if _, err := kv.KubevirtV1().VirtualMachines(ns).Create(ctx, vm, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("a VM using spec.running must be accepted (only warned about): %v", err)
+		}
+		if !has() {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	w.mu.Lock()
+	w.msgs = nil
+	w.mu.Unlock()
+	vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "modern"}, Spec: v1.VirtualMachineSpec{RunStrategy: ptr(v1.RunStrategyHalted), Template: template()}}
+	if _, err := kv.KubevirtV1().VirtualMachines(ns).Create(ctx, vm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if has() {
+		t.Error("runStrategy VM got the spec.running warning")
 	}
 }
