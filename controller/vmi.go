@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
@@ -225,6 +226,9 @@ func podCondition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition
 
 // terminationMessage returns the launcher container's termination reason and message, if it ended.
 func terminationMessage(p *corev1.Pod) (reason, msg string, exitCode int32, ok bool) {
+	if p == nil {
+		return "", "", 0, false
+	}
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name == LauncherContainerName && cs.State.Terminated != nil {
 			t := cs.State.Terminated
@@ -365,7 +369,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		vmi = upd
 	}
 	if !equality.Semantic.DeepEqual(&vmi.Status, newStatus) {
-		c.phaseEvents(vmi, vmi.Status.Phase, newStatus, state)
+		c.phaseEvents(vmi, vmi.Status.Phase, newStatus, state, pod)
 		vmi.Status = *newStatus
 		if _, err := c.kv.KubevirtV1().VirtualMachineInstances(ns).UpdateStatus(ctx, vmi, metav1.UpdateOptions{}); err != nil {
 			return 0, fmt.Errorf("update status: %w", err)
@@ -563,7 +567,7 @@ func removeVMICondition(st *v1.VirtualMachineInstanceStatus, t v1.VirtualMachine
 }
 
 // phaseEvents records virt-handler's lifecycle events for what the new status says happened.
-func (c *VMIController) phaseEvents(vmi *v1.VirtualMachineInstance, old v1.VirtualMachineInstancePhase, st *v1.VirtualMachineInstanceStatus, state *LauncherState) {
+func (c *VMIController) phaseEvents(vmi *v1.VirtualMachineInstance, old v1.VirtualMachineInstancePhase, st *v1.VirtualMachineInstanceStatus, state *LauncherState, pod *corev1.Pod) {
 	if old != st.Phase {
 		switch st.Phase {
 		case v1.Running:
@@ -572,8 +576,12 @@ func (c *VMIController) phaseEvents(vmi *v1.VirtualMachineInstance, old v1.Virtu
 			c.recorder.Event(vmi, corev1.EventTypeNormal, ReasonStopped, "The VirtualMachineInstance was shut down.")
 		case v1.Failed:
 			msg := "The VirtualMachineInstance crashed."
+			_, termMsg, _, _ := terminationMessage(pod)
 			if state != nil && state.Message != "" {
 				msg += " " + state.Message
+			} else if termMsg != "" {
+				// The launcher's last words (its termination message, or its log tail on error).
+				msg += " " + strings.TrimSpace(termMsg)
 			} else if st.Reason != "" {
 				msg += " (" + st.Reason + ")"
 			}
@@ -689,7 +697,7 @@ func (c *VMIController) syncDeleting(ctx context.Context, log *slog.Logger, key 
 		}
 		c.computeStatus(vmi, st, alive[0], state)
 		if !equality.Semantic.DeepEqual(&vmi.Status, st) {
-			c.phaseEvents(vmi, vmi.Status.Phase, st, state)
+			c.phaseEvents(vmi, vmi.Status.Phase, st, state, alive[0])
 			vmi.Status = *st
 			if _, err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).UpdateStatus(ctx, vmi, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return fmt.Errorf("update status: %w", err)

@@ -22,9 +22,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 )
 
 func TestMain(m *testing.M) {
@@ -62,15 +67,34 @@ func start(t *testing.T) *env {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	c, err := controller.New(cp.Config, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: log, Workers: 2})
+	rbacOnce.Do(func() { rbacErr = applyControllerRBAC(cp.Config) })
+	if rbacErr != nil {
+		t.Fatal(rbacErr)
+	}
+	// The controller runs with its ServiceAccount's permissions only (deploy/rbac), so missing RBAC fails here.
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:kubevirt:virt-controller",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kubevirt", "system:authenticated"},
+	}
+	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: log, Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
+	lkube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		if err := c.Run(ctx); err != nil {
-			t.Errorf("controller: %v", err)
+		err := controller.RunWithLeaderElection(ctx, lkube, controller.LeaderElection{Namespace: "kubevirt", Identity: t.Name()}, log, func(lctx context.Context) {
+			if err := c.Run(lctx); err != nil {
+				t.Errorf("controller: %v", err)
+			}
+		})
+		if err != nil {
+			t.Errorf("leader election: %v", err)
 		}
 		done <- struct{}{}
 	}()
@@ -91,9 +115,54 @@ func start(t *testing.T) *env {
 }
 
 var (
+	rbacOnce   sync.Once
+	rbacErr    error
 	gcReady    sync.Once
 	gcReadyErr error
 )
+
+// applyControllerRBAC creates the kubevirt namespace and the objects of deploy/rbac/virt-controller.yaml.
+func applyControllerRBAC(cfg *rest.Config) error {
+	ctx := context.Background()
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubevirt"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(repoFile("deploy", "rbac", "virt-controller.yaml"))
+	if err != nil {
+		return err
+	}
+	resources := map[string]string{"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings", "Role": "roles", "RoleBinding": "rolebindings"}
+	for _, doc := range strings.Split(string(b), "\n---") {
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			return fmt.Errorf("deploy/rbac/virt-controller.yaml: %w", err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		res, ok := resources[u.GetKind()]
+		if !ok {
+			return fmt.Errorf("deploy/rbac/virt-controller.yaml: unexpected kind %q", u.GetKind())
+		}
+		gvr := schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: res}
+		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+		if u.GetNamespace() != "" {
+			ri = dyn.Resource(gvr).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Create(ctx, &u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+	}
+	return nil
+}
 
 // waitGCKnowsCRDs waits until kube-controller-manager's garbage collector watches the freshly installed
 // kinds (its discovery refresh takes up to ~30 s). Before that it would orphan nothing and later collect
@@ -332,6 +401,19 @@ func TestHaltedStartStopRestart(t *testing.T) {
 	if first.Status.NodeName != "node1" || first.Labels[v1.NodeNameLabel] != "node1" || len(first.Status.Interfaces) == 0 || first.Status.Interfaces[0].IP != "10.244.0.9" {
 		t.Fatalf("VMI status %+v labels %v", first.Status, first.Labels)
 	}
+
+	eventually(t, "launcher pod readiness gate True", 30*time.Second, func() (bool, string) {
+		pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: string(first.UID)}.String()})
+		if err != nil || len(pods.Items) != 1 {
+			return false, fmt.Sprintf("pods %v err %v", pods, err)
+		}
+		for _, c := range pods.Items[0].Status.Conditions {
+			if c.Type == v1.VirtualMachineUnpausedPodCondition {
+				return c.Status == corev1.ConditionTrue, string(c.Status)
+			}
+		}
+		return false, "no gate condition"
+	})
 
 	// stop (virtctl patches Always → Halted): VMI deleted gracefully, then gone.
 	e.setRunStrategy(t, "vm", v1.RunStrategyHalted)
