@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kvirt/kvirt/api/client/clientset/versioned"
 	v1 "github.com/kvirt/kvirt/api/v1"
@@ -469,5 +470,40 @@ func TestExposeRenameVersion(t *testing.T) {
 	code, out, _ = c.virtctl(nil, "version")
 	if code != 0 || !strings.Contains(out, "Client Version: version.Info{") || !strings.Contains(out, `Server Version: version.Info{`) || !strings.Contains(out, `GitVersion:"v1.33`) {
 		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+// Connection settings come from the same places as kubectl's: KUBECONFIG, the context's namespace,
+// --context.
+func TestKubeconfigLikeKubectl(t *testing.T) {
+	c := setup(t)
+	c.createVM("kc", "Halted")
+	cfg, err := clientcmd.LoadFromFile(c.cp.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Contexts[cfg.CurrentContext].Namespace = c.ns
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", path)
+	run := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := app.Run(context.Background(), args, app.Options{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		return code, out.String(), errOut.String()
+	}
+	// No --kubeconfig and no -n: KUBECONFIG and the context's namespace.
+	if code, out, errOut := run("start", "kc"); code != 0 || out != "VM kc was scheduled to start\n" {
+		t.Fatalf("start via KUBECONFIG: %d %q %q", code, out, errOut)
+	}
+	if got := state(c.getVM("kc"), ""); got != "runStrategy=Always" {
+		t.Errorf("VM after: %q", got)
+	}
+	if code, _, errOut := run("--context", "bogus", "stop", "kc"); code != 1 || !strings.Contains(errOut, `context "bogus" does not exist`) {
+		t.Errorf("bogus context: %d %q", code, errOut)
+	}
+	if code, _, errOut := run("-n", "default", "stop", "kc"); code != 1 || !strings.Contains(errOut, `virtualmachine.kubevirt.io "kc" not found`) {
+		t.Errorf("-n overrides the context namespace: %d %q", code, errOut)
 	}
 }
