@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 )
@@ -70,7 +71,26 @@ func (r *reaper) runPath(name string, args ...string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return r.run(path, append([]string{name}, args...), nil)
+	return r.run(path, append([]string{busyboxName(path, name)}, args...), nil)
+}
+
+// busyboxName is the argv[0] that makes u-root's busybox run the command at path: it dispatches on
+// argv[0], so for an alias such as /bin/sh -> ../bbin/gosh -> bb it must be "gosh", not "sh". It follows
+// symbolic links up to the busybox binary "bb" and returns the last name before it.
+func busyboxName(path, name string) string {
+	argv0 := name
+	for i := 0; i < 8; i++ {
+		l, err := os.Readlink(path)
+		if err != nil || filepath.Base(l) == "bb" {
+			break
+		}
+		argv0 = filepath.Base(l)
+		if !filepath.IsAbs(l) {
+			l = filepath.Join(filepath.Dir(path), l)
+		}
+		path = l
+	}
+	return argv0
 }
 
 // run starts argv[0] with the console as stdio and waits for it, returning its exit code.
