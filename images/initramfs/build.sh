@@ -23,7 +23,7 @@ command -v go >/dev/null || die "go not found: put Go 1.26 (/usr/local/go/bin) o
 # The u-root commands in the image. Keep it small: every binary is in one busybox, but the image is
 # copied into guest memory and unpacked by the (interpreted, on PVM) kernel at every boot.
 commands=(gosh ip ping dhclient mount umount dd cat ls echo poweroff shutdown sync mkdir sleep uname dmesg
-	cp rm mv ln ps kill free df date grep hexdump printenv uptime)
+	cp rm mv ln ps kill free df date grep hexdump printenv uptime netcat shasum)
 
 deps=$(cd "$root" && go list -deps -f '{{with .Module}}{{.Path}}@{{.Version}}{{end}}' ./images/initramfs/kvirt-init | sort -u) ||
 	die "go list failed for ./images/initramfs/kvirt-init: fix the build error above"
