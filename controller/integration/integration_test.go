@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -215,6 +216,15 @@ func (e *env) kubelet(ctx context.Context) {
 			case p.DeletionTimestamp != nil:
 				zero := int64(0)
 				_ = e.kube.CoreV1().Pods(e.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			case p.Labels[unschedulableLabel] == "true":
+				if podScheduledFalse(p) {
+					continue
+				}
+				q := p.DeepCopy()
+				q.Status.Phase = corev1.PodPending
+				q.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+					Message: "0/1 nodes are available: 1 Insufficient devices.kubevirt.io/kvm.", LastTransitionTime: metav1.Now()}}
+				_, _ = e.kube.CoreV1().Pods(e.ns).UpdateStatus(ctx, q, metav1.UpdateOptions{})
 			case p.Spec.NodeName == "":
 				_ = e.kube.CoreV1().Pods(e.ns).Bind(ctx, &corev1.Binding{
 					ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: e.ns},
@@ -235,6 +245,18 @@ func (e *env) kubelet(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// unschedulableLabel on a VMI (and so on its pod) makes the stand-in scheduler report it Unschedulable.
+const unschedulableLabel = "test.kvirt.io/unschedulable"
+
+func podScheduledFalse(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return true
+		}
+	}
+	return false
 }
 
 func eventually(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
@@ -575,5 +597,70 @@ func TestRunningAndRunStrategyRejected(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "Running and RunStrategy are mutually exclusive. Note that Running is deprecated, please use RunStrategy instead") {
 		t.Fatalf("error %q lacks KubeVirt's message", err)
+	}
+}
+
+func TestUnschedulableShowsOnVM(t *testing.T) {
+	e := start(t)
+	vm := newVM("nospace", v1.RunStrategyAlways)
+	vm.Spec.Template.ObjectMeta.Labels[unschedulableLabel] = "true"
+	e.createVM(t, vm)
+	eventually(t, "ErrorUnschedulable", 30*time.Second, e.printable(t, "nospace", v1.VirtualMachineStatusUnschedulable))
+	got := e.getVM(t, "nospace")
+	c := got.Status.Condition(v1.VirtualMachineConditionType(v1.VirtualMachineInstancePodScheduled))
+	if c == nil || c.Status != corev1.ConditionFalse || c.Reason != "Unschedulable" || !strings.Contains(c.Message, "Insufficient") {
+		t.Fatalf("PodScheduled not mirrored to the VM: %+v", got.Status.Conditions)
+	}
+	if vmi, _ := e.getVMI("nospace"); vmi.Status.Phase != v1.Scheduling {
+		t.Fatalf("VMI phase %s, want Scheduling", vmi.Status.Phase)
+	}
+}
+
+func TestStandaloneVMIPauseAndDelete(t *testing.T) {
+	e := start(t)
+	tmpl := newVM("solo", v1.RunStrategyAlways).Spec.Template
+	vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "solo", Labels: map[string]string{"app": "solo"}}, Spec: tmpl.Spec}
+	if _, err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Create(context.Background(), vmi, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := e.runGuest(t, "solo")
+	if !slices.Contains(running.Finalizers, v1.VirtualMachineInstanceFinalizer) {
+		t.Fatalf("finalizers %v", running.Finalizers)
+	}
+	pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: "vmi.kubevirt.io/id=solo"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("launcher pods %v err %v", pods, err)
+	}
+	pod := pods.Items[0]
+	if pod.Labels["app"] != "solo" || !strings.HasPrefix(pod.Name, "virt-launcher-solo-") || metav1.GetControllerOf(&pod).UID != running.UID {
+		t.Fatalf("pod %s labels %v owners %v", pod.Name, pod.Labels, pod.OwnerReferences)
+	}
+	if len(running.Status.PhaseTransitionTimestamps) < 3 {
+		t.Fatalf("phaseTransitionTimestamps %+v", running.Status.PhaseTransitionTimestamps)
+	}
+
+	e.status.Set(e.ns, "solo", controller.LauncherState{Phase: controller.GuestRunning, Paused: true})
+	eventually(t, "Paused=True and Ready=False", 30*time.Second, func() (bool, string) {
+		v, err := e.getVMI("solo")
+		if err != nil {
+			return false, err.Error()
+		}
+		p := v.Status.Condition(v1.VirtualMachineInstancePaused)
+		return p != nil && p.Status == corev1.ConditionTrue && p.Reason == "PausedByUser" && p.Message == "VMI was paused by user" &&
+			v.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionFalse) && v.Status.Phase == v1.Running, fmt.Sprintf("%+v", v.Status.Conditions)
+	})
+	e.status.Set(e.ns, "solo", controller.LauncherState{Phase: controller.GuestRunning})
+	eventually(t, "unpaused and Ready", 30*time.Second, func() (bool, string) {
+		v, _ := e.getVMI("solo")
+		return v.Status.Condition(v1.VirtualMachineInstancePaused) == nil && v.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue), fmt.Sprintf("%+v", v.Status.Conditions)
+	})
+
+	// Deleting the VMI deletes its pod (gracefully: the stand-in kubelet completes it) and then the VMI.
+	if err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Delete(context.Background(), "solo", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "VMI gone", 30*time.Second, e.vmiGone("solo"))
+	if _, err := e.kube.CoreV1().Pods(e.ns).Get(context.Background(), pod.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("launcher pod still there after its VMI was deleted: %v", err)
 	}
 }
