@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// bootTimeout bounds one guest run: boot is tens of seconds on PVM (interpreted ring 0).
-const bootTimeout = 4 * time.Minute
+// bootTimeout bounds one guest run: boot is tens of seconds on PVM (interpreted ring 0), minutes when the
+// shared machine is loaded.
+const bootTimeout = 10 * time.Minute
 
 // mkext4 makes an ext4 image of size bytes holding files (name → content).
 func mkext4(t *testing.T, size int64, files map[string][]byte) string {

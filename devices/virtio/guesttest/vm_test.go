@@ -79,10 +79,15 @@ func (g *guest) exit(err error) {
 	close(g.exited)
 }
 
-// expectAny waits until the console shows one of subs and returns it.
+// expectAny waits until the console shows one of subs and returns it. A "kvirt-guest: error" line fails
+// at once unless an error is what the caller waits for.
 func (g *guest) expectAny(t *testing.T, subs []string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.After(timeout)
+	wantError := false
+	for _, sub := range subs {
+		wantError = wantError || strings.HasPrefix(sub, "kvirt-guest: error")
+	}
 	for {
 		g.mu.Lock()
 		s, ch := g.out.String(), g.changed
@@ -91,6 +96,9 @@ func (g *guest) expectAny(t *testing.T, subs []string, timeout time.Duration) st
 			if strings.Contains(s, sub) {
 				return sub
 			}
+		}
+		if !wantError && strings.Contains(s, "kvirt-guest: error") {
+			t.Fatalf("%s reported an error while we waited for %q; console tail:\n%s", g.name, subs, tail(s, 3000))
 		}
 		select {
 		case <-ch:
