@@ -158,13 +158,13 @@ func Up(opts NodeOptions) error {
 	dir := opts.Dir
 	run := filepath.Join(dir, "run")
 
-	s.step("preflight: root, containerd, runc, ctr, kube binary")
+	s.step("preflight: root, containerd, runc, ctr, kubectl, go, kube binary")
 	if os.Geteuid() != 0 {
 		return errors.New("cluster-up needs root (containerd, runc, cgroups, network namespaces)")
 	}
-	for _, c := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
+	for _, c := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "kubectl", "go"} {
 		if _, err := exec.LookPath(c); err != nil {
-			return fmt.Errorf("%s not found: run .ci/install (Debian packages containerd and runc)", c)
+			return fmt.Errorf("%s not found on PATH: run .ci/install (containerd, runc; kubectl is /usr/bin/kubectl, Go 1.26 in /usr/local/go/bin)", c)
 		}
 	}
 	bin, err := KubeBinary(opts.Binary)
