@@ -29,12 +29,17 @@ type fakeExec struct {
 	stdin  []byte
 	stdout string
 	err    error
+	// refuse fails the exec before any stream is up (stdin is never read).
+	refuse error
 }
 
 func (f *fakeExec) Exec(ctx context.Context, r ExecRequest) error {
 	f.mu.Lock()
 	f.reqs = append(f.reqs, r)
 	f.mu.Unlock()
+	if f.refuse != nil {
+		return f.refuse
+	}
 	if r.Stdout != nil && f.stdout != "" {
 		_, _ = io.WriteString(r.Stdout, f.stdout)
 	}
@@ -309,6 +314,17 @@ func TestConsoleDisconnected(t *testing.T) {
 	code, _, errOut := f.run(t, strings.NewReader("abc"), "console", "my-vm")
 	if code != 0 || !strings.Contains(errOut, "You were disconnected from the console") {
 		t.Fatalf("code %d stderr %q", code, errOut)
+	}
+}
+
+func TestConsoleConnectFails(t *testing.T) {
+	vmi := pausedVMI(false)
+	f := newFake([]runtime.Object{vmi}, launcherPodFor(vmi, corev1.PodRunning))
+	f.exec.refuse = errors.New("upgrade request failed")
+	code, out, errOut := f.run(t, strings.NewReader("abc"), "console", "my-vm")
+	want := "cannot connect to the console of VMI my-vm (launcher pod virt-launcher-my-vm-abcde): upgrade request failed\n"
+	if code != 1 || out != "" || errOut != want {
+		t.Fatalf("code %d stdout %q stderr %q, want %q", code, out, errOut, want)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -112,14 +113,28 @@ func (e *env) console(ctx context.Context, name string, timeout time.Duration) e
 	if err != nil {
 		return err
 	}
-	if f, ok := e.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		state, err := term.MakeRaw(int(f.Fd()))
-		if err != nil {
-			return fmt.Errorf("Make raw terminal failed: %s", err)
-		}
-		defer func() { _ = term.Restore(int(f.Fd()), state) }()
+
+	// The exec reads stdin only once its streams to the pod are up: the first read is the moment the
+	// console is connected. Only then does the terminal go raw and the banner appear, so a failed
+	// connection leaves the terminal untouched and prints just the error.
+	var (
+		once     sync.Once
+		restore  func()
+		rawError error
+	)
+	connected := func() {
+		once.Do(func() {
+			if f, ok := e.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				state, err := term.MakeRaw(int(f.Fd()))
+				if err != nil {
+					rawError = fmt.Errorf("Make raw terminal failed: %s", err)
+					return
+				}
+				restore = func() { _ = term.Restore(int(f.Fd()), state) }
+			}
+			fmt.Fprintf(e.ErrOut, "Successfully connected to %s console. The escape sequence is ^]\n", name)
+		})
 	}
-	fmt.Fprintf(e.ErrOut, "Successfully connected to %s console. The escape sequence is ^]\n", name)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -130,26 +145,52 @@ func (e *env) console(ctx context.Context, name string, timeout time.Duration) e
 	err = e.executor(c).Exec(ctx, ExecRequest{
 		Namespace: c.Namespace, Pod: pod.Name, Container: LauncherContainer,
 		Command: []string{LauncherBinary, "console"},
-		Stdin:   stdin, Stdout: e.Out, Stderr: &stderr,
+		Stdin:   &onFirstRead{r: stdin, f: connected}, Stdout: e.Out, Stderr: &stderr,
 	})
+	wasConnected := true
+	once.Do(func() { wasConnected = false }) // after this, restore and rawError are settled
+	if restore != nil {
+		defer restore()
+	}
+	if rawError != nil {
+		return rawError
+	}
 	select {
 	case <-escaped:
 		fmt.Fprint(e.ErrOut, "\r\n")
 		return nil
 	default:
 	}
+	if out := bytes.TrimSpace(stderr.Bytes()); err != nil && len(out) > 0 {
+		err = fmt.Errorf("%s: %v", out, err)
+	}
+	if !wasConnected {
+		if err == nil {
+			err = errors.New("the connection closed before it was established")
+		}
+		return fmt.Errorf("cannot connect to the console of VMI %s (launcher pod %s): %v", name, pod.Name, err)
+	}
 	if ctx.Err() != nil && err != nil {
 		return ctx.Err()
 	}
 	fmt.Fprint(e.ErrOut, "\r\nYou were disconnected from the console. This has one of the following reasons:\r\n"+
 		" - another user connected to the console of the target vm\r\n - network issues\r\n - the VMI stopped or restarted\r\n")
-	if err != nil {
-		if out := bytes.TrimSpace(stderr.Bytes()); len(out) > 0 {
-			return fmt.Errorf("%s: %v", out, err)
-		}
-		return err
+	return err
+}
+
+// onFirstRead calls f before the first Read is passed on.
+type onFirstRead struct {
+	r    io.Reader
+	f    func()
+	done bool
+}
+
+func (o *onFirstRead) Read(p []byte) (int, error) {
+	if !o.done {
+		o.done = true
+		o.f()
 	}
-	return nil
+	return o.r.Read(p)
 }
 
 // copyUntilEscape returns a reader carrying in's bytes up to (not including) the first ^]; at ^] it

@@ -507,3 +507,23 @@ func TestKubeconfigLikeKubectl(t *testing.T) {
 		t.Errorf("-n overrides the context namespace: %d %q", code, errOut)
 	}
 }
+
+// pause and console go through the apiserver's pods/exec for the launcher pod's "compute" container.
+// Without a kubelet the apiserver cannot finish the exec, but its answer shows the request was a valid
+// exec of that pod (it looked up the pod's node) and virtctl reports it in KubeVirt's form.
+func TestExecReachesLauncherPod(t *testing.T) {
+	c := setup(t)
+	c.createVM("ex", "Always")
+	vmi := c.createVMI("ex", v1.Running)
+	c.createLauncherPod(vmi)
+	code, out, errOut := c.virtctl(nil, "pause", "vm", "ex")
+	if code != 1 || out != "" || !strings.HasPrefix(errOut, "Error pausing VirtualMachineInstance ex: Internal error occurred: ") ||
+		!strings.Contains(errOut, "no-such-node") {
+		t.Errorf("pause without a kubelet: %d %q %q", code, out, errOut)
+	}
+	code, _, errOut = c.virtctl(nil, "console", "ex", "--timeout=1")
+	if code != 1 || !strings.HasPrefix(errOut, "cannot connect to the console of VMI ex (launcher pod virt-launcher-ex-") ||
+		!strings.Contains(errOut, "no-such-node") || strings.Contains(errOut, "Successfully connected") {
+		t.Errorf("console without a kubelet: %d %q", code, errOut)
+	}
+}
