@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -56,6 +57,12 @@ func startFake(t *testing.T) *fakeEnv {
 	e := &fakeEnv{kube: kubefake.NewClientset(), kv: kvfake.NewSimpleClientset(), status: NewFakeStatusSource()}
 	e.kube.PrependReactor("create", "*", nameAndUID)
 	e.kv.PrependReactor("create", "*", nameAndUID)
+	// Fake watches do not replay from a resourceVersion: an object created between an informer's list
+	// and its watch would be missed, so tests start only once all four watches are open.
+	var watches atomic.Int32
+	countWatch := func(k8stesting.Action) (bool, watch.Interface, error) { watches.Add(1); return false, nil, nil }
+	e.kube.PrependWatchReactor("*", countWatch)
+	e.kv.PrependWatchReactor("*", countWatch)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -79,6 +86,9 @@ func startFake(t *testing.T) *fakeEnv {
 		case <-time.After(10 * time.Second):
 			t.Errorf("controller did not stop within 10s of its context ending")
 		}
+	})
+	eventually(t, "informers synced and watching", 10*time.Second, func() (bool, string) {
+		return c.Ready() && watches.Load() >= 4, fmt.Sprintf("ready %v, %d watches", c.Ready(), watches.Load())
 	})
 	return e
 }
