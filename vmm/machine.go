@@ -556,3 +556,31 @@ func runtimeLock() func() {
 	runtime.LockOSThread()
 	return runtime.UnlockOSThread
 }
+
+// DumpState pauses the machine, returns every vCPU's registers (for diagnosing a hung guest), and resumes
+// it unless it was already paused.
+func (m *Machine) DumpState() (string, error) {
+	wasPaused := m.Paused()
+	if err := m.Pause(); err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	b := m.board
+	m.mu.Unlock()
+	var sb strings.Builder
+	if b != nil {
+		b.life.RLock()
+		if !b.closed {
+			for _, c := range b.vcpus {
+				fmt.Fprintf(&sb, "vCPU %d: %s\n", c.ID, dumpRegs(c))
+			}
+		}
+		b.life.RUnlock()
+	}
+	if !wasPaused {
+		if err := m.Resume(); err != nil {
+			return sb.String(), err
+		}
+	}
+	return sb.String(), nil
+}

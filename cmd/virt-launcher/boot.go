@@ -56,7 +56,7 @@ func newBootCommand() *cobra.Command {
 (COM1) on this terminal. Stdin is put in raw mode only when it is a terminal.
 
 Ctrl-C (SIGINT) or SIGTERM presses the ACPI power button so the guest shuts down cleanly; a second one stops
-the machine at once.
+the machine at once. SIGUSR1 prints every vCPU's registers to stderr (diagnosing a hung guest).
 
 Exit codes:
   0  the guest powered off
@@ -194,10 +194,19 @@ func runBoot(f bootFlags) error {
 	if err := m.Start(); err != nil {
 		return exitError{ExitVMMError, err}
 	}
+	dump := make(chan os.Signal, 1)
+	signal.Notify(dump, syscall.SIGUSR1)
+	defer signal.Stop(dump)
 	go func() {
 		n := 0
 		for {
 			select {
+			case <-dump:
+				st, err := m.DumpState()
+				if err != nil {
+					logger.Printf("dump state: %v", err)
+				}
+				logger.Printf("SIGUSR1: vCPU state:\n%s", st)
 			case s := <-sigs:
 				n++
 				if n == 1 {
