@@ -49,6 +49,8 @@ type NetworkMode struct {
 	// namespace, /run/netns/<Name> or a path), "tap" (attach to an existing tap device Name), "none".
 	Kind string
 	Name string
+	// NS, if set with Kind "netns", is the namespace itself (tests create unnamed ones).
+	NS ns.NetNS
 }
 
 // Options configure Run.
@@ -288,19 +290,27 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 	case "pod", "netns", "":
 		var target ns.NetNS
 		var err error
-		if r.o.Network.Kind == "netns" {
+		switch {
+		case r.o.Network.Kind == "netns" && r.o.Network.NS != nil:
+			target = r.o.Network.NS // owned by the caller
+		case r.o.Network.Kind == "netns":
 			p := r.o.Network.Name
 			if !strings.Contains(p, "/") {
 				p = "/run/netns/" + p
 			}
 			target, err = ns.GetNS(p)
-		} else {
+			if err == nil {
+				r.closers = append(r.closers, target.Close)
+			}
+		default:
 			target, err = ns.GetCurrentNS()
+			if err == nil {
+				r.closers = append(r.closers, target.Close)
+			}
 		}
 		if err != nil {
 			return nil, info, fmt.Errorf("network namespace: %w", err)
 		}
-		r.closers = append(r.closers, target.Close)
 		pn, err := network.Setup(target, network.Config{Binding: in.Binding, MAC: in.MAC, Ports: in.Ports,
 			ReservedPorts: []int{control.DefaultPort}, Hostname: m.Hostname})
 		if err != nil {
