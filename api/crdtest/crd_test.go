@@ -2,6 +2,7 @@ package crdtest
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -109,6 +110,11 @@ func TestCRDShape(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.columns) {
 				t.Errorf("%s %s: columns\n got  %v\n want %v", tc.file, v.Name, got, tc.columns)
 			}
+		}
+		// kubectl apply (client side) stores the whole object in an annotation; all annotations together
+		// must stay under 256 KiB.
+		if raw, err := json.Marshal(crd); err != nil || len(raw) > 200_000 {
+			t.Errorf("%s: %d bytes as JSON (%v): too close to kubectl apply's 256 KiB annotation limit; shorten descriptions (maxDescLen in api/api.just)", tc.file, len(raw), err)
 		}
 		if errs := crdvalidation.ValidateCustomResourceDefinition(context.Background(), internal(t, crd)); len(errs) != 0 {
 			t.Errorf("%s: the apiserver would reject this CRD: %v", tc.file, errs.ToAggregate())

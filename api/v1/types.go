@@ -203,8 +203,13 @@ const (
 	// ErrImagePullReason and ImagePullBackOffReason are Synchronized=False reasons shown as VM statuses.
 	ErrImagePullReason     = "ErrImagePull"
 	ImagePullBackOffReason = "ImagePullBackOff"
-	// VMINotExistsReason is the VM Ready=False reason when there is no VMI.
-	VMINotExistsReason = "VMINotExists"
+	// VMINotExistsReason is the VM Ready=False reason when there is no VMI (message VMINotExistsMessage).
+	VMINotExistsReason  = "VMINotExists"
+	VMINotExistsMessage = "VMI does not exist"
+	// VMIConditionMissingReason is the VM Ready=False reason when the VMI has no Ready condition yet
+	// (message VMIConditionMissingMessage).
+	VMIConditionMissingReason  = "VMIConditionMissing"
+	VMIConditionMissingMessage = "VMI is missing the Ready condition"
 	// NotMigratableReason is the generic LiveMigratable=False reason (kvirt does not migrate).
 	NotMigratableReason = "NotMigratable"
 )
