@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kvirt/kvirt/devices/acpipm"
 	"github.com/kvirt/kvirt/vmm/acpi"
 	"github.com/kvirt/kvirt/vmm/boot"
 	"github.com/kvirt/kvirt/vmm/cpuid"
@@ -44,18 +45,7 @@ func (m *Machine) loadGuest() (entry uint64, err error) {
 	}
 	var rsdp uint64
 	if !m.cfg.NoACPI {
-		m.mu.Lock()
-		var vs []acpi.VirtioMMIO
-		for _, v := range m.virtio {
-			vs = append(vs, acpi.VirtioMMIO{Base: v.Base, Size: uint32(v.Size), GSI: v.GSI})
-		}
-		m.mu.Unlock()
-		img, addr, err := acpi.Build(acpi.Config{
-			Addr: layout.ACPITablesAddr, CPUs: m.cfg.CPUs, LAPICAddr: layout.LAPICAddr,
-			IOAPICAddr: layout.IOAPICAddr, SCI: layout.IRQSCI, PM1aEvt: layout.PortPM1aEvt,
-			PM1aCnt: layout.PortPM1aCnt, PM1EvtLen: layout.PM1EvtLen, PM1CntLen: layout.PM1CntLen,
-			S5Type: 5, COM1: true, Virtio: vs,
-		})
+		img, addr, err := acpi.Build(m.acpiConfig())
 		if err != nil {
 			return 0, err
 		}
@@ -97,6 +87,22 @@ func (m *Machine) loadGuest() (entry uint64, err error) {
 		return 0, err
 	}
 	return k.Entry, nil
+}
+
+// acpiConfig describes the platform for the ACPI tables.
+func (m *Machine) acpiConfig() acpi.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var vs []acpi.VirtioMMIO
+	for _, v := range m.virtio {
+		vs = append(vs, acpi.VirtioMMIO{Base: v.Base, Size: uint32(v.Size), GSI: v.GSI})
+	}
+	return acpi.Config{
+		Addr: layout.ACPITablesAddr, CPUs: m.cfg.CPUs, LAPICAddr: layout.LAPICAddr,
+		IOAPICAddr: layout.IOAPICAddr, SCI: layout.IRQSCI, PM1aEvt: layout.PortPM1aEvt,
+		PM1aCnt: layout.PortPM1aCnt, PM1EvtLen: layout.PM1EvtLen, PM1CntLen: layout.PM1CntLen,
+		S5Type: acpipm.S5Type, COM1: true, Virtio: vs,
+	}
 }
 
 // newBoard creates the KVM VM, loads the guest and prepares the vCPUs (not yet running).
