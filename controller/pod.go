@@ -47,6 +47,20 @@ type PodConfig struct {
 	ControlPort int
 }
 
+// LauncherArgs are the launcher container's arguments (after the image's entrypoint, virt-launcher):
+// run the VMI in VMIFile (ARCHITECTURE.md: `virt-launcher run -f vmi.yaml`), serve the control API on
+// the pod IP at port with the token in TokenFile, and write the outcome to the termination log the
+// controller reads when the pod ends. The launcher reads the grace period from the VMI itself.
+func LauncherArgs(port int) []string {
+	return []string{
+		"run",
+		"-f", VMIFile,
+		"--token-file", TokenFile,
+		"--control-addr", fmt.Sprintf(":%d", port),
+		"--termination-log", corev1.TerminationMessagePathDefault,
+	}
+}
+
 // TokenSecretName is the name of the per-VMI control-API token secret.
 func TokenSecretName(vmiName string) string { return vmiName + "-launcher-token" }
 
@@ -203,12 +217,7 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.P
 				Name:            LauncherContainerName,
 				Image:           cfg.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Args: []string{
-					"--vmi=" + VMIFile,
-					"--token-file=" + TokenFile,
-					fmt.Sprintf("--control-listen=:%d", port),
-					fmt.Sprintf("--grace-period=%d", gracePeriod(vmi)),
-				},
+				Args:            LauncherArgs(port),
 				Env: []corev1.EnvVar{
 					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},

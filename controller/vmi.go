@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -444,6 +445,20 @@ func (c *VMIController) computeStatus(vmi *v1.VirtualMachineInstance, st *v1.Vir
 	}
 	if phase == v1.Failed || phase == v1.Succeeded {
 		st.Reason = reason
+	}
+
+	// The launcher pod itself (KubeVirt's activePods, qosClass, launcherContainerImageVersion).
+	if pod != nil && !isFinalPhase(phase) {
+		st.ActivePods = map[types.UID]string{pod.UID: pod.Spec.NodeName}
+		if pod.Status.QOSClass != "" {
+			q := pod.Status.QOSClass
+			st.QOSClass = &q
+		}
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.Name == LauncherContainerName && cs.Image != "" {
+				st.LauncherContainerImageVersion = cs.Image
+			}
+		}
 	}
 
 	// PodScheduled: copied from the pod (Unschedulable makes the VM show ErrorUnschedulable).

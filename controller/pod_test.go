@@ -1,0 +1,68 @@
+package controller
+
+import (
+	"encoding/json"
+	"testing"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestRenderLauncherPod(t *testing.T) {
+	zero := int64(0)
+	vmi := &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{Name: "v", Namespace: "ns", UID: "vmi-uid", Labels: map[string]string{"app": "x", v1.NodeNameLabel: "old"}},
+		Spec: v1.VirtualMachineInstanceSpec{
+			TerminationGracePeriodSeconds: &zero,
+			NodeSelector:                  map[string]string{"kvm": "yes"},
+			Domain: v1.DomainSpec{
+				CPU: &v1.CPU{Sockets: 2, Cores: 2},
+				Resources: v1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+				},
+			},
+		},
+	}
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.GenerateName != "virt-launcher-v-" || pod.Namespace != "ns" || *pod.Spec.TerminationGracePeriodSeconds != 15 {
+		t.Fatalf("meta %s/%s grace %d", pod.Namespace, pod.GenerateName, *pod.Spec.TerminationGracePeriodSeconds)
+	}
+	if _, ok := pod.Labels[v1.NodeNameLabel]; ok || pod.Labels["app"] != "x" {
+		t.Fatalf("labels %v", pod.Labels)
+	}
+	c := pod.Spec.Containers[0]
+	memReq, memLim := resource.MustParse("256Mi"), resource.MustParse("512Mi")
+	memReq.Add(LauncherMemoryOverhead)
+	memLim.Add(LauncherMemoryOverhead)
+	if c.Resources.Requests.Memory().Cmp(memReq) != 0 || c.Resources.Limits.Memory().Cmp(memLim) != 0 {
+		t.Fatalf("memory %v / %v", c.Resources.Requests.Memory(), c.Resources.Limits.Memory())
+	}
+	if c.Resources.Requests.Cpu().MilliValue() != 400 {
+		t.Fatalf("cpu request %v, want 4 vCPUs / 10", c.Resources.Requests.Cpu())
+	}
+	if c.Image != "img:1" || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Ports[0].ContainerPort != DefaultControlPort {
+		t.Fatalf("container %+v", c)
+	}
+	if pod.Spec.NodeSelector["kvm"] != "yes" || pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+		t.Fatalf("spec %+v", pod.Spec)
+	}
+	var back v1.VirtualMachineInstance
+	if err := json.Unmarshal([]byte(pod.Annotations[VMIAnnotation]), &back); err != nil || back.UID != "vmi-uid" || back.Spec.Domain.CPU.Cores != 2 {
+		t.Fatalf("VMI annotation: %v %+v", err, back)
+	}
+	// The downward API volume publishes exactly that annotation at VMIFile.
+	vol := pod.Spec.Volumes[0].DownwardAPI.Items[0]
+	if vol.FieldRef.FieldPath != "metadata.annotations['"+VMIAnnotation+"']" || c.VolumeMounts[0].MountPath != VMIFile {
+		t.Fatalf("vmi volume %+v mount %+v", vol, c.VolumeMounts[0])
+	}
+
+	if _, err := renderLauncherPod(&v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "nomem"}}, PodConfig{}); err == nil {
+		t.Fatal("a VMI without memory rendered a pod")
+	}
+}
