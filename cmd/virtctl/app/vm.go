@@ -149,13 +149,13 @@ func (e *env) lifecycle(ctx context.Context, name string, dryRun bool, decide fu
 	if apierrors.IsNotFound(err) {
 		return apierrors.NewNotFound(v1.Resource("virtualmachine"), name)
 	} else if err != nil {
-		return apierrors.NewInternalError(err)
+		return internal(err)
 	}
 	vmi, err := c.Kubevirt.KubevirtV1().VirtualMachineInstances(c.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		vmi = nil
 	} else if err != nil {
-		return apierrors.NewInternalError(err)
+		return internal(err)
 	}
 	plan, err := decide(vm, vmi)
 	if err != nil {
@@ -168,7 +168,7 @@ func (e *env) lifecycle(ctx context.Context, name string, dryRun bool, decide fu
 	if plan.VMIPatch != nil {
 		_, err := c.Kubevirt.KubevirtV1().VirtualMachineInstances(c.Namespace).Patch(ctx, vmi.Name, types.JSONPatchType, plan.VMIPatch, opts)
 		if err != nil {
-			return apierrors.NewInternalError(err)
+			return internal(err)
 		}
 	}
 	if plan.VMPatch != nil {
@@ -184,12 +184,12 @@ func (e *env) lifecycle(ctx context.Context, name string, dryRun bool, decide fu
 	if plan.DeletePodGrace != nil {
 		pod, err := launcherPod(ctx, c, vmi)
 		if err != nil {
-			return apierrors.NewInternalError(err)
+			return internal(err)
 		}
 		if pod != nil {
 			err := c.Kube.CoreV1().Pods(c.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: plan.DeletePodGrace, DryRun: dry})
 			if err != nil && !apierrors.IsNotFound(err) {
-				return apierrors.NewInternalError(err)
+				return internal(err)
 			}
 		}
 	}
@@ -210,6 +210,16 @@ func patchError(vmName string, err error) error {
 			strings.Contains(st.Message, "test failed") || strings.Contains(st.Message, "test operation does not apply") {
 			return apierrors.NewConflict(v1.Resource("virtualmachine"), vmName, errors.New(st.Message))
 		}
+	}
+	return internal(err)
+}
+
+// internal wraps err as virt-api's 500, except the errors a user can act on directly, which pass
+// unchanged: RBAC (403, 401) and failures to reach the apiserver at all.
+func internal(err error) error {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		return err
 	}
 	return apierrors.NewInternalError(err)
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -525,5 +526,55 @@ func TestExecReachesLauncherPod(t *testing.T) {
 	if code != 1 || !strings.HasPrefix(errOut, "cannot connect to the console of VMI ex (launcher pod virt-launcher-ex-") ||
 		!strings.Contains(errOut, "no-such-node") || strings.Contains(errOut, "Successfully connected") {
 		t.Errorf("console without a kubelet: %d %q", code, errOut)
+	}
+}
+
+// virtctl acts with the user's own credentials: RBAC decides, and its refusal reaches the user as is.
+func TestUserCredentialsAndRBAC(t *testing.T) {
+	c := setup(t)
+	ctx := context.Background()
+	c.createVM("always", "Always")
+	c.createVM("manual", "Manual")
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "vm-spec-only"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{v1.GroupName}, Resources: []string{"virtualmachines", "virtualmachineinstances"},
+			Verbs: []string{"get", "list", "patch"}}},
+	}
+	if _, err := c.kube.RbacV1().Roles(c.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "bob"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "bob"}},
+	}
+	if _, err := c.kube.RbacV1().RoleBindings(c.ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	as := func(user string, args ...string) (int, string, string) {
+		_, kc, err := c.cp.PKI.UserKubeconfig(c.cp.URL, user, user, nil, filepath.Join(dir, user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		code := app.Run(ctx, append([]string{"--kubeconfig", kc, "-n", c.ns}, args...), app.Options{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		return code, out.String(), errOut.String()
+	}
+	// Bob may patch VM specs: stop on Always works.
+	if code, out, errOut := as("bob", "stop", "always"); code != 0 || out != "VM always was scheduled to stop\n" {
+		t.Errorf("bob stop: %d %q %q", code, out, errOut)
+	}
+	// ... but not the status subresource a Manual start writes.
+	code, _, errOut := as("bob", "start", "manual")
+	if code != 1 || !strings.HasPrefix(errOut, `Error starting VirtualMachine virtualmachines.kubevirt.io "manual" is forbidden: User "bob" cannot patch resource "virtualmachines/status"`) {
+		t.Errorf("bob start manual: %d %q", code, errOut)
+	}
+	code, _, errOut = as("eve", "start", "manual")
+	if code != 1 || !strings.HasPrefix(errOut, `Error starting VirtualMachine virtualmachines.kubevirt.io "manual" is forbidden: User "eve" cannot get resource "virtualmachines"`) {
+		t.Errorf("eve start: %d %q", code, errOut)
+	}
+	if got := state(c.getVM("manual"), ""); got != "runStrategy=Manual" {
+		t.Errorf("refused start changed the VM: %q", got)
 	}
 }
