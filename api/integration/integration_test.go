@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -423,5 +425,63 @@ func TestRunningDeprecationWarning(t *testing.T) {
 	}
 	if has() {
 		t.Error("runStrategy VM got the spec.running warning")
+	}
+}
+
+// TestKubectl drives the manifests the way a user does: kubectl apply -k deploy/controller (client-side
+// apply: the CRDs must fit the last-applied annotation), a KubeVirt manifest with fields kvirt does not
+// model (kubectl's default strict field validation must accept it), kubectl get columns and explain.
+func TestKubectl(t *testing.T) {
+	cp, ns := setup(t)
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed")
+	}
+	run := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(kubectl, append([]string{"--kubeconfig", cp.Kubeconfig}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("", "apply", "-k", repoFile("deploy", "controller")); err != nil {
+		t.Fatalf("kubectl apply -k deploy/controller: %v\n%s", err, out)
+	}
+	const vm = `
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: testvm
+spec:
+  runStrategy: Halted
+  template:
+    metadata:
+      labels: {kubevirt.io/domain: testvm}
+    spec:
+      architecture: amd64
+      evictionStrategy: None
+      domain:
+        features: {acpi: {}}
+        devices:
+          rng: {}
+          disks: [{name: containerdisk, disk: {bus: virtio}}]
+          interfaces: [{name: default, masquerade: {}}]
+        resources: {requests: {memory: 64M}}
+      networks: [{name: default, pod: {}}]
+      volumes: [{name: containerdisk, containerDisk: {image: quay.io/kubevirt/cirros-container-disk-demo}}]
+`
+	if out, err := run(vm, "apply", "-n", ns, "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply of a KubeVirt manifest: %v\n%s", err, out)
+	}
+	out, err := run("", "get", "vm", "-n", ns, "testvm")
+	if err != nil || !regexp.MustCompile(`NAME\s+AGE\s+STATUS\s+READY`).MatchString(out) {
+		t.Errorf("kubectl get vm: %v\n%s", err, out)
+	}
+	if out, err := run("", "explain", "vm.spec.runStrategy"); err != nil || !strings.Contains(out, "RunStrategy: Always, Halted, Manual, RerunOnFailure or Once.") {
+		t.Errorf("kubectl explain vm.spec.runStrategy: %v\n%s", err, out)
+	}
+	both := strings.Replace(strings.Replace(vm, "testvm", "both", 1), "runStrategy: Halted", "runStrategy: Halted\n  running: false", 1)
+	out, err = run(both, "apply", "-n", ns, "-f", "-")
+	if err == nil || !strings.Contains(out, "Running and RunStrategy are mutually exclusive. Note that Running is deprecated, please use RunStrategy instead") {
+		t.Errorf("kubectl apply with running and runStrategy: %v\n%s", err, out)
 	}
 }
