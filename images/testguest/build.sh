@@ -34,6 +34,7 @@ cache=$cache_root/testguest-$hash
 if [ -s "$cache/testguest" ]; then
 	say "cached $cache"
 else
+	rm -rf "$cache.tmp"
 	mkdir -p "$cache.tmp"
 	gcc "${cflags[@]}" "${ldflags[@]}" -o "$cache.tmp/testguest" "$here/entry.S" "$here/testguest.c" ||
 		die "compiling images/testguest failed (errors above)"
