@@ -410,3 +410,29 @@ func TestExpectations(t *testing.T) {
 		t.Fatal("expired expectations still block")
 	}
 }
+
+func TestFakeImagePullAndPausedStart(t *testing.T) {
+	e := startFake(t)
+	e.createVM(t, testVM("pull", v1.RunStrategyManual))
+	eventually(t, "Stopped", 5*time.Second, printableIs(e, t, "pull", v1.VirtualMachineStatusStopped))
+	vm := e.vm(t, "pull")
+	vm.Status.StateChangeRequests = []v1.VirtualMachineStateChangeRequest{{Action: v1.StartRequest, Data: map[string]string{"paused": "true"}}}
+	if _, err := e.kv.KubevirtV1().VirtualMachines("default").UpdateStatus(context.Background(), vm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "VMI Scheduling", 10*time.Second, phaseIs(e, "pull", v1.Scheduling))
+	vmi := e.vmi("pull")
+	if !vmi.ShouldStartPaused() {
+		t.Fatalf("startStrategy %v, want Paused from the start request's data", vmi.Spec.StartStrategy)
+	}
+	pod := e.pods(t, vmi)[0]
+	p := pod.DeepCopy()
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: LauncherContainerName, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}
+	if _, err := e.kube.CoreV1().Pods("default").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "VM ImagePullBackOff", 5*time.Second, printableIs(e, t, "pull", v1.VirtualMachineStatusImagePullBackOff))
+	// The image arrives: the condition goes away again.
+	e.setPodRunning(t, pod, true)
+	eventually(t, "VM Starting", 5*time.Second, printableIs(e, t, "pull", v1.VirtualMachineStatusStarting))
+}

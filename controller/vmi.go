@@ -239,6 +239,22 @@ func terminationMessage(p *corev1.Pod) (reason, msg string, exitCode int32, ok b
 	return "", "", 0, false
 }
 
+// imagePullProblem returns the launcher container's image-pull waiting reason and message, if any.
+func imagePullProblem(p *corev1.Pod) (string, string) {
+	if p == nil {
+		return "", ""
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == LauncherContainerName && cs.State.Waiting != nil {
+			switch cs.State.Waiting.Reason {
+			case v1.ErrImagePullReason, v1.ImagePullBackOffReason:
+				return cs.State.Waiting.Reason, cs.State.Waiting.Message
+			}
+		}
+	}
+	return "", ""
+}
+
 func hasFinalizer(m metav1.Object, f string) bool {
 	for _, x := range m.GetFinalizers() {
 		if x == f {
@@ -469,6 +485,16 @@ func (c *VMIController) computeStatus(vmi *v1.VirtualMachineInstance, st *v1.Vir
 				LastProbeTime: pc.LastProbeTime, LastTransitionTime: pc.LastTransitionTime,
 			}, now)
 		}
+	}
+
+	// Synchronized=False with the kubelet's image-pull reason, so the VM shows ErrImagePull or
+	// ImagePullBackOff (KubeVirt: virt-controller's sync of the launcher pod's container statuses).
+	if reason, msg := imagePullProblem(pod); reason != "" && !isFinalPhase(phase) {
+		setVMICondition(st, v1.VirtualMachineInstanceCondition{
+			Type: v1.VirtualMachineInstanceSynchronized, Status: corev1.ConditionFalse, Reason: reason, Message: msg,
+		}, now)
+	} else if c := st.Condition(v1.VirtualMachineInstanceSynchronized); c != nil && (c.Reason == v1.ErrImagePullReason || c.Reason == v1.ImagePullBackOffReason) {
+		removeVMICondition(st, v1.VirtualMachineInstanceSynchronized)
 	}
 
 	// Paused.
