@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kvirt/kvirt/api/client/clientset/versioned"
 	v1 "github.com/kvirt/kvirt/api/v1"
@@ -576,5 +577,71 @@ func TestUserCredentialsAndRBAC(t *testing.T) {
 	}
 	if got := state(c.getVM("manual"), ""); got != "runStrategy=Manual" {
 		t.Errorf("refused start changed the VM: %q", got)
+	}
+}
+
+// The kvirt-user ClusterRole shipped in deploy/rbac is enough for every virtctl verb.
+func TestKvirtUserRoleSuffices(t *testing.T) {
+	c := setup(t)
+	ctx := context.Background()
+	_, file, _, _ := runtime.Caller(0)
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "rbac", "kvirt-user.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, doc := range strings.Split(string(raw), "\n---") {
+		var cr rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &cr); err != nil {
+			t.Fatalf("deploy/rbac/kvirt-user.yaml: %v", err)
+		}
+		if cr.Kind != "ClusterRole" || cr.Name != "kvirt-user" {
+			continue
+		}
+		found = true
+		if _, err := c.kube.RbacV1().ClusterRoles().Create(ctx, &cr, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	if !found {
+		t.Fatal("deploy/rbac/kvirt-user.yaml has no ClusterRole kvirt-user")
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "alice-vms"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "kvirt-user"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "alice"}},
+	}
+	if _, err := c.kube.RbacV1().RoleBindings(c.ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, kc, err := c.cp.PKI.UserKubeconfig(c.cp.URL, "alice", "alice", nil, filepath.Join(t.TempDir(), "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := app.Run(ctx, append([]string{"--kubeconfig", kc, "-n", c.ns}, args...), app.Options{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		return code, out.String(), errOut.String()
+	}
+	c.createVM("m", "Manual")
+	c.createVM("a", "Always")
+	vmi := c.createVMI("a", v1.Running)
+	c.createLauncherPod(vmi)
+	for _, args := range [][]string{
+		{"start", "m"},
+		{"restart", "a", "--force", "--grace-period=0"},
+		{"stop", "a", "--force", "--grace-period=0"},
+		{"expose", "vm", "a", "--name", "a-ssh", "--port", "22"},
+		{"rename", "vm", "m", "m2"}, // m has a Start queued but no VMI: stopped
+	} {
+		if code, _, errOut := alice(args...); code != 0 {
+			t.Errorf("alice %v: %q", args, errOut)
+		}
+	}
+	// pause gets as far as the exec, which only the missing kubelet stops.
+	vmi2 := c.createVMI("p", v1.Running)
+	c.createLauncherPod(vmi2)
+	if code, _, errOut := alice("pause", "vmi", "p"); code != 1 || !strings.Contains(errOut, "no-such-node") || strings.Contains(errOut, "forbidden") {
+		t.Errorf("alice pause: %d %q", code, errOut)
 	}
 }
