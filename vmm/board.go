@@ -35,13 +35,26 @@ const (
 )
 
 func (m *Machine) loadGuest() (entry uint64, err error) {
-	k, err := boot.LoadKernel(m.mem, m.cfg.KernelImage)
+	kr, ksize, kdone, err := openImage(m.cfg.Kernel, m.cfg.KernelImage)
 	if err != nil {
 		return 0, err
 	}
-	initrdAddr, err := boot.LoadInitrd(m.mem, k, m.cfg.InitrdImage)
+	k, err := boot.LoadKernel(m.mem, kr, ksize)
+	kdone()
 	if err != nil {
 		return 0, err
+	}
+	ir, isize, idone, err := openImage(m.cfg.Initrd, m.cfg.InitrdImage)
+	if err != nil {
+		return 0, err
+	}
+	var initrdAddr uint64
+	if ir != nil {
+		initrdAddr, err = boot.LoadInitrd(m.mem, k, ir, isize)
+		idone()
+		if err != nil {
+			return 0, err
+		}
 	}
 	var rsdp uint64
 	if !m.cfg.NoACPI {
@@ -80,7 +93,7 @@ func (m *Machine) loadGuest() (entry uint64, err error) {
 		}
 	}
 	if err := boot.WriteZeroPage(m.mem, boot.Params{Kernel: k, Cmdline: cmdline, InitrdAddr: initrdAddr,
-		InitrdSize: uint64(len(m.cfg.InitrdImage)), E820: boot.E820Map(m.mem), RSDP: rsdp}); err != nil {
+		InitrdSize: uint64(isize), E820: boot.E820Map(m.mem), RSDP: rsdp}); err != nil {
 		return 0, err
 	}
 	if err := boot.WriteBootTables(m.mem); err != nil {

@@ -5,6 +5,7 @@
 package vmm
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -37,7 +38,8 @@ const (
 
 // Config describes a machine.
 type Config struct {
-	// Kernel is the path of a vmlinux (ELF64) or bzImage; KernelImage, if set, is used instead.
+	// Kernel is the path of a vmlinux (ELF64) or bzImage, read at every (re)boot straight into guest memory;
+	// KernelImage, if set, is used instead.
 	Kernel      string
 	KernelImage []byte
 	// Initrd is an optional initramfs path; InitrdImage, if set, is used instead.
@@ -98,18 +100,14 @@ func (c *Config) normalize() error {
 		if c.Kernel == "" {
 			return fmt.Errorf("vmm: no kernel given")
 		}
-		b, err := os.ReadFile(c.Kernel)
-		if err != nil {
-			return fmt.Errorf("vmm: read kernel: %w", err)
+		if _, err := os.Stat(c.Kernel); err != nil {
+			return fmt.Errorf("vmm: kernel: %w", err)
 		}
-		c.KernelImage = b
 	}
 	if c.InitrdImage == nil && c.Initrd != "" {
-		b, err := os.ReadFile(c.Initrd)
-		if err != nil {
-			return fmt.Errorf("vmm: read initrd: %w", err)
+		if _, err := os.Stat(c.Initrd); err != nil {
+			return fmt.Errorf("vmm: initrd: %w", err)
 		}
-		c.InitrdImage = b
 	}
 	return nil
 }
@@ -118,3 +116,23 @@ func (c *Config) normalize() error {
 // keyboard-controller reboot (the VMM sees it as a reset), reboot at once on panic, no timer calibration,
 // and Go programs in the guest told not to use AVX (some hosts do not preserve the AVX state for the guest).
 const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 tsc=reliable no_timer_check lpj=1000000 mitigations=off quiet rodata=off GODEBUG=cpu.avx=off,cpu.avx2=off"
+
+// openImage returns a reader for an image given as bytes or as a path; done releases it.
+func openImage(path string, data []byte) (r io.ReaderAt, size int64, done func(), err error) {
+	if data != nil {
+		return bytes.NewReader(data), int64(len(data)), func() {}, nil
+	}
+	if path == "" {
+		return nil, 0, func() {}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("vmm: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, nil, fmt.Errorf("vmm: %w", err)
+	}
+	return f, fi.Size(), func() { f.Close() }, nil
+}

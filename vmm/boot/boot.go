@@ -72,17 +72,23 @@ const (
 // ErrNotELF is returned by LoadELF for input that is not an ELF file.
 var ErrNotELF = errors.New("not an ELF image")
 
-// LoadKernel loads a vmlinux (ELF64) or a bzImage, detected from its content.
-func LoadKernel(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
-	if len(image) >= 4 && bytes.Equal(image[:4], []byte("\x7fELF")) {
-		return LoadELF(mem, image)
+// LoadKernel loads a vmlinux (ELF64) or a bzImage of size bytes read from r, detected from its content.
+// Segments are read straight into guest memory (no intermediate copy).
+func LoadKernel(mem *memory.GuestMemory, r io.ReaderAt, size int64) (*Kernel, error) {
+	magic := make([]byte, 4)
+	if _, err := r.ReadAt(magic, 0); err != nil {
+		return nil, fmt.Errorf("boot: read kernel image: %w", err)
 	}
-	return LoadBzImage(mem, image)
+	if bytes.Equal(magic, []byte("\x7fELF")) {
+		return LoadELF(mem, r)
+	}
+	return LoadBzImage(mem, r, size)
 }
 
-// LoadELF loads the PT_LOAD segments of a 64-bit x86 ELF kernel at their physical addresses.
-func LoadELF(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
-	f, err := elf.NewFile(bytes.NewReader(image))
+// LoadELF loads the PT_LOAD segments of a 64-bit x86 ELF kernel at their physical addresses. Guest memory
+// must be zero-filled (a fresh or Discarded GuestMemory): bss is not cleared.
+func LoadELF(mem *memory.GuestMemory, r io.ReaderAt) (*Kernel, error) {
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("boot: vmlinux: %w: %v", ErrNotELF, err)
 	}
@@ -109,7 +115,8 @@ func LoadELF(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("boot: vmlinux: read segment at %#x (%d of %d bytes): %w", p.Paddr, n, p.Filesz, err)
 		}
-		clear(dst[p.Filesz:])
+		// dst[Filesz:] (bss) is left alone: guest memory is zero-filled when a kernel is loaded (fresh or
+		// Discarded), and touching it would only cost page faults.
 		if e := p.Paddr + p.Memsz; e > k.End {
 			k.End = e
 		}
@@ -136,9 +143,13 @@ func LoadELF(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
 }
 
 // LoadBzImage loads a bzImage's protected-mode kernel at 1 MiB and returns its 64-bit entry.
-func LoadBzImage(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
-	if len(image) < 0x270 {
-		return nil, fmt.Errorf("boot: kernel image of %d bytes is neither ELF nor bzImage", len(image))
+func LoadBzImage(mem *memory.GuestMemory, r io.ReaderAt, size int64) (*Kernel, error) {
+	if size < 0x270 {
+		return nil, fmt.Errorf("boot: kernel image of %d bytes is neither ELF nor bzImage", size)
+	}
+	image := make([]byte, min(size, 0x10000)) // boot sector + setup header (setup is at most 64 sectors)
+	if _, err := r.ReadAt(image, 0); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("boot: read bzImage header: %w", err)
 	}
 	le := binary.LittleEndian
 	if le.Uint32(image[offHeaderMagic:]) != hdrSMagic || le.Uint16(image[offBootFlag:]) != 0xaa55 {
@@ -154,20 +165,22 @@ func LoadBzImage(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
 	if setupSects == 0 {
 		setupSects = 4
 	}
-	pmOff := (setupSects + 1) * 512
-	if pmOff >= len(image) {
-		return nil, fmt.Errorf("boot: bzImage truncated: setup of %d sectors, file %d bytes", setupSects, len(image))
+	pmOff := int64(setupSects+1) * 512
+	if pmOff >= size {
+		return nil, fmt.Errorf("boot: bzImage truncated: setup of %d sectors, file %d bytes", setupSects, size)
 	}
-	pm := image[pmOff:]
-	size := uint64(len(pm))
-	if is := uint64(le.Uint32(image[offInitSize:])); is > size {
-		size = is
+	pmSize := uint64(size - pmOff)
+	total := pmSize
+	if is := uint64(le.Uint32(image[offInitSize:])); is > total {
+		total = is
 	}
-	dst, err := mem.Slice(layout.KernelLoadAddr, size)
+	dst, err := mem.Slice(layout.KernelLoadAddr, total)
 	if err != nil {
-		return nil, fmt.Errorf("boot: bzImage needs %#x bytes at 1 MiB (give the VM more memory): %w", size, err)
+		return nil, fmt.Errorf("boot: bzImage needs %#x bytes at 1 MiB (give the VM more memory): %w", total, err)
 	}
-	copy(dst, pm)
+	if _, err := r.ReadAt(dst[:pmSize], pmOff); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("boot: read bzImage payload: %w", err)
+	}
 	hdrEnd := 0x202 + int(image[0x201])
 	if hdrEnd > len(image) || hdrEnd < offHeaderMagic {
 		return nil, fmt.Errorf("boot: bzImage setup header length invalid")
@@ -175,7 +188,7 @@ func LoadBzImage(mem *memory.GuestMemory, image []byte) (*Kernel, error) {
 	return &Kernel{
 		Entry:  layout.KernelLoadAddr + 0x200,
 		Header: append([]byte(nil), image[offSetupSects:hdrEnd]...),
-		End:    layout.KernelLoadAddr + size,
+		End:    layout.KernelLoadAddr + total,
 		Format: "bzimage",
 	}, nil
 }
@@ -200,28 +213,32 @@ func (k *Kernel) InitrdMax() uint64 {
 	return 0x38000000
 }
 
-// LoadInitrd copies an initrd to the top of the low RAM region that contains the kernel, below the kernel's
-// initrd_addr_max and above the kernel, page aligned. It returns the address.
-func LoadInitrd(mem *memory.GuestMemory, k *Kernel, initrd []byte) (uint64, error) {
-	if len(initrd) == 0 {
+// LoadInitrd reads an initrd of size bytes from r to the top of the low RAM region that contains the
+// kernel, below the kernel's initrd_addr_max and above the kernel, page aligned. It returns the address.
+func LoadInitrd(mem *memory.GuestMemory, k *Kernel, r io.ReaderAt, size int64) (uint64, error) {
+	if size <= 0 {
 		return 0, nil
 	}
 	var top uint64
-	for _, r := range mem.Regions() {
-		if r.GPA <= layout.HighMemStart && r.End() > layout.HighMemStart {
-			top = r.End()
+	for _, reg := range mem.Regions() {
+		if reg.GPA <= layout.HighMemStart && reg.End() > layout.HighMemStart {
+			top = reg.End()
 		}
 	}
 	if m := k.InitrdMax(); top > m {
 		top = m
 	}
-	size := uint64(len(initrd))
-	if size > top || (top-size)&^0xfff < k.End {
-		return 0, fmt.Errorf("boot: initrd of %d bytes does not fit between the kernel end %#x and %#x (give the VM more memory)", size, k.End, top)
+	n := uint64(size)
+	if n > top || (top-n)&^0xfff < k.End {
+		return 0, fmt.Errorf("boot: initrd of %d bytes does not fit between the kernel end %#x and %#x (give the VM more memory)", n, k.End, top)
 	}
-	addr := (top - size) &^ 0xfff
-	if _, err := mem.WriteAt(initrd, int64(addr)); err != nil {
-		return 0, fmt.Errorf("boot: write initrd: %w", err)
+	addr := (top - n) &^ 0xfff
+	dst, err := mem.Slice(addr, n)
+	if err != nil {
+		return 0, fmt.Errorf("boot: initrd: %w", err)
+	}
+	if got, err := r.ReadAt(dst, 0); err != nil && !(err == io.EOF && uint64(got) == n) {
+		return 0, fmt.Errorf("boot: read initrd: %w", err)
 	}
 	return addr, nil
 }

@@ -10,6 +10,10 @@ import (
 	"github.com/kvirt/kvirt/vmm/memory"
 )
 
+func load(mem *memory.GuestMemory, img []byte) (*Kernel, error) {
+	return LoadKernel(mem, bytes.NewReader(img), int64(len(img)))
+}
+
 func newMem(t *testing.T, size uint64) *memory.GuestMemory {
 	t.Helper()
 	m, err := memory.New([][2]uint64{{0, size}}, memory.Options{})
@@ -39,9 +43,7 @@ func tinyELF(paddr uint64, code []byte, memsz uint64) []byte {
 
 func TestLoadELF(t *testing.T) {
 	mem := newMem(t, 32<<20)
-	// Dirty the bss area first: the loader must zero it.
-	mem.WriteAt([]byte{0xaa, 0xaa}, 0x1000004)
-	k, err := LoadKernel(mem, tinyELF(0x1000000, []byte{1, 2, 3, 4}, 0x10))
+	k, err := load(mem, tinyELF(0x1000000, []byte{1, 2, 3, 4}, 0x10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,13 +55,13 @@ func TestLoadELF(t *testing.T) {
 	if !bytes.Equal(got, []byte{1, 2, 3, 4, 0, 0}) {
 		t.Fatalf("segment contents % x", got)
 	}
-	if _, err := LoadKernel(mem, tinyELF(0x1000, []byte{1}, 1)); err == nil {
+	if _, err := load(mem, tinyELF(0x1000, []byte{1}, 1)); err == nil {
 		t.Fatal("segment below 1 MiB accepted")
 	}
-	if _, err := LoadKernel(mem, tinyELF(0x3000000, []byte{1}, 1)); err == nil {
+	if _, err := load(mem, tinyELF(0x3000000, []byte{1}, 1)); err == nil {
 		t.Fatal("segment beyond RAM accepted")
 	}
-	if _, err := LoadKernel(mem, []byte("not a kernel at all")); err == nil {
+	if _, err := load(mem, []byte("not a kernel at all")); err == nil {
 		t.Fatal("garbage accepted")
 	}
 }
@@ -80,7 +82,7 @@ func fakeBzImage(setupSects byte, payload []byte) []byte {
 
 func TestLoadBzImage(t *testing.T) {
 	mem := newMem(t, 32<<20)
-	k, err := LoadKernel(mem, fakeBzImage(4, []byte{9, 8, 7}))
+	k, err := load(mem, fakeBzImage(4, []byte{9, 8, 7}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func TestLoadBzImage(t *testing.T) {
 	}
 	old := fakeBzImage(4, nil)
 	binary.LittleEndian.PutUint16(old[offXLoadFlags:], 0)
-	if _, err := LoadKernel(mem, old); err == nil {
+	if _, err := load(mem, old); err == nil {
 		t.Fatal("bzImage without 64-bit entry accepted")
 	}
 }
@@ -106,12 +108,12 @@ func TestZeroPageAndE820(t *testing.T) {
 	if len(e) != 2 || e[0] != want[0] || e[1] != want[1] {
 		t.Fatalf("e820 %+v", e)
 	}
-	k, err := LoadKernel(mem, tinyELF(0x1000000, []byte{0x90}, 0x200000))
+	k, err := load(mem, tinyELF(0x1000000, []byte{0x90}, 0x200000))
 	if err != nil {
 		t.Fatal(err)
 	}
 	initrd := bytes.Repeat([]byte{0x5a}, 5000)
-	ia, err := LoadInitrd(mem, k, initrd)
+	ia, err := LoadInitrd(mem, k, bytes.NewReader(initrd), int64(len(initrd)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +155,7 @@ func TestZeroPageAndE820(t *testing.T) {
 	if err := WriteZeroPage(mem, Params{Kernel: k, Cmdline: string(make([]byte, layout.CmdlineMax))}); err == nil {
 		t.Fatal("oversized command line accepted")
 	}
-	if _, err := LoadInitrd(mem, k, make([]byte, 63<<20)); err == nil {
+	if _, err := LoadInitrd(mem, k, bytes.NewReader(nil), 63<<20); err == nil {
 		t.Fatal("initrd overlapping the kernel accepted")
 	}
 }
@@ -187,6 +189,6 @@ func FuzzLoadKernel(f *testing.F) {
 			t.Skip()
 		}
 		defer mem.Close()
-		_, _ = LoadKernel(mem, img)
+		_, _ = load(mem, img)
 	})
 }
