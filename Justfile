@@ -34,8 +34,9 @@ lint:
 unit:
     KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 30m ./...
 
-# Everything CI runs.
-test: lint images unit
+# Everything CI runs: lint, generated files current, guest images, the Kubernetes binaries for the
+# integration tests, then every unit, KVM and apiserver test with -race.
+test: lint verify-generated images cluster-build unit
 
 # Short fuzzing of every fuzz target (FUZZTIME per target, default 10s).
 fuzz fuzztime="10s":
