@@ -430,6 +430,7 @@ func (m *Machine) supervise(b *board) {
 		m.mu.Unlock()
 		m.logf("vmm: guest reset: rebooting in place (reboot %d)", n)
 		m.resetVirtio()
+		m.PM.Reset()
 		if err := m.mem.Discard(); err != nil {
 			m.finish(Error, err)
 			return

@@ -43,6 +43,14 @@ func (p *PM) update() {
 	p.level = lvl
 }
 
+// Reset returns the registers to their power-on state (the VMM calls it when the guest is reset).
+func (p *PM) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sts, p.en, p.cnt = 0, 0, SCIEn
+	p.update()
+}
+
 // PressPowerButton latches a power-button event (PWRBTN_STS) and raises the SCI if enabled.
 func (p *PM) PressPowerButton() {
 	p.mu.Lock()
