@@ -146,7 +146,7 @@ func network(cfg config, rp *reaper) error {
 		return err
 	}
 	say("ip=%s gw=%s", ip, gw)
-	code, err = rp.runPath("ping", "-c", "3", gw.String())
+	code, err = rp.runPath("ping", "-c", "3", "-w", "10000", gw.String()) // u-root ping fails on the first reply later than -w ms: generous on loaded, interpreted hosts
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
