@@ -81,6 +81,20 @@ func KubeBinary(override string) (string, error) {
 	return p, nil
 }
 
+// RequireKubeBinary returns the kube binary's path (override as for KubeBinary), skipping the test
+// when it is missing, or failing it under KVIRT_REQUIRE_CLUSTER=1.
+func RequireKubeBinary(t testing.TB, override string) string {
+	t.Helper()
+	p, err := KubeBinary(override)
+	if err != nil {
+		if ClusterRequired() {
+			t.Fatalf("%v", err)
+		}
+		t.Skipf("%v", err)
+	}
+	return p
+}
+
 // ClusterRequired reports whether a missing kube binary must fail tests (KVIRT_REQUIRE_CLUSTER=1, set in CI)
 // instead of skipping them.
 func ClusterRequired() bool { return os.Getenv("KVIRT_REQUIRE_CLUSTER") == "1" }
@@ -90,12 +104,7 @@ func ClusterRequired() bool { return os.Getenv("KVIRT_REQUIRE_CLUSTER") == "1" }
 // or fails under KVIRT_REQUIRE_CLUSTER=1.
 func StartControlPlane(t testing.TB, opts Options) *ControlPlane {
 	t.Helper()
-	if _, err := KubeBinary(opts.Binary); err != nil {
-		if ClusterRequired() {
-			t.Fatalf("%v", err)
-		}
-		t.Skipf("%v", err)
-	}
+	opts.Binary = RequireKubeBinary(t, opts.Binary)
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}

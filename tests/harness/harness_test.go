@@ -84,7 +84,7 @@ func TestGarbageCollection(t *testing.T) {
 
 // A per-test control plane stops every process and removes its directory.
 func TestStartStop(t *testing.T) {
-	Shared(t) // skip or fail exactly like the shared one
+	RequireKubeBinary(t, "")
 	dir := filepath.Join(t.TempDir(), "cp")
 	cp, err := Start(Options{Dir: dir})
 	if err != nil {

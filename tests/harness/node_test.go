@@ -15,7 +15,7 @@ func TestNodeUpDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("full cluster: not in -short mode")
 	}
-	Shared(t) // skip or fail on a missing kube binary like every cluster test
+	bin := RequireKubeBinary(t, "")
 	if os.Geteuid() != 0 {
 		t.Skip("cluster-up needs root")
 	}
@@ -29,10 +29,6 @@ func TestNodeUpDown(t *testing.T) {
 		t.Skipf("127.0.0.1:6443 busy (a `just cluster-up` cluster running?): %v", err)
 	} else {
 		l.Close()
-	}
-	bin, err := KubeBinary("")
-	if err != nil {
-		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "cluster")
 	var log strings.Builder
