@@ -9,6 +9,7 @@
  * EBX = physical address of the hvm_start_info. We build identity paging for 1 GiB (static tables, no
  * loop) and switch to long mode. This lets QEMU (-kernel with a PVH ELF) boot the test guest too.
  */
+	.file	"entry.S"
 	.section .text.entry, "ax"
 	.globl _start
 	.code64
