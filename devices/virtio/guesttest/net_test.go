@@ -82,32 +82,58 @@ func newHostNet(t *testing.T, tap string) *hostNet {
 	return h
 }
 
-// ping sends one ICMP echo request from the namespace and waits for the reply.
+// ping sends one ICMP echo request from the namespace (raw socket) and waits for the matching reply.
 func (h *hostNet) ping(dst net.IP, timeout time.Duration) error {
 	return inNs(h.ns, func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 		if err != nil {
-			return fmt.Errorf("ping socket: %w", err)
+			return fmt.Errorf("raw ICMP socket: %w", err)
 		}
 		defer unix.Close(fd)
-		tv := unix.NsecToTimeval(int64(timeout))
+		tv := unix.NsecToTimeval(int64(time.Second))
 		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		msg := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'k', 'v', 'i', 'r', 't'}
+		msg := []byte{8, 0, 0, 0, 0x6b, 0x76, 0, 1, 'k', 'v', 'i', 'r', 't'}
+		ck := icmpChecksum(msg)
+		msg[2], msg[3] = byte(ck>>8), byte(ck)
 		sa := &unix.SockaddrInet4{}
 		copy(sa.Addr[:], dst.To4())
-		if err := unix.Sendto(fd, msg, 0, sa); err != nil {
-			return fmt.Errorf("ping send: %w", err)
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			if err := unix.Sendto(fd, msg, 0, sa); err != nil {
+				return fmt.Errorf("ping send: %w", err)
+			}
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := unix.Recvfrom(fd, buf, 0)
+				if err != nil {
+					break // timeout: send again
+				}
+				f, ok := from.(*unix.SockaddrInet4)
+				if !ok || n < 20 || !net.IP(f.Addr[:]).Equal(dst) {
+					continue
+				}
+				ihl := int(buf[0]&0xf) * 4
+				if n >= ihl+8 && buf[ihl] == 0 && buf[ihl+4] == 0x6b && buf[ihl+5] == 0x76 {
+					return nil
+				}
+			}
 		}
-		buf := make([]byte, 1500)
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return fmt.Errorf("no echo reply from %s: %w", dst, err)
-		}
-		if n < 8 || buf[0] != 0 {
-			return fmt.Errorf("unexpected ICMP reply % x", buf[:n])
-		}
-		return nil
+		return fmt.Errorf("no echo reply from %s within %v", dst, timeout)
 	})
+}
+
+func icmpChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
 }
 
 // The guest configures eth0 by DHCP from a server on the host side of the tap and pings the host; the host
@@ -199,7 +225,7 @@ func TestNetDHCPPingTCP(t *testing.T) {
 		t.Fatal("guest has an address but the DHCP server acknowledged no lease")
 	}
 	g.expect(t, "kvirt-guest: ping ok", bootTimeout)
-	if err := h.ping(guestIP, 10*time.Second); err != nil {
+	if err := h.ping(guestIP, 30*time.Second); err != nil {
 		t.Fatalf("host → guest: %v", err)
 	}
 	start := time.Now()
