@@ -42,6 +42,10 @@ type Options struct {
 	Workers int
 	// ResyncPeriod of the informers (default 10 min).
 	ResyncPeriod time.Duration
+	// QPS and Burst of the controller's API clients (default 100 and 200; client-go's 5/10 would make a
+	// thousand VMs crawl).
+	QPS   float32
+	Burst int
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics (default: a fresh set).
@@ -85,6 +89,14 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	if cfg.QPS <= 0 {
+		cfg.QPS = 100
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 200
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

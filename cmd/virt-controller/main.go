@@ -32,6 +32,8 @@ func run() error {
 		leaderElect   = flag.Bool("leader-elect", true, "hold a Lease so only one replica acts")
 		leaseNS       = flag.String("leader-elect-namespace", "", "namespace of the Lease (default $POD_NAMESPACE, else kubevirt)")
 		workers       = flag.Int("workers", 3, "workers per controller")
+		qps           = flag.Float64("kube-api-qps", 100, "queries per second to the apiserver")
+		burst         = flag.Int("kube-api-burst", 200, "burst of queries to the apiserver")
 		verbose       = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
@@ -57,6 +59,8 @@ func run() error {
 		ControlPort:   *controlPort,
 		Status:        controller.NewControlStatusSource(),
 		Workers:       *workers,
+		QPS:           float32(*qps),
+		Burst:         *burst,
 		Logger:        log,
 		Metrics:       metrics,
 	})

@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 type env struct {
+	c      *controller.Controller
 	ns     string
 	kube   kubernetes.Interface
 	kv     kvclient.Interface
@@ -50,12 +51,20 @@ func repoFile(parts ...string) string {
 }
 
 // start installs the CRDs, runs a controller in-process and a stand-in kubelet for the test's namespace.
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { t.Helper(); return startWith(t, 2) }
+
+func startWith(t *testing.T, workers int) *env {
 	t.Helper()
 	cp := harness.Shared(t)
 	cp.InstallCRDs(t, repoFile("deploy", "crds", "kubevirt.io_virtualmachines.yaml"), repoFile("deploy", "crds", "kubevirt.io_virtualmachineinstances.yaml"))
-	e := &env{ns: cp.Namespace(t), kube: cp.Clientset(t), status: controller.NewFakeStatusSource()}
-	kv, err := kvclient.NewForConfig(cp.Config)
+	fast := rest.CopyConfig(cp.Config) // the stand-in kubelet and the test act for many pods at once
+	fast.QPS, fast.Burst = 200, 400
+	kube, err := kubernetes.NewForConfig(fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{ns: cp.Namespace(t), kube: kube, status: controller.NewFakeStatusSource()}
+	kv, err := kvclient.NewForConfig(fast)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +87,11 @@ func start(t *testing.T) *env {
 		UserName: "system:serviceaccount:kubevirt:virt-controller",
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kubevirt", "system:authenticated"},
 	}
-	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: log, Workers: 2})
+	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: log, Workers: workers})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	lkube, err := kubernetes.NewForConfig(cfg)
