@@ -117,6 +117,17 @@ static __attribute__((noreturn)) void hang(void)
 		__asm__ volatile("cli; hlt");
 }
 
+/*
+ * A VMM may finish a poweroff or reset request asynchronously (QEMU does), so give it a moment before
+ * reporting that the request did not happen: ~100k pause instructions (~0.1 s interpreted on PVM, a few
+ * ms on hardware).
+ */
+static void settle(void)
+{
+	for (int i = 0; i < 100000; i++)
+		__asm__ volatile("pause");
+}
+
 static __attribute__((noreturn)) void fail(const char *what)
 {
 	say("error ", what);
@@ -324,6 +335,7 @@ static __attribute__((noreturn)) void acpi_poweroff(const struct pm *pm)
 		else if (mem_ok(pm->sleep_ctl, 1))
 			*(volatile uint8_t *)(uintptr_t)pm->sleep_ctl = v;
 	}
+	settle();
 	puts_serial("kvirt-testguest: error poweroff did not happen; PM1a_CNT=");
 	puthex(pm->pm1a_cnt);
 	putc_serial('\n');
@@ -360,6 +372,7 @@ static __attribute__((noreturn)) void run(uint64_t cmdline, uint64_t rsdp_hint)
 		acpi_poweroff(&pm);
 	} else if (streq(a, n, "reboot")) {
 		outb(0x64, 0xFE);
+		settle();
 		fail("reboot through the i8042 (0xFE to port 0x64) did not happen");
 	} else if (streq(a, n, "crash")) {
 		triple_fault();
