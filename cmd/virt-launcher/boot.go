@@ -44,13 +44,14 @@ type bootFlags struct {
 	disable                    []string
 	uuid, serial               string
 	onReboot, compat           string
+	virtio                     virtioFlags
 	printStart                 bool
 }
 
 func newBootCommand() *cobra.Command {
 	var f bootFlags
 	cmd := &cobra.Command{
-		Use:   "boot --kernel KERNEL [--initrd INITRD] [--append CMDLINE] [--memory 256Mi] [--cpus N]",
+		Use:   "boot --kernel KERNEL [--initrd INITRD] [--append CMDLINE] [--memory 256Mi] [--cpus N] [--disk PATH[,ro][,serial=S]]... [--tap NAME[,mac=M]]...",
 		Short: "Boot a Linux kernel with the console on this terminal",
 		Long: `Boot a Linux kernel (vmlinux ELF or bzImage) directly on kvirt's VMM, with the guest's serial console
 (COM1) on this terminal. Stdin is put in raw mode only when it is a terminal.
@@ -82,6 +83,9 @@ Exit codes:
 	fl.StringVar(&f.compat, "compat", "auto", "host compatibility policy: auto (PVM detected), pvm, off")
 	fl.BoolVar(&f.printStart, "print-start-timing", false, "print the wall-clock time of the first KVM_RUN to stderr (benchmarks)")
 	_ = fl.MarkHidden("print-start-timing")
+	fl.StringArrayVar(&f.virtio.disks, "disk", nil, "virtio-blk disk PATH[,ro][,serial=S][,direct] (repeatable: /dev/vda, /dev/vdb, ...)")
+	fl.StringArrayVar(&f.virtio.taps, "tap", nil, "virtio-net NIC on tap NAME[,mac=M] in this network namespace, created if missing (repeatable)")
+	fl.BoolVar(&f.virtio.rng, "rng", true, "virtio-rng entropy device")
 	_ = cmd.MarkFlagRequired("kernel")
 	return cmd
 }
@@ -122,6 +126,9 @@ func buildConfig(f bootFlags) (vmm.Config, error) {
 	}
 	if err := cfg.CPUPolicy.Validate(); err != nil {
 		return cfg, usage("--cpu-disable: %v", err)
+	}
+	if _, _, err := f.virtio.parse(); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -187,6 +194,10 @@ func runBoot(f bootFlags) error {
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return exitError{ExitVMMError, fmt.Errorf("%w (check --kernel/--initrd and that /dev/kvm is usable)", err)}
+	}
+	if err := addVirtioDevices(m, f.virtio); err != nil {
+		m.Stop()
+		return exitError{ExitVMMError, err}
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
