@@ -253,6 +253,8 @@ func RunWithLeaderElection(ctx context.Context, kube kubernetes.Interface, le Le
 		h, _ := os.Hostname()
 		le.Identity = fmt.Sprintf("%s_%d", h, os.Getpid())
 	}
+	ectx, stopElector := context.WithCancel(ctx)
+	defer stopElector()
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
 		Client:     kube.CoordinationV1(),
@@ -266,7 +268,11 @@ func RunWithLeaderElection(ctx context.Context, kube kubernetes.Interface, le Le
 		ReleaseOnCancel: true,
 		Name:            le.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: run,
+			OnStartedLeading: func(lctx context.Context) {
+				run(lctx)
+				// The controller stopped by itself (not for a lost Lease): give the Lease up too.
+				stopElector()
+			},
 			OnStoppedLeading: func() { log.Info("leadership lost or released", "identity", le.Identity) },
 			OnNewLeader:      func(id string) { log.Info("leader", "identity", id) },
 		},
@@ -274,10 +280,11 @@ func RunWithLeaderElection(ctx context.Context, kube kubernetes.Interface, le Le
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	elector.Run(ctx)
+	elector.Run(ectx)
 	if ctx.Err() == nil {
-		// Like Kubernetes' controllers: a controller that lost its Lease exits and is restarted fresh.
-		return errors.New("leader election lost")
+		// Like Kubernetes' controllers: a controller that lost its Lease (or stopped) exits and is
+		// restarted fresh.
+		return errors.New("leader election lost, or the controller stopped while leading")
 	}
 	return nil
 }

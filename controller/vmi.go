@@ -386,11 +386,13 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		vmi = upd
 	}
 	if !equality.Semantic.DeepEqual(&vmi.Status, newStatus) {
-		c.phaseEvents(vmi, vmi.Status.Phase, newStatus, state, pod)
+		old := vmi.DeepCopy()
 		vmi.Status = *newStatus
 		if _, err := c.kv.KubevirtV1().VirtualMachineInstances(ns).UpdateStatus(ctx, vmi, metav1.UpdateOptions{}); err != nil {
 			return 0, fmt.Errorf("update status: %w", err)
 		}
+		// Events only for what was written (a conflict retries the sync and would repeat them).
+		c.phaseEvents(old, old.Status.Phase, newStatus, state, pod)
 		log.Debug("status updated", "phase", newStatus.Phase)
 	}
 	if isFinalPhase(newStatus.Phase) && pod != nil && pod.DeletionTimestamp == nil && !podTerminated(pod) {
@@ -738,11 +740,15 @@ func (c *VMIController) syncDeleting(ctx context.Context, log *slog.Logger, key 
 		}
 		c.computeStatus(vmi, st, alive[0], state)
 		if !equality.Semantic.DeepEqual(&vmi.Status, st) {
-			c.phaseEvents(vmi, vmi.Status.Phase, st, state, alive[0])
+			old := vmi.DeepCopy()
 			vmi.Status = *st
-			if _, err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).UpdateStatus(ctx, vmi, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			if _, err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).UpdateStatus(ctx, vmi, metav1.UpdateOptions{}); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
 				return fmt.Errorf("update status: %w", err)
 			}
+			c.phaseEvents(old, old.Status.Phase, st, state, alive[0])
 		}
 		return nil
 	}
