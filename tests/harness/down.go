@@ -126,14 +126,22 @@ func removeSandboxes(sock string) error {
 	return errors.Join(errs...)
 }
 
-// ourProcesses lists live processes (other than this one) whose command line names dir: the cluster's
-// components and containerd's shims (-address dir/containerd/...).
+// clusterExecutables are the programs a cluster runs outside the pod cgroups.
+var clusterExecutables = map[string]bool{"kube": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true}
+
+// ourProcesses lists live processes (other than this one) of the cluster's programs whose command line
+// names dir: the components and containerd's shims (-address dir/containerd/...). A shell or an editor
+// that merely mentions a path under dir is not one.
 func ourProcesses(dir string) map[int]string {
 	out := map[int]string{}
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil || pid == os.Getpid() || !pidAlive(pid) {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + p.Name() + "/exe")
+		if err != nil || !clusterExecutables[filepath.Base(strings.TrimSuffix(exe, " (deleted)"))] {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")

@@ -68,7 +68,7 @@ type NodeOptions struct {
 	Images []string
 	// Progress receives one line per step; default os.Stdout.
 	Progress io.Writer
-	// Timeout bounds each wait (a component ready, the node Ready, the test pod Running); default 3 min.
+	// Timeout bounds the bring-up from containerd's start to the test pod's success; default 5 min.
 	Timeout time.Duration
 }
 
@@ -130,7 +130,7 @@ func (o *NodeOptions) defaults() error {
 		o.Progress = os.Stdout
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 3 * time.Minute
+		o.Timeout = 5 * time.Minute
 	}
 	return nil
 }
