@@ -77,8 +77,13 @@ func (e *env) waitConsole(ctx context.Context, c *Clients, name string, timeout 
 				if perr == nil && pod != nil {
 					return pod, nil
 				}
+				if apierrors.IsForbidden(perr) || apierrors.IsUnauthorized(perr) {
+					return nil, perr
+				}
 				last = perr
 			}
+		case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
+			return nil, err // waiting will not change RBAC
 		case apierrors.IsNotFound(err):
 			last = nil
 		case ctx.Err() == nil:

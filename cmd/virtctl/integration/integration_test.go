@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -643,5 +644,23 @@ func TestKvirtUserRoleSuffices(t *testing.T) {
 	c.createLauncherPod(vmi2)
 	if code, _, errOut := alice("pause", "vmi", "p"); code != 1 || !strings.Contains(errOut, "no-such-node") || strings.Contains(errOut, "forbidden") {
 		t.Errorf("alice pause: %d %q", code, errOut)
+	}
+}
+
+// console does not wait out its timeout when RBAC refuses it.
+func TestConsoleForbiddenFailsFast(t *testing.T) {
+	c := setup(t)
+	_, kc, err := c.cp.PKI.UserKubeconfig(c.cp.URL, "mallory", "mallory", nil, filepath.Join(t.TempDir(), "mallory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	code := app.Run(context.Background(), []string{"--kubeconfig", kc, "-n", c.ns, "console", "x"}, app.Options{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	if code != 1 || !strings.Contains(errOut.String(), `User "mallory" cannot get resource "virtualmachineinstances"`) {
+		t.Errorf("console as mallory: %d %q", code, errOut.String())
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("forbidden console took %s", d)
 	}
 }
