@@ -19,6 +19,7 @@ import (
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
 	"github.com/kvirt/kvirt/tests/harness"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -69,6 +70,10 @@ func startWith(t *testing.T, workers int) *env {
 		t.Fatal(err)
 	}
 	e.kv = kv
+	nodeOnce.Do(func() { nodeErr = e.createNode() })
+	if nodeErr != nil {
+		t.Fatal(nodeErr)
+	}
 	gcReady.Do(func() { gcReadyErr = e.waitGCKnowsCRDs() })
 	if gcReadyErr != nil {
 		t.Fatal(gcReadyErr)
@@ -126,11 +131,52 @@ func startWith(t *testing.T, workers int) *env {
 }
 
 var (
+	nodeOnce   sync.Once
+	nodeErr    error
 	rbacOnce   sync.Once
 	rbacErr    error
 	gcReady    sync.Once
 	gcReadyErr error
 )
+
+// createNode registers node1, where the stand-in kubelet "runs" launcher pods: without a Node object
+// kube-controller-manager's pod GC deletes pods bound to it after ~40 s. The stand-in kubelet renews its
+// heartbeat Lease so the node lifecycle controller keeps it Ready.
+func (e *env) createNode() error {
+	ctx := context.Background()
+	now := metav1.Now()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}
+	n, err := e.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create node1: %w", err)
+	}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}}
+	if _, err := e.kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("node1 status: %w", err)
+	}
+	return e.renewNodeLease(ctx)
+}
+
+func (e *env) renewNodeLease(ctx context.Context) error {
+	leases := e.kube.CoordinationV1().Leases("kube-node-lease")
+	now := metav1.NewMicroTime(time.Now())
+	l, err := leases.Get(ctx, "node1", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		holder, dur := "node1", int32(40)
+		_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "node1"},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, RenewTime: &now}}, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	l.Spec.RenewTime = &now
+	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	return err
+}
 
 // applyControllerRBAC creates the kubevirt namespace and the objects of deploy/rbac/virt-controller.yaml.
 func applyControllerRBAC(cfg *rest.Config) error {
@@ -210,11 +256,16 @@ func (e *env) waitGCKnowsCRDs() error {
 func (e *env) kubelet(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	lastBeat := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if time.Since(lastBeat) > 5*time.Second {
+			_ = e.renewNodeLease(ctx)
+			lastBeat = time.Now()
 		}
 		pods, err := e.kube.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{v1.AppLabel: v1.VirtLauncherValue}.String()})
 		if err != nil {
