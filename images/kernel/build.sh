@@ -5,7 +5,8 @@
 #
 # Inputs of the hash: config.fragment, patches/*.patch, this script, the linux-source-6.1 package version
 # and the gcc version. Outputs are cached in ${XDG_CACHE_HOME:-$HOME/.cache}/kvirt/kernel-<hash>/ and copied
-# to OUTDIR. A cached build is reused in well under a second.
+# to OUTDIR. A cached build is reused in well under a second; the source tree is kept in
+# kernel-tree-<package version>/ so the next changed build is incremental.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,10 +38,17 @@ cache=$cache_root/kernel-$hash
 if [ -s "$cache/vmlinux" ] && [ -s "$cache/bzImage" ]; then
 	say "cached $cache (linux-source $pkg_version)"
 else
-	work=$cache_root/kernel-build-$hash
-	log=$work.log
-	rm -rf "$work"
-	mkdir -p "$work"
+	# One source tree per linux-source version is kept between builds, so a config or patch change
+	# rebuilds only what it affects (minutes instead of a full build). A lock keeps concurrent builds
+	# (several engineers, CI) out of each other's tree.
+	tree=$cache_root/kernel-tree-$pkg_version
+	log=$cache_root/kernel-build-$hash.log
+	mkdir -p "$cache_root"
+	exec 8>"$tree.lock"
+	if ! flock -n 8; then
+		say "another kernel build is using $tree; waiting for it"
+		flock 8
+	fi
 	: >"$log"
 	step() {
 		local name=$1
@@ -49,13 +57,35 @@ else
 		echo "=== $name: $*" >>"$log"
 		"$@" >>"$log" 2>&1 || die "step '$name' failed; the last lines of $log:
 $(tail -n 25 "$log")
-Fix the cause (see the full log) and run the build again; inputs: $here"
+Fix the cause (see the full log) and run the build again; inputs: $here. If the kept source tree is
+damaged, remove $tree and build again."
 	}
-	say "building kernel-$hash from linux-source $pkg_version with $gcc_version (first build ~7-10 min on 2 cores)"
-	step "extract $src_tar" tar -C "$work" -xf "$src_tar"
-	ksrc=$work/linux-source-6.1
+	ksrc=$tree/linux-source-6.1
+	applied=$tree/applied-patches
+	# Undo the patches of the previous build; a tree that cannot be restored is extracted again.
+	if [ -d "$ksrc" ] && [ -d "$applied" ]; then
+		for p in $(ls -r "$applied"/*.patch 2>/dev/null); do
+			if ! patch -d "$ksrc" -p1 -R --batch --silent -i "$p" >>"$log" 2>&1; then
+				say "cannot revert $(basename "$p") in the kept tree; extracting a fresh one"
+				rm -rf "$tree"
+				break
+			fi
+			rm -f "$p"
+		done
+	else
+		rm -rf "$tree"
+	fi
+	if [ ! -d "$ksrc" ]; then
+		say "building kernel-$hash from linux-source $pkg_version with $gcc_version (first build ~10-25 min on 2 cores)"
+		mkdir -p "$tree"
+		step "extract $src_tar" tar -C "$tree" -xf "$src_tar"
+	else
+		say "building kernel-$hash incrementally in $tree"
+	fi
+	mkdir -p "$applied"
 	for p in "$here"/patches/*.patch; do
 		step "apply $(basename "$p")" patch -d "$ksrc" -p1 --forward --batch -i "$p"
+		cp "$p" "$applied/"
 	done
 	step "make tinyconfig" make -C "$ksrc" tinyconfig
 	step "merge config.fragment" "$ksrc/scripts/kconfig/merge_config.sh" -m -O "$ksrc" "$ksrc/.config" "$here/config.fragment"
@@ -88,6 +118,7 @@ Fix the cause (see the full log) and run the build again; inputs: $here"
 	say "config verified: every option of config.fragment is set as asked"
 
 	step "make vmlinux bzImage (nice, -j2)" nice make -C "$ksrc" -j2 vmlinux bzImage
+	rm -rf "$cache.tmp"
 	mkdir -p "$cache.tmp"
 	cp "$ksrc/vmlinux" "$cache.tmp/vmlinux"
 	cp "$ksrc/arch/x86/boot/bzImage" "$cache.tmp/bzImage"
@@ -95,7 +126,7 @@ Fix the cause (see the full log) and run the build again; inputs: $here"
 	cp "$ksrc/System.map" "$cache.tmp/System.map"
 	rm -rf "$cache"
 	mv "$cache.tmp" "$cache"
-	rm -rf "$work"
+	exec 8>&-
 	say "built $cache (log kept at $log)"
 fi
 
