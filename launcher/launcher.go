@@ -62,7 +62,10 @@ type Options struct {
 	ImagesDir string
 	// Kernel, Initrd, Append override the guest kernel, initramfs and command line (debugging).
 	Kernel, Initrd, Append string
-	Network                NetworkMode
+	// NoACPI boots without ACPI tables (debugging): virtio devices are declared on the kernel command line,
+	// but the guest sees no power button and cannot power off.
+	NoACPI  bool
+	Network NetworkMode
 
 	// ControlAddr is the TCP address of the control API (":8186" in the pod; empty: none); Token is required
 	// there. ControlSocket is the Unix socket path (empty: none).
@@ -312,7 +315,7 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 			return nil, info, fmt.Errorf("network namespace: %w", err)
 		}
 		pn, err := network.Setup(target, network.Config{Binding: in.Binding, MAC: in.MAC, Ports: in.Ports,
-			ReservedPorts: []int{control.DefaultPort}, Hostname: m.Hostname})
+			ReservedPorts: []int{control.DefaultPort}, Hostname: m.Hostname, Log: r.log})
 		if err != nil {
 			return nil, info, fmt.Errorf("spec.domain.devices.interfaces[0] (%s): %w", in.Name, err)
 		}
@@ -334,7 +337,7 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, error) {
 	cfg := vmm.Config{
 		MemoryBytes: m.MemoryBytes, CPUs: m.VCPUs(), CPUPolicy: cpuid.Policy{Disable: m.CPUDisable},
-		HugePages: m.HugePages, Logf: func(f string, a ...any) { r.log.Info(fmt.Sprintf(f, a...)) },
+		HugePages: m.HugePages, NoACPI: r.o.NoACPI, Logf: func(f string, a ...any) { r.log.Info(fmt.Sprintf(f, a...)) },
 	}
 	cfg.SMBIOS.UUID, cfg.SMBIOS.Serial = m.FirmwareUUID, m.FirmwareSerial
 	switch {

@@ -32,7 +32,12 @@ import (
 // These tests boot kvirt's own guest kernel and initramfs (kvirt-init runs the kvirt.test actions and prints
 // "kvirt-guest: ..." lines) through Run, as `virt-launcher run -f` does.
 
-func runLinux(t *testing.T, manifest, actions string, netMode NetworkMode, extra ...string) (grace.Outcome, string) {
+// KVIRT_TEST_NOACPI=1 boots these guests without ACPI (devices declared on the command line), to check the
+// launcher's disks and network while the VMM's ACPI tables do not load: the run ends when kvirt-init says it
+// powers off (it cannot without ACPI), and the outcome is then a hard stop.
+var testNoACPI = os.Getenv("KVIRT_TEST_NOACPI") == "1"
+
+func runLinux(t *testing.T, manifest, actions string, netMode NetworkMode, extra ...string) (grace.Outcome, string, string) {
 	t.Helper()
 	testenv.RequireKVM(t)
 	testenv.Image(t, images.Vmlinux)
@@ -47,23 +52,31 @@ func runLinux(t *testing.T, manifest, actions string, netMode NetworkMode, extra
 	dir := t.TempDir()
 	console := &syncBuf{}
 	cmdline := vmm.DefaultCmdline + ` kvirt.test="` + actions + `" ` + strings.Join(extra, " ")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	// Without ACPI the guest can neither see virtio-mmio devices (declared in the DSDT) nor power off: stop
 	// at once with a clear message instead of waiting for the deadline.
 	noACPI := newMarkerWatcher("ACPI: Unable to load the System Description Tables", cancel)
+	var outs io.Writer = io.MultiWriter(console, noACPI)
+	if testNoACPI {
+		outs = io.MultiWriter(console, newMarkerWatcher("kvirt-guest: poweroff", cancel))
+	}
+	work := filepath.Join(dir, "work")
 	o := Run(ctx, Options{
-		VMI: vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir}, ImagesDir: testenv.ImagesDir(t),
-		Append: cmdline, Network: netMode, Console: io.MultiWriter(console, noACPI), TerminationLog: filepath.Join(dir, "termination-log"),
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		VMI: vmi, Dirs: spec.Dirs{Work: work, Root: dir}, ImagesDir: testenv.ImagesDir(t), NoACPI: testNoACPI,
+		Append: cmdline, Network: netMode, Console: outs, TerminationLog: filepath.Join(dir, "termination-log"),
+		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
+	if testNoACPI {
+		return grace.Outcome{Phase: control.Succeeded}, console.String(), work
+	}
 	if noACPI.seen {
 		t.Fatalf("the guest kernel rejected the VMM's ACPI tables, so it sees no virtio disk or NIC and cannot power off (vmm/acpi; vmm's TestLinuxPowerOff shows the same); console:\n%s", console.String())
 	}
 	if ctx.Err() != nil {
-		t.Fatalf("guest did not power off within 4 minutes; console:\n%s", console.String())
+		t.Fatalf("guest did not power off within 6 minutes; console:\n%s", console.String())
 	}
-	return o, console.String()
+	return o, console.String(), work
 }
 
 func ext4Image(t *testing.T, files map[string]string) []byte {
@@ -131,7 +144,7 @@ spec:
   - {name: cidata, cloudInitNoCloud: {userData: "#cloud-config\n"}}
   - {name: scratch, emptyDisk: {capacity: 16Mi}}
 `, archive)
-	o, console := runLinux(t, manifest,
+	o, console, work := runLinux(t, manifest,
 		"uuid,disk,poweroff",
 		NetworkMode{Kind: "none"}, "kvirt.disk=/dev/vda", "kvirt.write=guest-wrote")
 	for _, want := range []string{
@@ -146,8 +159,28 @@ spec:
 	if o.Phase != control.Succeeded || o.ExitCode != 0 {
 		t.Errorf("outcome %+v", o)
 	}
+	checkOverlay(t, work, "guest-wrote")
 	if t.Failed() {
 		t.Logf("console:\n%s", console)
+	}
+}
+
+// checkOverlay verifies the guest's write reached the containerDisk overlay and not the extracted base.
+func checkOverlay(t *testing.T, work, text string) {
+	t.Helper()
+	base, err := os.ReadFile(filepath.Join(work, "root", "disk.base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ov, err := os.ReadFile(filepath.Join(work, "root", "disk.overlay"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(base, []byte(text)) {
+		t.Errorf("the guest's write %q reached the image's base file", text)
+	}
+	if !bytes.Contains(ov, []byte(text)) {
+		t.Errorf("the guest's write %q is not in the overlay", text)
 	}
 }
 
@@ -212,7 +245,7 @@ spec:
 
 func TestLinuxGuestMasquerade(t *testing.T) {
 	_, pod := podNamespaces(t)
-	o, console := runLinux(t, netManifest("masquerade"), "net,poweroff", NetworkMode{Kind: "netns", NS: pod})
+	o, console, _ := runLinux(t, netManifest("masquerade"), "net,poweroff", NetworkMode{Kind: "netns", NS: pod})
 	for _, want := range []string{"kvirt-guest: ip=10.0.2.2/24 gw=10.0.2.1", "kvirt-guest: ping ok"} {
 		if !strings.Contains(console, want) {
 			t.Errorf("console lacks %q", want)
@@ -228,7 +261,7 @@ func TestLinuxGuestMasquerade(t *testing.T) {
 
 func TestLinuxGuestBridge(t *testing.T) {
 	_, pod := podNamespaces(t)
-	o, console := runLinux(t, netManifest("bridge"), "net,poweroff", NetworkMode{Kind: "netns", NS: pod})
+	o, console, _ := runLinux(t, netManifest("bridge"), "net,poweroff", NetworkMode{Kind: "netns", NS: pod})
 	for _, want := range []string{"kvirt-guest: ip=10.10.0.5/24 gw=10.10.0.1", "kvirt-guest: ping ok"} {
 		if !strings.Contains(console, want) {
 			t.Errorf("console lacks %q", want)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -100,7 +102,10 @@ type DHCPServer struct {
 
 // StartDHCP listens on UDP port 67 bound to iface (SO_BINDTODEVICE) in the calling thread's network namespace
 // and serves lease until Close.
-func StartDHCP(iface string, lease Lease) (*DHCPServer, error) {
+func StartDHCP(iface string, lease Lease, log *slog.Logger) (*DHCPServer, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	if lease.IP.IP.To4() == nil || lease.ServerIP.To4() == nil || len(lease.MAC) != 6 {
 		return nil, fmt.Errorf("dhcp: lease needs an IPv4 address, a server address and a MAC (got %v, %v, %v)", lease.IP, lease.ServerIP, lease.MAC)
 	}
@@ -108,9 +113,12 @@ func StartDHCP(iface string, lease Lease) (*DHCPServer, error) {
 	handler := func(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
 		resp, err := lease.Reply(req)
 		if err != nil || resp == nil {
+			log.Debug("dhcp: request not answered", "type", req.MessageType(), "mac", req.ClientHWAddr, "err", err)
 			return
 		}
-		if _, err := conn.WriteTo(resp.ToBytes(), peer); err == nil && resp.MessageType() == dhcpv4.MessageTypeAck {
+		_, err = conn.WriteTo(resp.ToBytes(), peer)
+		log.Info("dhcp: answered", "request", req.MessageType(), "reply", resp.MessageType(), "mac", req.ClientHWAddr, "ip", resp.YourIPAddr, "to", peer, "err", err)
+		if err == nil && resp.MessageType() == dhcpv4.MessageTypeAck {
 			d.mu.Lock()
 			d.served++
 			d.lastIP = resp.YourIPAddr

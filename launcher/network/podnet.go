@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -55,6 +56,7 @@ type Config struct {
 	// forwarded to the guest when all ports are.
 	ReservedPorts []int
 	Hostname      string // DHCP host name (the VMI name)
+	Log           *slog.Logger
 	ResolvConf    string // default /etc/resolv.conf
 }
 
@@ -119,7 +121,7 @@ func Setup(podNS ns.NetNS, cfg Config) (*PodNetwork, error) {
 			return err
 		}
 		pn.Lease.DNS, pn.Lease.Search, pn.Lease.Hostname = dns, search, cfg.Hostname
-		pn.dhcp, err = StartDHCP(BridgeName, pn.Lease)
+		pn.dhcp, err = StartDHCP(BridgeName, pn.Lease, cfg.Log)
 		return err
 	})
 	if err != nil {
