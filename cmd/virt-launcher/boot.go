@@ -168,6 +168,11 @@ func rawTerminal(fd int) (func(), error) {
 }
 
 func runBoot(f bootFlags) error {
+	// Catch signals before anything else, so one sent while the VMM starts is not lost (or ignored, for a
+	// background job whose SIGINT started ignored); it is acted on once the machine runs.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	cfg, err := buildConfig(f)
 	if err != nil {
 		return err
@@ -199,9 +204,6 @@ func runBoot(f bootFlags) error {
 		m.Stop()
 		return exitError{ExitVMMError, err}
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	if err := m.Start(); err != nil {
 		return exitError{ExitVMMError, err}
 	}
