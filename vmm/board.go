@@ -120,10 +120,28 @@ func (m *Machine) acpiConfig() acpi.Config {
 
 // newBoard creates the KVM VM, loads the guest and prepares the vCPUs (not yet running).
 func (m *Machine) newBoard() (_ *board, err error) {
-	entry, err := m.loadGuest()
-	if err != nil {
-		return nil, err
+	// Load the guest into memory while KVM builds the VM and vCPUs (both take tens of milliseconds on a
+	// busy host); the boot CPU's registers are set once the entry point is known.
+	type loaded struct {
+		entry uint64
+		err   error
 	}
+	lc := make(chan loaded, 1)
+	go func() {
+		e, err := m.loadGuest()
+		lc <- loaded{e, err}
+	}()
+	waited := false
+	waitLoad := func() (uint64, error) {
+		waited = true
+		r := <-lc
+		return r.entry, r.err
+	}
+	defer func() {
+		if !waited { // never leave the loader writing to memory that may be unmapped next
+			<-lc
+		}
+	}()
 	vm, err := m.sys.CreateVM()
 	if err != nil {
 		return nil, err
@@ -167,9 +185,16 @@ func (m *Machine) newBoard() (_ *board, err error) {
 			return nil, err
 		}
 		b.vcpus = append(b.vcpus, c)
-		if err := m.setupVCPU(c, id, entry); err != nil {
+		if err := m.setupVCPU(c, id); err != nil {
 			return nil, err
 		}
+	}
+	entry, err := waitLoad()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.vcpus[0].SetRegs(boot.BootRegs(entry)); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	m.board = b
@@ -177,7 +202,9 @@ func (m *Machine) newBoard() (_ *board, err error) {
 	return b, nil
 }
 
-func (m *Machine) setupVCPU(c *kvm.VCPU, id int, entry uint64) error {
+// setupVCPU sets CPUID, MSRs and LAPIC, and for the boot CPU the long-mode state (its registers are set
+// by newBoard once the kernel is loaded).
+func (m *Machine) setupVCPU(c *kvm.VCPU, id int) error {
 	ids, err := cpuid.ForVCPU(m.cpuids, id, m.cfg.CPUs, m.policy)
 	if err != nil {
 		return err
@@ -218,10 +245,7 @@ func (m *Machine) setupVCPU(c *kvm.VCPU, id int, entry uint64) error {
 	if err := c.SetSregs(s); err != nil {
 		return err
 	}
-	if err := c.SetFPU(boot.BootFPU()); err != nil {
-		return err
-	}
-	return c.SetRegs(boot.BootRegs(entry))
+	return c.SetFPU(boot.BootFPU())
 }
 
 func (b *board) kickAll() {
