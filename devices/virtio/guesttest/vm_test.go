@@ -53,10 +53,11 @@ type guest struct {
 	changed chan struct{} // closed and replaced on every console write
 	exited  chan struct{}
 	exitErr error
+	started time.Time
 }
 
 func newGuest(name string) *guest {
-	return &guest{name: name, changed: make(chan struct{}), exited: make(chan struct{})}
+	return &guest{name: name, changed: make(chan struct{}), exited: make(chan struct{}), started: time.Now()}
 }
 
 func (g *guest) Write(p []byte) (int, error) {
@@ -121,6 +122,7 @@ func (g *guest) expectAny(t *testing.T, subs []string, timeout time.Duration) st
 func (g *guest) expect(t *testing.T, sub string, timeout time.Duration) {
 	t.Helper()
 	g.expectAny(t, []string{sub}, timeout)
+	t.Logf("%s: saw %q after %v", g.name, sub, time.Since(g.started).Round(time.Second))
 }
 
 // waitExit waits for the guest to power off.
