@@ -9,6 +9,7 @@ import 'images/images.just'
 import 'api/api.just'
 import 'vmm/vmm.just'
 import 'tests/tests.just'
+import 'controller/controller.just'
 import 'devices/virtio/virtio.just'
 
 # Show the recipes.
