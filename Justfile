@@ -35,8 +35,7 @@ lint:
 unit:
     KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 30m ./...
 
-# Everything CI runs: lint, generated files current, guest images, the Kubernetes binaries for the
-# integration tests, then every unit, KVM and apiserver test with -race.
+# Everything CI runs: lint, generated files current, guest images, Kubernetes binaries, then all tests with -race.
 test: lint verify-generated images cluster-build unit
 
 # Short fuzzing of every fuzz target (FUZZTIME per target, default 10s).
