@@ -135,6 +135,12 @@ func NewCommand(o Options) *cobra.Command {
 		o.ErrOut = os.Stderr
 	}
 	e := &env{Options: o, flags: genericclioptions.NewConfigFlags(true)}
+	// API warnings (e.g. "spec.running is deprecated, please use spec.runStrategy instead." from kvirt's
+	// admission policy) are printed as kubectl prints them, once each, instead of as klog lines.
+	e.flags.WrapConfigFn = func(c *rest.Config) *rest.Config {
+		c.WarningHandler = rest.NewWarningWriter(o.ErrOut, rest.WarningWriterOptions{Deduplicate: true})
+		return c
+	}
 	root := &cobra.Command{
 		Use:   "virtctl",
 		Short: "virtctl controls virtual machine related operations on your kubernetes cluster.",

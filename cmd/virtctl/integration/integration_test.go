@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -662,5 +663,65 @@ func TestConsoleForbiddenFailsFast(t *testing.T) {
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("forbidden console took %s", d)
+	}
+}
+
+// API warnings reach the user as kubectl shows them ("Warning: …"), not as klog lines.
+func TestWarningsPrintedLikeKubectl(t *testing.T) {
+	c := setup(t)
+	ctx := context.Background()
+	_, file, _, _ := runtime.Caller(0)
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "crds", "running-deprecation-policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(raw), "\n---") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "ValidatingAdmissionPolicy":
+			var p admissionv1.ValidatingAdmissionPolicy
+			if err := yaml.Unmarshal([]byte(doc), &p); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.kube.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		case "ValidatingAdmissionPolicyBinding":
+			var b admissionv1.ValidatingAdmissionPolicyBinding
+			if err := yaml.Unmarshal([]byte(doc), &b); err != nil {
+				t.Fatal(err)
+			}
+			// Bind the shipped policy to this test's namespace only: the control plane is shared.
+			b.Name = "virtctl-test-" + c.ns
+			b.Spec.MatchResources = &admissionv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": c.ns}}}
+			if _, err := c.kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &b, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = c.kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(context.Background(), b.Name, metav1.DeleteOptions{})
+			})
+		}
+	}
+	c.createVM("old-style", "running=true")
+	// A ValidatingAdmissionPolicy prefixes its message ("Validation failed for ValidatingAdmissionPolicy
+	// '…' with binding '…': "), so only the start and the end are KubeVirt's.
+	const warning = "spec.running is deprecated, please use spec.runStrategy instead.\n"
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, out, errOut := c.virtctl(nil, "stop", "old-style", "--dry-run")
+		if code != 0 || out != "Dry Run execution\nVM old-style was scheduled to stop\n" || strings.Contains(errOut, "warnings.go") {
+			t.Fatalf("stop: %d %q %q", code, out, errOut)
+		}
+		if strings.HasPrefix(errOut, "Warning: ") && strings.HasSuffix(errOut, warning) && strings.Count(errOut, "\n") == 1 {
+			break
+		}
+		if errOut != "" || time.Now().After(deadline) {
+			t.Fatalf("stderr %q, want %q (the policy should be active within 60s)", errOut, warning)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
