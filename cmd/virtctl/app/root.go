@@ -14,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/kvirt/kvirt/api/client/clientset/versioned"
 )
@@ -69,6 +70,10 @@ func Connect(flags *genericclioptions.ConfigFlags) (*Clients, error) {
 // Main runs virtctl with the process's arguments and streams and returns the exit status. Invoked as
 // kubectl-virt (a kubectl plugin) it names itself "kubectl virt".
 func Main() int {
+	// client-go reports some stream errors through klog (runtime.HandleError), which would print log
+	// lines into a raw console; virtctl reports every error it acts on itself.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	name := "virtctl"
