@@ -179,19 +179,15 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 	if vm.DeletionTimestamp != nil {
 		return 0, c.syncDeletingVM(ctx, log, key, vm, vmi)
 	}
-	if !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
+	// The finalizer and the ABI defaults (firmware UUID, MACs) are written once, in one update.
+	needFinalizer := !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer)
+	if needFinalizer {
 		vm.Finalizers = append(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
-		upd, err := c.kv.KubevirtV1().VirtualMachines(ns).Update(ctx, vm, metav1.UpdateOptions{})
-		if err != nil {
-			return 0, fmt.Errorf("add finalizer: %w", err)
-		}
-		vm = upd
 	}
-	// ABI defaults are written into the spec once.
-	if applyABIDefaults(vm) {
+	if abi := applyABIDefaults(vm); abi || needFinalizer {
 		upd, err := c.kv.KubevirtV1().VirtualMachines(ns).Update(ctx, vm, metav1.UpdateOptions{})
 		if err != nil {
-			return 0, fmt.Errorf("write firmware UUID/MAC defaults: %w", err)
+			return 0, fmt.Errorf("add finalizer and firmware UUID/MAC defaults: %w", err)
 		}
 		vm = upd
 	}
