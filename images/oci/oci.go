@@ -26,8 +26,10 @@ type File struct {
 	// Source is a host file to copy; Data is used when Source is empty.
 	Source string
 	Data   []byte
-	// Mode defaults to 0755 for Source files and 0644 for Data.
+	// Mode defaults to 0755 for Source files and 0644 for Data (0755 for a Dir).
 	Mode int64
+	// Dir makes an empty directory (e.g. /tmp with Mode 01777) instead of a file.
+	Dir bool
 }
 
 // Image describes a single-layer image on top of nothing.
@@ -59,7 +61,7 @@ func Build(img Image) (v1.Image, error) {
 		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
 			return nil, fmt.Errorf("oci: %s: file path %q must be absolute and clean", img.Ref, f.Path)
 		}
-		if f.Source != "" {
+		if f.Source != "" && !f.Dir {
 			if _, err := os.Stat(f.Source); err != nil {
 				return nil, fmt.Errorf("oci: %s: %w", img.Ref, err)
 			}
@@ -123,13 +125,19 @@ func WriteTarball(path string, imgs ...Image) error {
 func writeLayer(w io.Writer, files []File) error {
 	tw := tar.NewWriter(w)
 	dirs := map[string]bool{}
+	explicit := map[string]bool{}
+	for _, f := range files {
+		if f.Dir {
+			explicit[f.Path] = true
+		}
+	}
 	for _, f := range files {
 		var parents []string
 		for d := path.Dir(f.Path); d != "/"; d = path.Dir(d) {
 			parents = append([]string{d}, parents...)
 		}
 		for _, d := range parents {
-			if dirs[d] {
+			if dirs[d] || explicit[d] {
 				continue
 			}
 			dirs[d] = true
@@ -145,6 +153,13 @@ func writeLayer(w io.Writer, files []File) error {
 }
 
 func writeFile(tw *tar.Writer, f File) error {
+	if f.Dir {
+		mode := f.Mode
+		if mode == 0 {
+			mode = 0o755
+		}
+		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(f.Path, "/") + "/", Mode: mode, ModTime: epoch})
+	}
 	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.Path, "/"), Mode: f.Mode, ModTime: epoch}
 	if f.Source == "" {
 		if hdr.Mode == 0 {

@@ -20,7 +20,7 @@ func TestWriteTarballRoundTrip(t *testing.T) {
 	out := filepath.Join(dir, "img.tar")
 	img := Image{
 		Ref:        "kvirt.io/test:v1",
-		Files:      []File{{Path: "/usr/bin/hello", Source: bin}, {Path: "/etc/motd", Data: []byte("hi\n")}},
+		Files:      []File{{Path: "/usr/bin/hello", Source: bin}, {Path: "/etc/motd", Data: []byte("hi\n")}, {Path: "/tmp", Dir: true, Mode: 0o1777}, {Path: "/usr", Dir: true}},
 		Entrypoint: []string{"/usr/bin/hello"},
 	}
 	if err := WriteTarball(out, img); err != nil {
@@ -58,6 +58,9 @@ func TestWriteTarballRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		entries[h.Name] = h
+	}
+	if h := entries["tmp/"]; h == nil || h.Typeflag != tar.TypeDir || h.Mode != 0o1777 {
+		t.Errorf("tmp/ entry = %+v", h)
 	}
 	for _, want := range []string{"usr/", "usr/bin/", "usr/bin/hello", "etc/", "etc/motd"} {
 		if entries[want] == nil {
