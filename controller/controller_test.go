@@ -436,3 +436,44 @@ func TestFakeImagePullAndPausedStart(t *testing.T) {
 	e.setPodRunning(t, pod, true)
 	eventually(t, "VM Starting", 5*time.Second, printableIs(e, t, "pull", v1.VirtualMachineStatusStarting))
 }
+
+func TestFakeRerunOnFailure(t *testing.T) {
+	e := startFake(t)
+	e.createVM(t, testVM("rerun", v1.RunStrategyRerunOnFailure))
+	eventually(t, "VMI Scheduling", 10*time.Second, phaseIs(e, "rerun", v1.Scheduling))
+	first := e.vmi("rerun")
+	e.setPodRunning(t, e.pods(t, first)[0], true)
+	eventually(t, "launcher watch", 5*time.Second, func() (bool, string) { return e.status.Watching("default", "rerun") == 1, "" })
+	e.status.Set("default", "rerun", LauncherState{Phase: GuestRunning})
+	eventually(t, "VMI Running", 5*time.Second, phaseIs(e, "rerun", v1.Running))
+
+	// It ran, then crashed: rerun at once (no start failure, no backoff).
+	e.status.Set("default", "rerun", LauncherState{Phase: GuestFailed, Reason: "Crashed"})
+	eventually(t, "a second VMI", 10*time.Second, func() (bool, string) {
+		v := e.vmi("rerun")
+		if v == nil {
+			return false, "no VMI"
+		}
+		return v.UID != first.UID, string(v.UID)
+	})
+	second := e.vmi("rerun")
+	eventually(t, "Start request consumed", 5*time.Second, func() (bool, string) {
+		vm := e.vm(t, "rerun")
+		return len(vm.Status.StateChangeRequests) == 0 && vm.Status.StartFailure == nil, fmt.Sprintf("%+v", vm.Status)
+	})
+
+	// The second one powers off cleanly: deleted, and the VM stays stopped.
+	e.setPodRunning(t, e.pods(t, second)[0], true)
+	eventually(t, "launcher watch", 5*time.Second, func() (bool, string) { return e.status.Watching("default", "rerun") == 1, "" })
+	e.status.Set("default", "rerun", LauncherState{Phase: GuestRunning})
+	eventually(t, "second VMI Running", 5*time.Second, phaseIs(e, "rerun", v1.Running))
+	e.status.Set("default", "rerun", LauncherState{Phase: GuestSucceeded, Reason: "Shutdown"})
+	eventually(t, "VM Stopped without a VMI", 10*time.Second, func() (bool, string) {
+		vm := e.vm(t, "rerun")
+		return e.vmi("rerun") == nil && vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped, fmt.Sprintf("%+v", vm.Status)
+	})
+	time.Sleep(300 * time.Millisecond) // give a wrong rerun the chance to happen
+	if e.vmi("rerun") != nil {
+		t.Fatal("RerunOnFailure reran a VMI that succeeded")
+	}
+}
