@@ -125,6 +125,22 @@ func StartControlPlane(t testing.TB, opts Options) *ControlPlane {
 // waits until the apiserver's /readyz answers ok. On error everything started is stopped again and the
 // error carries the tail of the failing component's log.
 func Start(opts Options) (*ControlPlane, error) {
+	// Free ports are picked before the components bind them; another process may take one in between.
+	for attempt := 1; ; attempt++ {
+		cp, err := start(opts)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return cp, err
+		}
+		if opts.Progress != nil {
+			fmt.Fprintf(opts.Progress, "[control-plane] a port was taken meanwhile; starting again\n")
+		}
+		if opts.Dir != "" {
+			os.RemoveAll(filepath.Join(opts.Dir, "etcd")) // a new member on new ports
+		}
+	}
+}
+
+func start(opts Options) (*ControlPlane, error) {
 	bin, err := KubeBinary(opts.Binary)
 	if err != nil {
 		return nil, err

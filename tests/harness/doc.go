@@ -15,6 +15,13 @@
 //	func TestMain(m *testing.M) { os.Exit(harness.RunShared(m, harness.Options{ControllerManager: true})) }
 //	func TestX(t *testing.T) { cp := harness.Shared(t); ns := cp.Namespace(t); ... }
 //
+// cp.Config is an admin rest.Config, cp.Kubeconfig a kubeconfig file for kubectl-style tools,
+// cp.InstallCRDs(t, "deploy/crds/...yaml") installs CRDs and waits until they are Established.
+// Options.ControllerManager adds kube-controller-manager (garbage collection, namespace deletion).
+//
+// End-to-end tests against the node of `just cluster-up` get its admin config from RunningCluster(t).
+// Up, Down and Leftovers are that node's bring-up and tear-down (tests/harness/cmd/cluster).
+//
 // Without the binary the tests skip, unless KVIRT_REQUIRE_CLUSTER=1 (CI), where they fail with a message
 // saying to run `just cluster-build`.
 package harness
