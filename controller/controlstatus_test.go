@@ -1,0 +1,74 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/kvirt/kvirt/launcher/control"
+)
+
+// TestControlStatusSource watches a real launcher control-API server (launcher/control) over TCP with
+// the bearer token, as the VMI controller does on the pod IP.
+func TestControlStatusSource(t *testing.T) {
+	board := control.NewBoard(control.Status{Phase: control.Starting})
+	srv := &control.Server{Board: board, Token: "s3cret"}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l, false) }()
+	defer func() {
+		srv.Close()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	src := NewControlStatusSource()
+
+	// A wrong token is refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := src.Watch(ctx, LauncherEndpoint{PodIP: "127.0.0.1", Port: port, Token: "wrong"}, func(LauncherState) {}); err == nil {
+		t.Fatal("a wrong token was accepted")
+	}
+
+	got := make(chan LauncherState, 16)
+	wctx, wcancel := context.WithCancel(context.Background())
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- src.Watch(wctx, LauncherEndpoint{PodIP: "127.0.0.1", Port: port, Token: "s3cret"}, func(s LauncherState) { got <- s })
+	}()
+	next := func() LauncherState {
+		select {
+		case s := <-got:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("no report within 5s")
+			return LauncherState{}
+		}
+	}
+	if s := next(); s.Phase != GuestStarting {
+		t.Fatalf("first report %+v", s)
+	}
+	board.Update(func(s *control.Status) {
+		s.Phase, s.Paused = control.Running, true
+		s.Interfaces = []control.Interface{{Name: "default", MAC: "02:00:00:00:00:01", IP: "10.0.2.2"}}
+	})
+	s := next()
+	if s.Phase != GuestRunning || !s.Paused || len(s.Interfaces) != 1 || s.Interfaces[0].IP != "10.0.2.2" || s.Interfaces[0].IPs[0] != "10.0.2.2" || s.Interfaces[0].MAC != "02:00:00:00:00:01" {
+		t.Fatalf("running report %+v", s)
+	}
+	board.Update(func(s *control.Status) { s.Phase, s.Reason, s.Message = control.Failed, "Crashed", "guest panicked" })
+	if s := next(); s.Phase != GuestFailed || s.Reason != "Crashed" || s.Message != "guest panicked" {
+		t.Fatalf("failed report %+v", s)
+	}
+	wcancel()
+	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("watch ended with %v", err)
+	}
+}
