@@ -11,6 +11,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
+// maxWatchRetry caps the delay between attempts to reach a launcher: a launcher preparing disks may not
+// listen yet, and its first report should not wait long once it does.
+const maxWatchRetry = 5 * time.Second
+
 // DefaultControlPort is the TCP port the launcher serves its control API on (on the pod IP).
 const DefaultControlPort = 8186
 
@@ -135,8 +139,8 @@ func (w *launcherWatchers) run(ctx context.Context, key string, lw *launcherWatc
 			return
 		case <-t.C:
 		}
-		if delay < 30*time.Second {
-			delay *= 2
+		if delay *= 2; delay > maxWatchRetry {
+			delay = maxWatchRetry
 		}
 	}
 }
