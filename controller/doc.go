@@ -21,4 +21,18 @@
 //   - The launcher pod requests guest memory + LauncherMemoryOverhead (a constant for our pure-Go
 //     launcher; see the TODO there).
 //   - Launcher pod termination grace = VMI terminationGracePeriodSeconds (default 30) + 15 s.
+//   - The launcher container runs the image's entrypoint with LauncherArgs: `run -f /var/run/kvirt/vmi.json
+//     --token-file ... --control-addr :8186 --termination-log /dev/termination-log`. Contract with the
+//     launcher: it exits 0 only after the guest powered off (a pod that Succeeded while the VMI was
+//     Scheduled/Running makes the VMI Succeeded); any other end is Failed, with the container's
+//     termination reason as the VMI's status.reason and its message in the "Stopped" warning event.
+//   - The launcher's reports (LauncherState) are authoritative for Running, Paused, Succeeded and Failed;
+//     the pod alone gives Pending → Scheduling → Scheduled, and a vanished pod fails the VMI (PodGone).
+//     The controller sets the pod's readiness gate kubevirt.io/virtual-machine-unpaused (False while
+//     paused), as KubeVirt's virt-handler does.
+//   - A start failure (a VMI that became final without running) is written to the VM status before that
+//     VMI is deleted, and a RerunOnFailure restart's Start request before its failed VMI is deleted, so
+//     a lost write or a stale cache can never skip the backoff or leave the VM stopped.
+//   - The run-strategy, trimming, backoff and printableStatus decisions are pure functions in
+//     vmdecide.go (table-tested row by row against BEHAVIOUR.md §1–§2).
 package controller
