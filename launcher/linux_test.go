@@ -238,6 +238,7 @@ spec:
   domain:
     resources: {requests: {memory: 128Mi}}
     devices:
+      rng: {} # u-root's dhclient needs getrandom(); the PVM policy hides RDRAND
       interfaces: [{name: default, %s: {}}]
   networks: [{name: default, pod: {}}]
 `, binding)

@@ -113,11 +113,11 @@ func StartDHCP(iface string, lease Lease, log *slog.Logger) (*DHCPServer, error)
 	handler := func(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
 		resp, err := lease.Reply(req)
 		if err != nil || resp == nil {
-			log.Debug("dhcp: request not answered", "type", req.MessageType(), "mac", req.ClientHWAddr, "err", err)
+			log.Debug("dhcp: request not answered", "type", req.MessageType(), "mac", req.ClientHWAddr.String(), "err", err)
 			return
 		}
 		_, err = conn.WriteTo(resp.ToBytes(), peer)
-		log.Info("dhcp: answered", "request", req.MessageType(), "reply", resp.MessageType(), "mac", req.ClientHWAddr, "ip", resp.YourIPAddr, "to", peer, "err", err)
+		log.Info("dhcp: answered", "request", req.MessageType(), "reply", resp.MessageType(), "mac", req.ClientHWAddr.String(), "ip", resp.YourIPAddr.String(), "to", peer.String(), "err", err)
 		if err == nil && resp.MessageType() == dhcpv4.MessageTypeAck {
 			d.mu.Lock()
 			d.served++
