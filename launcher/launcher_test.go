@@ -37,6 +37,7 @@ spec:
 `
 
 type lrun struct {
+	tcpAddr net.Addr
 	sock    string
 	client  *control.Client
 	sigs    chan os.Signal
@@ -63,7 +64,7 @@ func (s *syncBuf) String() string {
 }
 
 // startLauncher runs the launcher on the freestanding test guest with testguest=<action>.
-func startLauncher(t *testing.T, action string, graceSeconds string) *lrun {
+func startLauncher(t *testing.T, action string, graceSeconds string, mods ...func(*Options)) *lrun {
 	t.Helper()
 	testenv.RequireKVM(t)
 	kernel := testenv.Image(t, images.TestGuest)
@@ -74,16 +75,19 @@ func startLauncher(t *testing.T, action string, graceSeconds string) *lrun {
 	dir := t.TempDir()
 	r := &lrun{sock: filepath.Join(dir, "launcher.sock"), sigs: make(chan os.Signal, 2), out: make(chan grace.Outcome, 1),
 		console: &syncBuf{}, term: filepath.Join(dir, "termination-log")}
-	ready := make(chan struct{})
+	ready := make(chan net.Addr, 1)
 	opts := Options{
 		VMI: &vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir},
 		Kernel: kernel, Append: "testguest=" + action, Network: NetworkMode{Kind: "none"},
 		ControlSocket: r.sock, TerminationLog: r.term, Console: r.console, Signals: r.sigs,
-		Ready: func(net.Addr) { close(ready) }, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Ready: func(a net.Addr) { ready <- a }, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	}
+	for _, m := range mods {
+		m(&opts)
 	}
 	go func() { r.out <- Run(context.Background(), opts) }()
 	select {
-	case <-ready:
+	case r.tcpAddr = <-ready:
 	case o := <-r.out:
 		t.Fatalf("launcher ended before serving: %+v", o)
 	case <-time.After(30 * time.Second):
@@ -165,6 +169,37 @@ func TestLauncherPauseConsoleShutdown(t *testing.T) {
 	b, _ := os.ReadFile(r.term)
 	if m, err := grace.ReadTerminationMessage(string(b)); err != nil || m.Phase != control.Succeeded {
 		t.Fatalf("termination message %q: %v", b, err)
+	}
+}
+
+// The controller's path: TCP with the per-VMI token.
+func TestLauncherControlTCP(t *testing.T) {
+	r := startLauncher(t, "button", "30", func(o *Options) { o.ControlAddr, o.Token = "127.0.0.1:0", "vmi-secret" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := control.NewClient(r.tcpAddr.String(), "wrong").Status(ctx); err == nil {
+		t.Fatal("wrong token accepted")
+	}
+	c := control.NewClient(r.tcpAddr.String(), "vmi-secret")
+	seen := false
+	werr := make(chan error, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	go func() {
+		werr <- c.Watch(wctx, func(s control.Status) {
+			if s.BootMarkerSeen && !seen {
+				seen = true
+				wcancel()
+			}
+		})
+	}()
+	if err := <-werr; !seen {
+		t.Fatalf("no boot marker over TCP: %v", err)
+	}
+	if err := c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := r.outcome(t); o.Phase != control.Succeeded || o.Reason != "Destroyed" {
+		t.Fatalf("outcome after a stop request %+v", o)
 	}
 }
 
