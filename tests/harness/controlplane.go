@@ -155,11 +155,15 @@ func start(opts Options) (*ControlPlane, error) {
 	}
 	cp := &ControlPlane{Dir: opts.Dir}
 	if cp.Dir == "" {
-		d, err := os.MkdirTemp("", "kvirt-controlplane-")
+		sweepStaleDirs()
+		d, err := os.MkdirTemp("", tempDirPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("control plane: %w", err)
 		}
 		cp.Dir, cp.removeDir = d, true
+		if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return nil, fmt.Errorf("control plane: %w", err)
+		}
 	}
 	ok := false
 	defer func() {
@@ -395,6 +399,30 @@ func ControllerManagerArgs(p *PKI, kubeconfig string, securePort int, certDir st
 		"--cluster-signing-key-file=" + p.Path(caKeyFile),
 		"--use-service-account-credentials=true", // each controller acts as its own kube-system service account (bootstrap RBAC roles)
 		"--profiling=false",
+	}
+}
+
+const (
+	tempDirPrefix = "kvirt-controlplane-"
+	ownerFile     = "owner.pid"
+)
+
+// sweepStaleDirs removes the temporary directories of control planes whose test process died without
+// stopping them (killed by a timeout or ^C; the components themselves died with it): the owner PID
+// is gone, or, for a directory without an owner file, it is over an hour old.
+func sweepStaleDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempDirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > time.Hour {
+				os.RemoveAll(d)
+			}
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && !pidAlive(pid) {
+			os.RemoveAll(d)
+		}
 	}
 }
 

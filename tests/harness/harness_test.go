@@ -6,7 +6,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -179,5 +181,31 @@ spec:
 	}
 	if err := InstallCRDs(context.Background(), cp.Config, bad); err == nil {
 		t.Fatal("a ConfigMap was accepted as a CRD")
+	}
+}
+
+func TestSweepStaleDirs(t *testing.T) {
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := os.MkdirTemp("", tempDirPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := os.MkdirTemp("", tempDirPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(live)
+	defer os.RemoveAll(stale)
+	os.WriteFile(filepath.Join(stale, ownerFile), []byte(strconv.Itoa(dead.Process.Pid)), 0o644)
+	os.WriteFile(filepath.Join(live, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	sweepStaleDirs()
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("directory of a dead owner kept (%v)", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("directory of a live owner removed: %v", err)
 	}
 }
