@@ -39,11 +39,15 @@ func TestMain(m *testing.M) {
 }
 
 type env struct {
-	c      *controller.Controller
-	ns     string
-	kube   kubernetes.Interface
-	kv     kvclient.Interface
-	status *controller.FakeStatusSource
+	c       *controller.Controller
+	cfg     *rest.Config
+	log     *slog.Logger
+	workers int
+	stop    func() // stops the running controller
+	ns      string
+	kube    kubernetes.Interface
+	kv      kvclient.Interface
+	status  *controller.FakeStatusSource
 }
 
 func repoFile(parts ...string) string {
@@ -86,25 +90,46 @@ func startWith(t *testing.T, workers int) *env {
 	if rbacErr != nil {
 		t.Fatal(rbacErr)
 	}
+	e.cfg, e.log, e.workers = cp.Config, log, workers
+	ctx, cancel := context.WithCancel(context.Background())
+	kubeletDone := make(chan struct{})
+	go func() { e.kubelet(ctx); close(kubeletDone) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-kubeletDone:
+		case <-time.After(15 * time.Second):
+			t.Errorf("stand-in kubelet did not stop within 15s")
+		}
+	})
+	e.stop = e.runController(t)
+	return e
+}
+
+// runController starts a controller (as its ServiceAccount, under leader election) and returns a func that
+// stops it and waits; the test's cleanup stops it too.
+func (e *env) runController(t *testing.T) (stop func()) {
+	t.Helper()
 	// The controller runs with its ServiceAccount's permissions only (deploy/rbac), so missing RBAC fails here.
-	cfg := rest.CopyConfig(cp.Config)
+	cfg := rest.CopyConfig(e.cfg)
 	cfg.Impersonate = rest.ImpersonationConfig{
 		UserName: "system:serviceaccount:kubevirt:virt-controller",
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kubevirt", "system:authenticated"},
 	}
-	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: log, Workers: workers})
+	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: e.log, Workers: e.workers})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.c = c
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
 	lkube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	go func() {
-		err := controller.RunWithLeaderElection(ctx, lkube, controller.LeaderElection{Namespace: "kubevirt", Identity: t.Name()}, log, func(lctx context.Context) {
+		defer close(done)
+		err := controller.RunWithLeaderElection(ctx, lkube, controller.LeaderElection{Namespace: "kubevirt", Identity: t.Name()}, e.log, func(lctx context.Context) {
 			if err := c.Run(lctx); err != nil {
 				t.Errorf("controller: %v", err)
 			}
@@ -112,22 +137,21 @@ func startWith(t *testing.T, workers int) *env {
 		if err != nil {
 			t.Errorf("leader election: %v", err)
 		}
-		done <- struct{}{}
 	}()
-	go func() { e.kubelet(ctx); done <- struct{}{} }()
-	t.Cleanup(func() {
-		cancel()
-		for i := 0; i < 2; i++ {
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
 			select {
 			case <-done:
 			case <-time.After(15 * time.Second):
-				t.Errorf("controller or stand-in kubelet did not stop within 15s")
-				return
+				t.Errorf("controller did not stop within 15s")
 			}
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	eventually(t, "controller caches synced", 30*time.Second, func() (bool, string) { return c.Ready(), "" })
-	return e
+	return stop
 }
 
 var (
@@ -723,5 +747,40 @@ func TestStandaloneVMIPauseAndDelete(t *testing.T) {
 	eventually(t, "VMI gone", 30*time.Second, e.vmiGone("solo"))
 	if _, err := e.kube.CoreV1().Pods(e.ns).Get(context.Background(), pod.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("launcher pod still there after its VMI was deleted: %v", err)
+	}
+}
+
+// TestControllerRestartKeepsOneVMI stops the controller right after it created a VMI (its expectations
+// die with it) and starts a fresh one: the new controller must adopt the state it finds, not create
+// another launcher pod or replace the VMI.
+func TestControllerRestartKeepsOneVMI(t *testing.T) {
+	e := start(t)
+	e.createVM(t, newVM("phoenix", v1.RunStrategyAlways))
+	eventually(t, "VMI with a pod", 30*time.Second, func() (bool, string) {
+		vmi, err := e.getVMI("phoenix")
+		if err != nil {
+			return false, err.Error()
+		}
+		return vmi.Status.Phase == v1.Scheduling || vmi.Status.Phase == v1.Scheduled, string(vmi.Status.Phase)
+	})
+	before, _ := e.getVMI("phoenix")
+	e.stop()
+	e.stop = e.runController(t)
+	e.runGuest(t, "phoenix")
+	time.Sleep(2 * time.Second) // a duplicate would be created right after the caches synced
+	after, err := e.getVMI("phoenix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UID != before.UID {
+		t.Fatalf("VMI replaced across the restart (uid %s → %s)", before.UID, after.UID)
+	}
+	pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: string(before.UID)}.String()})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("%d launcher pods after the restart (err %v), want 1", len(pods.Items), err)
+	}
+	secrets, err := e.kube.CoreV1().Secrets(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: string(before.UID)}.String()})
+	if err != nil || len(secrets.Items) != 1 {
+		t.Fatalf("%d token secrets after the restart (err %v), want 1", len(secrets.Items), err)
 	}
 }
