@@ -66,3 +66,21 @@ func TestRenderLauncherPod(t *testing.T) {
 		t.Fatal("a VMI without memory rendered a pod")
 	}
 }
+
+func TestTerminationMessage(t *testing.T) {
+	pod := func(msg string, code int32) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: LauncherContainerName,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", Message: msg, ExitCode: code}}}}}}
+	}
+	r, m, code, ok := terminationMessage(pod(`{"phase":"Failed","reason":"LauncherFailed","message":"pod network: boom"}`+"\n", 2))
+	if !ok || r != "LauncherFailed" || m != "pod network: boom" || code != 2 {
+		t.Fatalf("outcome: %q %q %d %v", r, m, code, ok)
+	}
+	r, m, _, _ = terminationMessage(pod("panic: runtime error\ngoroutine 1", 2))
+	if r != "Error" || m != "panic: runtime error\ngoroutine 1" {
+		t.Fatalf("log tail: %q %q", r, m)
+	}
+	if _, _, _, ok := terminationMessage(&corev1.Pod{}); ok {
+		t.Fatal("a running pod has no termination message")
+	}
+}

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -225,7 +226,17 @@ func podCondition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition
 	return nil
 }
 
+// launcherOutcome is what the launcher writes to its termination log (launcher/grace.Outcome):
+// {"phase":"Succeeded|Failed","reason":"...","message":"..."}.
+type launcherOutcome struct {
+	Phase   string `json:"phase"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
 // terminationMessage returns the launcher container's termination reason and message, if it ended.
+// A launcher outcome in the message is unpacked (its reason and message win); anything else (the log
+// tail of FallbackToLogsOnError, or the container runtime's reason) is returned as it is.
 func terminationMessage(p *corev1.Pod) (reason, msg string, exitCode int32, ok bool) {
 	if p == nil {
 		return "", "", 0, false
@@ -233,7 +244,12 @@ func terminationMessage(p *corev1.Pod) (reason, msg string, exitCode int32, ok b
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name == LauncherContainerName && cs.State.Terminated != nil {
 			t := cs.State.Terminated
-			return t.Reason, t.Message, t.ExitCode, true
+			reason, msg = t.Reason, t.Message
+			var o launcherOutcome
+			if err := json.Unmarshal([]byte(strings.TrimSpace(t.Message)), &o); err == nil && o.Phase != "" {
+				reason, msg = firstNonEmpty(o.Reason, reason), o.Message
+			}
+			return reason, msg, t.ExitCode, true
 		}
 	}
 	return "", "", 0, false
