@@ -1,5 +1,6 @@
 // Command virt-launcher runs one virtual machine on kvirt's VMM. `virt-launcher boot` boots a kernel
-// directly with the console on the terminal.
+// directly with the console on the terminal; `virt-launcher run -f vmi.yaml` runs a VMI locally or in a
+// launcher pod; `pause`, `unpause` and `console` are what virtctl executes in the pod.
 package main
 
 import (
@@ -16,9 +17,15 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newBootCommand())
+	root.AddCommand(newRunCommand())
+	root.AddCommand(newPodCommand())
+	root.AddCommand(newExecCommands()...)
 	if err := root.Execute(); err != nil {
-		os.Stderr.WriteString("virt-launcher: " + err.Error() + "\n")
-		if e, ok := err.(exitError); ok {
+		e, ok := err.(exitError)
+		if !ok || e.err != errReported {
+			os.Stderr.WriteString("virt-launcher: " + err.Error() + "\n")
+		}
+		if ok {
 			os.Exit(e.code)
 		}
 		os.Exit(ExitUsage)
