@@ -217,6 +217,8 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var transports []*mmio.Transport
+	var nic *vnet.Device
 	attach := func(name string, dev mmio.Device) {
 		t.Helper()
 		if _, err := m.AddVirtioMMIO(func(_ vmm.VirtioSlot, irq *vmm.IRQFD) (bus.Device, []*os.File, error) {
@@ -224,6 +226,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 			if err != nil {
 				return nil, nil, err
 			}
+			transports = append(transports, tr)
 			return tr, tr.NotifyFiles(), nil
 		}); err != nil {
 			t.Fatalf("attach %s: %v", name, err)
@@ -248,6 +251,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 			t.Fatal(err)
 		}
 		attach("virtio-net "+o.Tap, dev)
+		nic = dev
 	}
 	attach("virtio-rng", rng.New())
 	if err := m.Start(); err != nil {
@@ -261,6 +265,16 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 		g.exit(err)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, tr := range transports {
+				t.Logf("device state: %s", tr.Debug())
+			}
+			if nic != nil {
+				st := &nic.Stats
+				t.Logf("virtio-net stats: rx %d frames %d bytes %d dropped; tx %d frames %d bytes %d dropped",
+					st.RxFrames.Load(), st.RxBytes.Load(), st.RxDropped.Load(), st.TxFrames.Load(), st.TxBytes.Load(), st.TxDropped.Load())
+			}
+		}
 		m.Stop()
 		select {
 		case <-g.exited:

@@ -583,6 +583,22 @@ func (t *Transport) fail(err error) {
 
 func (t *Transport) failLocked(err error) { t.fail(err) }
 
+// Debug describes the transport and its queues (diagnostics for a stalled device).
+func (t *Transport) Debug() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var mem queue.Memory
+	if t.active {
+		mem = t.mem
+	}
+	out := fmt.Sprintf("%s: status=%#x features=%#x intStatus=%#x needsReset=%v", t.name, t.status, t.drvFeatures,
+		t.intStatus.Load(), t.needsReset.Load())
+	for i, q := range t.queues {
+		out += fmt.Sprintf("\n  queue %d: %s", i, q.Snapshot(mem))
+	}
+	return out
+}
+
 // NeedsReset reports whether the device flagged DEVICE_NEEDS_RESET (for tests and diagnostics).
 func (t *Transport) NeedsReset() bool { return t.needsReset.Load() }
 

@@ -116,6 +116,9 @@ type Queue struct {
 	signalValid bool
 
 	fenceWord atomic.Uint64
+
+	// Copies of the worker-owned indices for Snapshot (diagnostics from other goroutines).
+	pubLastAvail, pubNextUsed atomic.Uint32
 }
 
 // New returns a queue whose largest size is maxSize (a power of two ≤ MaxSize).
@@ -163,6 +166,8 @@ func (q *Queue) Activate(mem Memory, features uint64) error {
 	q.indirect = features&(1<<FeatureIndirectDesc) != 0
 	// A queue activated after a reset starts from the indices the driver set up (zero).
 	q.lastAvail = 0
+	q.pubLastAvail.Store(0)
+	q.pubNextUsed.Store(0)
 	q.mu.Lock()
 	q.nextUsed, q.signalled, q.signalValid = 0, 0, false
 	q.mu.Unlock()
@@ -223,6 +228,7 @@ func (q *Queue) Pop() (*Chain, error) {
 		return nil, err
 	}
 	q.lastAvail++
+	q.pubLastAvail.Store(uint32(q.lastAvail))
 	c := &Chain{Head: head}
 	if err := q.walk(c, head); err != nil {
 		return nil, err
@@ -341,6 +347,7 @@ func (q *Queue) pushLocked(head uint16, written uint32) error {
 	binary.LittleEndian.PutUint32(b[0:], uint32(head))
 	binary.LittleEndian.PutUint32(b[4:], written)
 	q.nextUsed++
+	q.pubNextUsed.Store(uint32(q.nextUsed))
 	q.fence() // the element must be visible before the index
 	return q.write16(q.DeviceAddr+2, q.nextUsed)
 }
@@ -421,4 +428,39 @@ func (q *Queue) EnableNotify() (bool, error) {
 	}
 	q.fence()
 	return q.Pending()
+}
+
+// Snapshot is a diagnostic view of a queue: the device's indices and the driver-visible ring fields.
+type Snapshot struct {
+	Size                            uint16
+	LastAvail, NextUsed             uint16 // device side
+	AvailIdx, AvailFlags, UsedEvent uint16 // written by the driver
+	UsedIdx, UsedFlags, AvailEvent  uint16 // written by the device
+	EventIdx, Indirect, Active      bool
+}
+
+func (s Snapshot) String() string {
+	return fmt.Sprintf("size=%d active=%v eventidx=%v lastAvail=%d availIdx=%d availFlags=%#x usedEvent=%d nextUsed=%d usedIdx=%d availEvent=%d",
+		s.Size, s.Active, s.EventIdx, s.LastAvail, s.AvailIdx, s.AvailFlags, s.UsedEvent, s.NextUsed, s.UsedIdx, s.AvailEvent)
+}
+
+// Snapshot reads the queue's state for diagnostics; safe to call from any goroutine while the queue runs
+// (the ring fields are read from guest memory as they are at that moment).
+func (q *Queue) Snapshot(mem Memory) Snapshot {
+	s := Snapshot{Size: q.Size, LastAvail: uint16(q.pubLastAvail.Load()), NextUsed: uint16(q.pubNextUsed.Load()),
+		EventIdx: q.eventIdx, Indirect: q.indirect, Active: mem != nil}
+	if mem == nil {
+		return s
+	}
+	r := func(gpa uint64) uint16 {
+		b, err := mem.Slice(gpa, 2)
+		if err != nil {
+			return 0xffff
+		}
+		return binary.LittleEndian.Uint16(b)
+	}
+	n := uint64(q.Size)
+	s.AvailFlags, s.AvailIdx, s.UsedEvent = r(q.DriverAddr), r(q.DriverAddr+2), r(q.DriverAddr+4+2*n)
+	s.UsedFlags, s.UsedIdx, s.AvailEvent = r(q.DeviceAddr), r(q.DeviceAddr+2), r(q.DeviceAddr+4+8*n)
+	return s
 }
