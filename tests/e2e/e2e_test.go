@@ -1,0 +1,249 @@
+// Package e2e drives a real cluster (`just cluster-up`) the way a user does: kubectl and our virtctl
+// against build/cluster/kubeconfig, with kvirt deployed by `kubectl apply -k tests/e2e/deploy`. `just e2e`
+// does all of it. The tests run only with KVIRT_E2E=1 (they create namespaces and VMs in whatever cluster
+// the kubeconfig names); without a cluster they skip, or fail under KVIRT_REQUIRE_CLUSTER=1.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvirt/kvirt/tests/harness"
+)
+
+const kubectl = "/usr/bin/kubectl"
+
+// env is one test's view of the cluster: its kubeconfig, a fresh namespace and the virtctl binary.
+type env struct {
+	t          *testing.T
+	kubeconfig string
+	ns         string
+	virtctl    string
+}
+
+var (
+	virtctlOnce sync.Once
+	virtctlPath string
+	virtctlErr  error
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	if os.Getenv("KVIRT_E2E") != "1" {
+		t.Skip("end-to-end test: set KVIRT_E2E=1 (or run `just e2e`) against a cluster from `just cluster-up`")
+	}
+	_, kubeconfig := harness.RunningCluster(t)
+	virtctlOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kvirt-e2e-")
+		if err != nil {
+			virtctlErr = err
+			return
+		}
+		virtctlPath = filepath.Join(dir, "virtctl")
+		cmd := exec.Command("go", "build", "-o", virtctlPath, "./cmd/virtctl")
+		cmd.Dir = repoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			virtctlErr = fmt.Errorf("go build ./cmd/virtctl: %v\n%s", err, out)
+		}
+	})
+	if virtctlErr != nil {
+		t.Fatal(virtctlErr)
+	}
+	e := &env{t: t, kubeconfig: kubeconfig, virtctl: virtctlPath,
+		ns: fmt.Sprintf("e2e-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano()%100000)}
+	if len(e.ns) > 63 {
+		e.ns = e.ns[len(e.ns)-63:]
+		e.ns = "e" + strings.TrimLeft(e.ns[1:], "-")
+	}
+	e.kubectl("create", "namespace", e.ns)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := e.run(kubectl, "get", "vm,vmi,pods,events", "-o", "wide")
+			t.Logf("namespace %s at failure:\n%s", e.ns, out)
+		}
+		e.run(kubectl, "delete", "namespace", e.ns, "--wait=false")
+	})
+	return e
+}
+
+// run runs a command with the kubeconfig and namespace; it returns the combined output.
+func (e *env) run(bin string, args ...string) (string, error) {
+	full := append([]string{"--kubeconfig", e.kubeconfig, "-n", e.ns}, args...)
+	cmd := exec.Command(bin, full...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (e *env) kubectl(args ...string) string {
+	e.t.Helper()
+	out, err := e.run(kubectl, args...)
+	if err != nil {
+		e.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *env) virtctlOK(args ...string) string {
+	e.t.Helper()
+	out, err := e.run(e.virtctl, args...)
+	if err != nil {
+		e.t.Fatalf("virtctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *env) apply(manifest string) {
+	e.t.Helper()
+	cmd := exec.Command(kubectl, "--kubeconfig", e.kubeconfig, "-n", e.ns, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+// jsonpath returns `kubectl get <obj> -o jsonpath=<path>` (empty and the error text when it fails).
+func (e *env) jsonpath(obj, path string) (string, error) {
+	out, err := e.run(kubectl, "get", obj, "-o", "jsonpath="+path)
+	return strings.TrimSpace(out), err
+}
+
+// eventually polls cond (every second) until it returns true or d passes; what names the wait.
+func (e *env) eventually(what string, d time.Duration, cond func() (bool, string)) {
+	e.t.Helper()
+	start := time.Now()
+	deadline := start.Add(d)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			e.t.Logf("%s (after %s)", what, time.Since(start).Round(time.Second))
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: not within %v; last seen: %s", what, d, last)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func (e *env) waitField(obj, path, want string, d time.Duration) {
+	e.t.Helper()
+	e.eventually(fmt.Sprintf("%s %s == %q", obj, path, want), d, func() (bool, string) {
+		got, err := e.jsonpath(obj, path)
+		if err != nil {
+			return false, got
+		}
+		return got == want, got
+	})
+}
+
+func (e *env) waitGone(obj string, d time.Duration) {
+	e.t.Helper()
+	e.eventually(obj+" gone", d, func() (bool, string) {
+		out, err := e.run(kubectl, "get", obj, "--ignore-not-found", "-o", "name")
+		return err == nil && strings.TrimSpace(out) == "", out
+	})
+}
+
+// The classic example, created stopped, makes no VMI; its printable status is Stopped.
+func TestExampleVMStoppedHasNoVMI(t *testing.T) {
+	for _, f := range []string{"vm.yaml", "vm-v1alpha3.yaml"} {
+		t.Run(f, func(t *testing.T) {
+			e := setup(t)
+			e.kubectl("apply", "-f", filepath.Join(repoRoot(), "examples", f))
+			name := "testvm"
+			if f == "vm-v1alpha3.yaml" {
+				name = "testvm-v1alpha3"
+			}
+			e.waitField("vm/"+name, "{.status.printableStatus}", "Stopped", 60*time.Second)
+			if out, _ := e.run(kubectl, "get", "vmi", name, "--ignore-not-found", "-o", "name"); strings.TrimSpace(out) != "" {
+				t.Fatalf("a stopped VM has a VMI: %s", out)
+			}
+			if out := e.kubectl("get", "vms"); !strings.Contains(out, name) || !strings.Contains(out, "Stopped") {
+				t.Fatalf("kubectl get vms:\n%s", out)
+			}
+		})
+	}
+}
+
+// testGuestVM boots kvirt's freestanding test guest (prints `kvirt-guest: ready`, waits for the ACPI
+// power button, powers off) from an image archive inside the e2e launcher image (no registry needed).
+const testGuestVM = `apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: %s}
+spec:
+  running: false
+  template:
+    spec:
+      terminationGracePeriodSeconds: 30
+      domain:
+        resources: {requests: {memory: 64Mi}}
+        firmware:
+          kernelBoot:
+            kernelArgs: testguest=button
+            container:
+              image: docker-archive:/usr/share/kvirt/e2e/testguest-kernel.tar
+              kernelPath: /boot/testguest
+        devices: {autoattachPodInterface: false}
+`
+
+// start → Running and Ready with the guest's boot line in the launcher's log; pause → Paused; unpause →
+// Running; stop → VMI gone, VM Stopped.
+func TestVMStartPauseUnpauseStop(t *testing.T) {
+	e := setup(t)
+	e.apply(fmt.Sprintf(testGuestVM, "tg"))
+	e.waitField("vm/tg", "{.status.printableStatus}", "Stopped", 60*time.Second)
+
+	e.virtctlOK("start", "tg")
+	e.waitField("vmi/tg", "{.status.phase}", "Running", 3*time.Minute)
+	e.waitField("vm/tg", "{.status.printableStatus}", "Running", time.Minute)
+	e.waitField("vm/tg", `{.status.conditions[?(@.type=="Ready")].status}`, "True", time.Minute)
+	e.eventually("launcher pod log shows the guest's boot line", time.Minute, func() (bool, string) {
+		out, err := e.run(kubectl, "logs", "-l", "vm.kubevirt.io/name=tg", "-c", "compute", "--tail=-1")
+		return err == nil && strings.Contains(out, "kvirt-guest: ready"), out
+	})
+	if out := e.kubectl("get", "vms"); !strings.Contains(out, "Running") {
+		t.Errorf("kubectl get vms does not say Running:\n%s", out)
+	}
+
+	e.virtctlOK("pause", "vm", "tg")
+	e.waitField("vmi/tg", `{.status.conditions[?(@.type=="Paused")].status}`, "True", time.Minute)
+	e.waitField("vm/tg", "{.status.printableStatus}", "Paused", time.Minute)
+	e.virtctlOK("unpause", "vm", "tg")
+	e.waitField("vm/tg", "{.status.printableStatus}", "Running", time.Minute)
+
+	e.virtctlOK("stop", "tg")
+	e.waitGone("vmi/tg", 2*time.Minute)
+	e.waitField("vm/tg", "{.status.printableStatus}", "Stopped", time.Minute)
+}
+
+// runStrategy Always: deleting the VMI makes the VM controller create a new one (a new UID).
+func TestAlwaysRecreatesDeletedVMI(t *testing.T) {
+	e := setup(t)
+	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tga"), "running: false", "running: true", 1))
+	e.waitField("vmi/tga", "{.status.phase}", "Running", 3*time.Minute)
+	uid, _ := e.jsonpath("vmi/tga", "{.metadata.uid}")
+	e.kubectl("delete", "vmi", "tga", "--wait=false")
+	e.eventually("a new VMI runs", 3*time.Minute, func() (bool, string) {
+		out, err := e.jsonpath("vmi/tga", "{.metadata.uid} {.status.phase}")
+		return err == nil && out != "" && !strings.HasPrefix(out, uid) && strings.HasSuffix(out, "Running"), out
+	})
+	e.kubectl("delete", "vm", "tga")
+	e.waitGone("vmi/tga", 2*time.Minute)
+}
