@@ -21,7 +21,8 @@ import (
 )
 
 // Down stops the cluster in opts.Dir and removes everything it left: processes (by PID, from the pid
-// files, then any process still naming the directory or inside the pod cgroups), pod sandboxes (through
+// files, then the cluster's programs whose arguments name the directory, their descendants and the
+// members of the pod cgroups; never a test control plane that merely runs bin/kube, see ourProcesses), pod sandboxes (through
 // CRI, so the CNI plugins release addresses), mounts under the directory, the pod cgroups, the bridge,
 // CNI state, and the global directories Up created. The binary, the kubeconfig's directory and caches
 // stay. It returns an error listing whatever could not be removed.
@@ -35,6 +36,8 @@ func Down(opts NodeOptions) error {
 		return errors.New("cluster-down needs root")
 	}
 	run := filepath.Join(dir, "run")
+	// The cluster's processes and their descendants, before stopping a component reparents its children.
+	snapshot := ourProcesses(dir)
 	stop := func(names ...string) {
 		for _, n := range names {
 			if pid, ok := ourPID(dir, filepath.Join(run, n+".pid")); ok {
@@ -58,7 +61,7 @@ func Down(opts NodeOptions) error {
 
 	s.step("stopping kube-apiserver and etcd, then any process left (shims, containers)")
 	stop("kube-apiserver", "etcd")
-	killStragglers(dir, opts.Progress)
+	killStragglers(dir, snapshot, opts.Progress)
 
 	s.step("unmounting everything under %s", dir)
 	unmountUnder(dir)
@@ -129,36 +132,151 @@ func removeSandboxes(sock string) error {
 // clusterExecutables are the programs a cluster runs outside the pod cgroups.
 var clusterExecutables = map[string]bool{"kube": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true}
 
-// ourProcesses lists live processes (other than this one) of the cluster's programs whose command line
-// names dir: the components and containerd's shims (-address dir/containerd/...). A shell or an editor
-// that merely mentions a path under dir is not one.
-func ourProcesses(dir string) map[int]string {
-	out := map[int]string{}
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid == os.Getpid() || !pidAlive(pid) {
-			continue
-		}
-		exe, err := os.Readlink("/proc/" + p.Name() + "/exe")
-		if err != nil || !clusterExecutables[filepath.Base(strings.TrimSuffix(exe, " (deleted)"))] {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+// procInfo is one process of /proc.
+type procInfo struct {
+	pid, ppid int
+	start     uint64   // start time in clock ticks since boot: with pid, identifies the process
+	exe       string   // base name of the executable
+	argv      []string // command line
+}
+
+// readProc reads /proc/pid; ok is false for a process that is gone or a zombie.
+func readProc(pid int) (procInfo, bool) {
+	p := procInfo{pid: pid}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return p, false
+	}
+	f := strings.Fields(s[i+1:]) // state ppid pgrp ... ; starttime is field 22 of stat, f[19]
+	if len(f) < 20 || f[0] == "Z" {
+		return p, false
+	}
+	p.ppid, _ = strconv.Atoi(f[1])
+	p.start, _ = strconv.ParseUint(f[19], 10, 64)
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	p.exe = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+	c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if len(c) > 0 {
+		p.argv = strings.Split(strings.TrimRight(string(c), "\x00"), "\x00")
+	}
+	return p, true
+}
+
+func listProcs() map[int]procInfo {
+	out := map[int]procInfo{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		cmdline := strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
-		if strings.Contains(cmdline, dir+"/") {
-			out[pid] = cmdline
+		if p, ok := readProc(pid); ok {
+			out[pid] = p
 		}
 	}
 	return out
 }
 
+func (p procInfo) cmdline() string { return strings.Join(p.argv, " ") }
+
+// argsName reports whether an argument after argv[0] names a path under dir. argv[0] does not count:
+// the kube binary lives in build/cluster/bin, and the test control planes of other packages run it too.
+func (p procInfo) argsName(dir string) bool {
+	for i, a := range p.argv {
+		if i > 0 && strings.Contains(a, dir+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// testControlPlane reports whether p belongs to a control plane of Start (tests): its arguments name
+// that control plane's temporary directory. cluster-down never touches one.
+func (p procInfo) testControlPlane() bool {
+	prefix := filepath.Join(os.TempDir(), tempDirPrefix)
+	for i, a := range p.argv {
+		if i > 0 && strings.Contains(a, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// clusterProc is a process of the cluster: why it is one, and its start time so that a recycled PID is
+// never taken for it.
+type clusterProc struct {
+	what  string
+	start uint64
+}
+
+// ourProcesses lists the live processes (other than this one) of the cluster in dir:
+//   - the components recorded in run/*.pid (still the same program: its arguments name dir);
+//   - the cluster's programs (kube, containerd, its shims, runc) whose arguments name dir: a component
+//     whose pid file is lost, a shim of the cluster's own containerd (-address dir/containerd/...);
+//   - every descendant of those.
+//
+// A process whose only mention of dir is its executable (a test control plane running
+// build/cluster/bin/kube with its own temporary directory), a shell or an editor is not one. The
+// processes inside the pod cgroups are listed by cgroupProcesses.
+func ourProcesses(dir string) map[int]clusterProc {
+	procs := listProcs()
+	out := map[int]clusterProc{}
+	add := func(p procInfo, what string) {
+		if p.pid == os.Getpid() || p.testControlPlane() {
+			return
+		}
+		if _, ok := out[p.pid]; !ok {
+			out[p.pid] = clusterProc{what: what, start: p.start}
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
+	for _, f := range files {
+		if pid, ok := ourPID(dir, f); ok {
+			if p, ok := procs[pid]; ok {
+				add(p, fmt.Sprintf("%s (%s): %s", strings.TrimSuffix(filepath.Base(f), ".pid"), filepath.Base(f), p.cmdline()))
+			}
+		}
+	}
+	for _, p := range procs {
+		if clusterExecutables[p.exe] && p.argsName(dir) {
+			add(p, p.cmdline())
+		}
+	}
+	children := map[int][]int{}
+	for _, p := range procs {
+		children[p.ppid] = append(children[p.ppid], p.pid)
+	}
+	var queue []int
+	for pid := range out {
+		queue = append(queue, pid)
+	}
+	for len(queue) > 0 {
+		parent := queue[0]
+		queue = queue[1:]
+		for _, c := range children[parent] {
+			if _, seen := out[c]; !seen {
+				add(procs[c], fmt.Sprintf("child of %d: %s", parent, procs[c].cmdline()))
+				if _, added := out[c]; added {
+					queue = append(queue, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// podCgroupProcesses is cgroupProcesses; tests replace it so as not to touch the pod cgroups of a
+// cluster that is running (their names are fixed: one cluster at a time on a machine).
+var podCgroupProcesses = cgroupProcesses
+
 // cgroupProcesses lists the processes inside the pod cgroups.
-func cgroupProcesses() map[int]string {
-	out := map[int]string{}
+func cgroupProcesses() map[int]clusterProc {
+	out := map[int]clusterProc{}
 	hs, _ := cgroupHierarchies()
 	for _, h := range hs {
 		_ = filepath.WalkDir(filepath.Join(h, CgroupRoot), func(p string, d os.DirEntry, err error) error {
@@ -167,8 +285,12 @@ func cgroupProcesses() map[int]string {
 			}
 			b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
 			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil && pidAlive(pid) {
-					out[pid] = "in cgroup " + p
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					continue
+				}
+				if pi, ok := readProc(pid); ok {
+					out[pid] = clusterProc{what: "in cgroup " + p + ": " + pi.cmdline(), start: pi.start}
 				}
 			}
 			return nil
@@ -177,20 +299,39 @@ func cgroupProcesses() map[int]string {
 	return out
 }
 
-func killStragglers(dir string, progress interface{ Write([]byte) (int, error) }) {
-	for round := 0; round < 3; round++ {
-		procs := ourProcesses(dir)
-		for pid, what := range cgroupProcesses() {
-			procs[pid] = what
+// clusterProcesses is ourProcesses, the pod cgroups' members, and the members of an earlier snapshot
+// still alive as the same process (descendants of a component stopped since, now reparented).
+func clusterProcesses(dir string, snapshot map[int]clusterProc) map[int]clusterProc {
+	procs := ourProcesses(dir)
+	for pid, cp := range podCgroupProcesses() {
+		procs[pid] = cp
+	}
+	for pid, cp := range snapshot {
+		if _, ok := procs[pid]; ok {
+			continue
 		}
+		if p, ok := readProc(pid); ok && p.start == cp.start {
+			procs[pid] = cp
+		}
+	}
+	return procs
+}
+
+// killStragglers stops every process of the cluster still running; snapshot is ourProcesses taken
+// before the components were stopped.
+func killStragglers(dir string, snapshot map[int]clusterProc, progress interface{ Write([]byte) (int, error) }) {
+	for round := 0; round < 3; round++ {
+		procs := clusterProcesses(dir, snapshot)
 		if len(procs) == 0 {
 			return
 		}
-		for pid, what := range procs {
+		for pid, cp := range procs {
 			if round == 0 {
-				fmt.Fprintf(progress, "[cluster-down]   stopping leftover pid %d: %.120s\n", pid, what)
+				fmt.Fprintf(progress, "[cluster-down]   stopping leftover pid %d: %.120s\n", pid, cp.what)
 			}
-			stopPID(pid, 5*time.Second)
+			if p, ok := readProc(pid); ok && p.start == cp.start {
+				stopPID(pid, 5*time.Second)
+			}
 		}
 	}
 }
@@ -301,12 +442,8 @@ func Leftovers(dir string) []string {
 		dir = d
 	}
 	var out []string
-	procs := ourProcesses(dir)
-	for pid, what := range cgroupProcesses() {
-		procs[pid] = what
-	}
-	for pid, what := range procs {
-		out = append(out, fmt.Sprintf("process %d: %.120s", pid, what))
+	for pid, cp := range clusterProcesses(dir, nil) {
+		out = append(out, fmt.Sprintf("process %d: %.120s", pid, cp.what))
 	}
 	for _, m := range mountsUnder(dir) {
 		out = append(out, "mount "+m)

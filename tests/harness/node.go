@@ -724,8 +724,9 @@ func liveProcesses(dir string) []string {
 	return live
 }
 
-// ourPID reads a pid file and checks that the process is alive and still ours (its command line
-// names dir, or it is containerd with our config), so a recycled PID is never signalled.
+// ourPID reads a pid file and checks that the process is alive and still ours (an argument after
+// argv[0] names dir: the kube binary in dir/bin is run by test control planes too), so a recycled PID
+// is never signalled.
 func ourPID(dir, pidFile string) (int, bool) {
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -735,8 +736,8 @@ func ourPID(dir, pidFile string) (int, bool) {
 	if err != nil || pid <= 1 || !pidAlive(pid) {
 		return 0, false
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), dir+"/") {
+	p, ok := readProc(pid)
+	if !ok || !p.argsName(dir) || p.testControlPlane() {
 		return 0, false
 	}
 	return pid, true
