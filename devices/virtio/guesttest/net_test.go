@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,13 +169,20 @@ func TestNetDHCPPingTCP(t *testing.T) {
 	go srv.serve(acks)
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { down.Close(); up.Close() })
-	go func() { // host → guest: the payload, then close
+	var sent atomic.Int64 // host → guest progress, for stall detection
+	go func() {           // host → guest: the payload, then close
 		c, err := down.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
-		_, _ = c.Write(payload)
+		for off := 0; off < len(payload); off += 64 << 10 {
+			n, err := c.Write(payload[off:min(off+64<<10, len(payload))])
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
 	}()
 	type upResult struct {
 		n       int64
@@ -229,7 +238,23 @@ func TestNetDHCPPingTCP(t *testing.T) {
 		t.Fatalf("host → guest: %v", err)
 	}
 	start := time.Now()
-	g.expect(t, hex.EncodeToString(sum[:]), 20*time.Minute)
+	// Wait for the guest's checksum, failing early if the transfer makes no progress for 3 minutes.
+	want := hex.EncodeToString(sum[:])
+	for last, lastChange := int64(-1), time.Now(); !strings.Contains(g.console(), want); {
+		if n := sent.Load(); n != last {
+			last, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > 3*time.Minute && n < int64(len(payload)) {
+			t.Fatalf("host → guest TCP stalled at %d of %d bytes; console tail:\n%s", n, len(payload), tail(g.console(), 1500))
+		}
+		if time.Since(start) > 20*time.Minute {
+			t.Fatalf("no checksum after 20 minutes (%d bytes sent); console tail:\n%s", sent.Load(), tail(g.console(), 1500))
+		}
+		select {
+		case <-g.exited:
+			t.Fatalf("guest exited during the transfer; console tail:\n%s", tail(g.console(), 1500))
+		case <-time.After(5 * time.Second):
+		}
+	}
 	t.Logf("host → guest: 64 MiB in %v, SHA-256 verified in the guest", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	select {
