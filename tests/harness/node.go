@@ -683,6 +683,10 @@ func writeKubeletConfig(dir string, pki *PKI, sock string) (string, error) {
 		"protectKernelDefaults":         false,
 		"makeIPTablesUtilChains":        false,
 		"localStorageCapacityIsolation": true,
+		// Launcher pods of VMIs with the masquerade binding set net.ipv4.ip_forward in their own network
+		// namespace (securityContext.sysctls); the kubelet admits that unsafe sysctl only when allowed.
+		// Any cluster running kvirt needs this setting (KubeVirt's virt-handler sets it from the node instead).
+		"allowedUnsafeSysctls": []string{"net.ipv4.ip_forward"},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

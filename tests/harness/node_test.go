@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 )
 
 // TestNodeUpDown brings a full single-node cluster up (node Ready, a pod with /dev/kvm and /dev/net/tun
@@ -98,4 +101,31 @@ func FuzzParseMountinfo(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The launcher pod of a masquerade VMI asks for net.ipv4.ip_forward (controller/pod.go): the kubelet
+// must allow that unsafe sysctl or it rejects the pod (SysctlForbidden).
+func TestKubeletConfigAllowsIPForward(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := NewPKI(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := writeKubeletConfig(dir, pki, filepath.Join(dir, "containerd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		AllowedUnsafeSysctls []string `json:"allowedUnsafeSysctls"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(cfg.AllowedUnsafeSysctls, "net.ipv4.ip_forward") {
+		t.Errorf("allowedUnsafeSysctls = %v, want net.ipv4.ip_forward:\n%s", cfg.AllowedUnsafeSysctls, b)
+	}
 }
