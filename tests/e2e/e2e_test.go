@@ -62,12 +62,7 @@ func setup(t *testing.T) *env {
 	if virtctlErr != nil {
 		t.Fatal(virtctlErr)
 	}
-	e := &env{t: t, kubeconfig: kubeconfig, virtctl: virtctlPath,
-		ns: fmt.Sprintf("e2e-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano()%100000)}
-	if len(e.ns) > 63 {
-		e.ns = e.ns[len(e.ns)-63:]
-		e.ns = "e" + strings.TrimLeft(e.ns[1:], "-")
-	}
+	e := &env{t: t, kubeconfig: kubeconfig, virtctl: virtctlPath, ns: namespaceFor(t.Name(), time.Now().UnixNano())}
 	e.kubectl("create", "namespace", e.ns)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -77,6 +72,21 @@ func setup(t *testing.T) *env {
 		e.run(kubectl, "delete", "namespace", e.ns, "--wait=false")
 	})
 	return e
+}
+
+// namespaceFor makes a valid, unique namespace name (DNS label) from a test name.
+func namespaceFor(test string, n int64) string {
+	b := []byte(strings.ToLower(test))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			b[i] = '-'
+		}
+	}
+	name := string(b)
+	if len(name) > 50 {
+		name = name[len(name)-50:]
+	}
+	return strings.Trim(fmt.Sprintf("e2e-%s-%d", strings.Trim(name, "-"), n%100000), "-")
 }
 
 // run runs a command with the kubeconfig and namespace; it returns the combined output.
@@ -246,4 +256,13 @@ func TestAlwaysRecreatesDeletedVMI(t *testing.T) {
 	})
 	e.kubectl("delete", "vm", "tga")
 	e.waitGone("vmi/tga", 2*time.Minute)
+}
+
+func TestNamespaceFor(t *testing.T) {
+	for _, name := range []string{"TestExampleVMStoppedHasNoVMI/vm-v1alpha3.yaml", "T", strings.Repeat("Long_Name/", 20)} {
+		ns := namespaceFor(name, 1234567)
+		if len(ns) > 63 || strings.Trim(ns, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || strings.HasPrefix(ns, "-") || strings.HasSuffix(ns, "-") {
+			t.Errorf("namespaceFor(%q) = %q: not a DNS label", name, ns)
+		}
+	}
 }
