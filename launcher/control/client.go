@@ -19,6 +19,7 @@ import (
 type Client struct {
 	network, addr string
 	token         string
+	dialer        func(context.Context) (net.Conn, error)
 	hc            *http.Client
 }
 
@@ -27,6 +28,18 @@ func NewClient(addr, token string) *Client { return newClient("tcp", addr, token
 
 // NewUnixClient returns a client for the launcher's Unix socket (DefaultSocket inside the pod).
 func NewUnixClient(path string) *Client { return newClient("unix", path, "") }
+
+// NewDialClient returns a client that reaches the launcher through dial (e.g. a port-forward through the
+// apiserver) and authenticates with token. Every request gets its own connection: a tunnel is never kept
+// idle. name says where the launcher is, for errors.
+func NewDialClient(name string, dial func(context.Context) (net.Conn, error), token string) *Client {
+	c := &Client{addr: name, token: token, dialer: dial}
+	c.hc = &http.Client{Transport: &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) },
+		DisableKeepAlives: true,
+	}}
+	return c
+}
 
 func newClient(network, addr, token string) *Client {
 	c := &Client{network: network, addr: addr, token: token}
@@ -37,6 +50,13 @@ func newClient(network, addr, token string) *Client {
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	if c.dialer != nil {
+		conn, err := c.dialer(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("launcher control API at %s: %w", c.addr, err)
+		}
+		return conn, nil
+	}
 	d := net.Dialer{Timeout: 10 * time.Second}
 	conn, err := d.DialContext(ctx, c.network, c.addr)
 	if err != nil {
