@@ -287,7 +287,7 @@ func TestRBAC(t *testing.T) {
 		{"update", "kubevirt.io", "virtualmachines", "", ns}, {"patch", "kubevirt.io", "virtualmachines", "", ns},
 		{"update", "kubevirt.io", "virtualmachines", "status", ns}, {"update", "kubevirt.io", "virtualmachineinstances", "status", ns},
 		{"create", "", "pods", "", ns}, {"delete", "", "pods", "", ns}, {"watch", "", "pods", "", ""},
-		{"patch", "", "pods", "status", ns},
+		{"patch", "", "pods", "status", ns}, {"create", "", "pods", "portforward", ns},
 		{"create", "", "secrets", "", ns}, {"list", "", "secrets", "", ""},
 		{"create", "", "events", "", ns}, {"patch", "", "events", "", ns},
 		{"get", "coordination.k8s.io", "leases", "", "kubevirt"}, {"update", "coordination.k8s.io", "leases", "", "kubevirt"},

@@ -28,6 +28,7 @@ func run() error {
 		kubeconfig    = flag.String("kubeconfig", "", "kubeconfig file (default: in-cluster config, then $KUBECONFIG)")
 		launcherImage = flag.String("launcher-image", "", "virt-launcher image for launcher pods (required)")
 		controlPort   = flag.Int("launcher-control-port", controller.DefaultControlPort, "TCP port of the launcher's control API")
+		connect       = flag.String("launcher-connect", "portforward", "how to reach launchers' control API: portforward (pods/portforward through the apiserver; every binding) or pod-ip (direct; not with the bridge binding, whose pod IP is the guest's)")
 		addr          = flag.String("metrics-addr", ":8443", "address serving /healthz, /readyz and /metrics")
 		leaderElect   = flag.Bool("leader-elect", true, "hold a Lease so only one replica acts")
 		leaseNS       = flag.String("leader-elect-namespace", "", "namespace of the Lease (default $POD_NAMESPACE, else kubevirt)")
@@ -50,6 +51,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	var status controller.StatusSource
+	switch *connect {
+	case "portforward":
+		if status, err = controller.NewPortForwardStatusSource(cfg); err != nil {
+			return err
+		}
+	case "pod-ip":
+		status = controller.NewControlStatusSource()
+	default:
+		return fmt.Errorf("--launcher-connect %q: use portforward or pod-ip", *connect)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -57,7 +69,7 @@ func run() error {
 	c, err := controller.New(cfg, controller.Options{
 		LauncherImage: *launcherImage,
 		ControlPort:   *controlPort,
-		Status:        controller.NewControlStatusSource(),
+		Status:        status,
 		Workers:       *workers,
 		QPS:           float32(*qps),
 		Burst:         *burst,
