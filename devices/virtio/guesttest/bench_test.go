@@ -67,7 +67,7 @@ func TestVirtioBench(t *testing.T) {
 
 func fmtVal(v float64) string {
 	if v == 0 {
-		return "failed"
+		return "not measured"
 	}
 	return strconv.FormatFloat(v, 'f', 3, 64)
 }
