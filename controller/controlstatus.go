@@ -81,8 +81,9 @@ func newPodPortForwarder(cfg *rest.Config) (*podPortForwarder, error) {
 	return &podPortForwarder{rest: kube.CoreV1().RESTClient(), rt: rt, upgrader: up}, nil
 }
 
-// pfDialTimeout bounds the upgrade handshake with the apiserver when ctx has no earlier deadline.
-const pfDialTimeout = 30 * time.Second
+// pfDialTimeout bounds the upgrade handshake with the apiserver (not the forwarded connection: the
+// timer stops when the handshake ends). A variable for tests.
+var pfDialTimeout = 30 * time.Second
 
 // Dial returns a connection to 127.0.0.1:port in pod namespace/name's network namespace. Closing it
 // closes the port-forward session. An error the kubelet reports (nothing listens there, pod gone) is

@@ -141,6 +141,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestPortForwardStatusSource watches a real launcher control-API server through the pods/portforward
 // subresource. The endpoint's pod IP is unroutable (TEST-NET-1): nothing may dial it.
 func TestPortForwardStatusSource(t *testing.T) {
+	defer func(d time.Duration) { pfDialTimeout = d }(pfDialTimeout)
+	pfDialTimeout = 300 * time.Millisecond
 	board := control.NewBoard(control.Status{Phase: control.Starting})
 	addr, stopLauncher := startControlServer(t, board, "s3cret")
 	f := newFakePortForward(t, "ns1", "virt-launcher-a-xyz", "api-token", map[int]string{control.DefaultPort: addr})
@@ -188,6 +190,12 @@ func TestPortForwardStatusSource(t *testing.T) {
 	})
 	if s := next(); s.Phase != GuestRunning || len(s.Interfaces) != 1 || s.Interfaces[0].IP != "192.0.2.1" {
 		t.Fatalf("running report %+v", s)
+	}
+	// The tunnel outlives the handshake timeout.
+	time.Sleep(2 * pfDialTimeout)
+	board.Update(func(s *control.Status) { s.Paused = true })
+	if s := next(); !s.Paused {
+		t.Fatalf("paused report %+v", s)
 	}
 	wcancel()
 	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
