@@ -13,8 +13,11 @@
 //     `kubectl get pod -o yaml` for debugging; its 256 KiB limit is far above any sensible VMI.
 //   - Each VMI gets a Secret "<vmi>-launcher-token" (controller ownerRef to the VMI, label
 //     kubevirt.io=launcher-token) whose key "token" is mounted at /var/run/kvirt/secret/token. The
-//     launcher requires it as a bearer token on its control API, served on the pod IP at port
-//     DefaultControlPort (8186).
+//     launcher requires it as a bearer token on its control API, served on every pod address at port
+//     DefaultControlPort (8186). The controller reaches it through the apiserver's pods/portforward
+//     subresource (kubelet → 127.0.0.1:8186 in the pod; virt-controller --launcher-connect=portforward,
+//     the default): with the bridge binding the pod IP is the guest's, so podIP:8186 reaches the guest, not
+//     the launcher. --launcher-connect=pod-ip dials the pod IP directly (masquerade only).
 //   - Beyond KubeVirt: every template interface without a macAddress gets a stable, locally
 //     administered MAC derived from the VM UID and the interface name, written into the VM template
 //     once, so a VM keeps its MAC across restarts and pods (KubeVirt needs the KubeMacPool add-on).
