@@ -72,7 +72,7 @@ Exit codes:
 	fl := cmd.Flags()
 	fl.StringVar(&f.kernel, "kernel", "", "kernel image: vmlinux (ELF64) or bzImage (required)")
 	fl.StringVar(&f.initrd, "initrd", "", "initramfs image")
-	fl.StringVar(&f.appendLine, "append", "console=ttyS0 reboot=k panic=-1", "kernel command line")
+	fl.StringVar(&f.appendLine, "append", vmm.DefaultCmdline, "kernel command line (on PVM hosts the CPU feature words are appended)")
 	fl.StringVar(&f.memory, "memory", "256Mi", "guest memory (Kubernetes quantity, e.g. 128Mi, 1Gi)")
 	fl.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
 	fl.BoolVar(&f.noACPI, "no-acpi", false, "boot without ACPI tables (MP table only; no clean poweroff)")
