@@ -322,7 +322,7 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 		r.closers = append(r.closers, pn.Close)
 		info.MAC, info.IP = pn.GuestMAC, pn.PodIP.IP.String()
 		var tap *vnet.Tap
-		err = target.Do(func(ns.NetNS) error {
+		err = network.Do(target, func() error { // no setns when target is ours (a pod has no CAP_SYS_ADMIN)
 			var err error
 			tap, err = vnet.OpenTap(pn.Tap)
 			return err

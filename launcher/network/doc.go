@@ -13,5 +13,17 @@
 // interface to the guest: every port, or only the listed ports. Ports the launcher itself serves (the control
 // API) are listed in Config.ReservedPorts and are never forwarded when all ports are.
 //
+// In a pod the launcher plumbs its own namespace: Setup and Do skip setns when the target is the current
+// namespace, so CAP_NET_ADMIN and NET_RAW suffice (no CAP_SYS_ADMIN). /proc/sys is read-only in a container:
+// the masquerade binding only reads net.ipv4.ip_forward and net.ipv4.conf.k6t-eth0.route_localnet when they
+// are 1 already, which the launcher pod gets by requesting PodSysctls (pod securityContext.sysctls; the
+// bridge inherits net.ipv4.conf.default.route_localnet). These are unsafe sysctls: every node running kvirt
+// needs them allowed in its kubelet configuration,
+//
+//	allowedUnsafeSysctls: ["net.ipv4.ip_forward", "net.ipv4.conf.default.route_localnet"]
+//
+// (KubeVirt needs no such setting: its privileged virt-handler plumbs the pod from the node.) When a value is
+// 0 and cannot be written, the error names the sysctl, the pod request and the kubelet setting.
+//
 // The tap device is created persistent so the VMM attaches to it by name (devices/virtio/net.OpenTap).
 package network

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -91,7 +90,12 @@ func inboundMatches(cfg Config) [][]expr.Any {
 //	postrouting: ip saddr 10.0.2.2 oifname != k6t-eth0 masquerade   (guest to the outside)
 //	             ip saddr 127.0.0.1 oifname k6t-eth0 snat to 10.0.2.1
 func natRules(podNS ns.NetNS, cfg Config, guest net.IP) error {
-	c, err := nftables.New(nftables.WithNetNSFd(int(podNS.Fd())))
+	// Called inside Do: when podNS is the thread's namespace already, no setns (no CAP_SYS_ADMIN in a pod).
+	var opts []nftables.ConnOption
+	if same, err := isCurrentThreadNS(podNS); err != nil || !same {
+		opts = append(opts, nftables.WithNetNSFd(int(podNS.Fd())))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
@@ -117,10 +121,7 @@ func natRules(podNS ns.NetNS, cfg Config, guest net.IP) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: install table %s: %w (the pod needs CAP_NET_ADMIN)", NATTable, err)
 	}
-	// Loopback-sourced packets may leave through the bridge only with route_localnet.
-	p := "/proc/sys/net/ipv4/conf/" + BridgeName + "/route_localnet"
-	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable %s: %w", p, err)
-	}
-	return nil
+	// Loopback-sourced packets may leave through the bridge only with route_localnet; in a pod the bridge
+	// inherits it from net.ipv4.conf.default.route_localnet, which the pod requests (PodSysctls).
+	return ensureSysctl("net.ipv4.conf."+BridgeName+".route_localnet", "net.ipv4.conf.default.route_localnet")
 }

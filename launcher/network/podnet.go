@@ -86,7 +86,8 @@ func (p *PodNetwork) Close() error {
 func (p *PodNetwork) DHCP() *DHCPServer { return p.dhcp }
 
 // Setup plumbs podNS (the launcher pod's network namespace; in the pod, ns.GetCurrentNS()) for cfg and starts
-// the DHCP server on the bridge. Errors say which step failed.
+// the DHCP server on the bridge. Errors say which step failed. When podNS is the current namespace it needs
+// CAP_NET_ADMIN (and NET_RAW for DHCP) only, no setns (see Do).
 func Setup(podNS ns.NetNS, cfg Config) (*PodNetwork, error) {
 	if cfg.PodInterface == "" {
 		cfg.PodInterface = DefaultPodInterface
@@ -107,7 +108,7 @@ func Setup(podNS ns.NetNS, cfg Config) (*PodNetwork, error) {
 	}
 	dns, search := readResolvConf(cfg.ResolvConf)
 	var pn *PodNetwork
-	err := podNS.Do(func(ns.NetNS) error {
+	err := Do(podNS, func() error {
 		var err error
 		switch cfg.Binding {
 		case Bridge:
@@ -241,8 +242,8 @@ func setupMasquerade(podNS ns.NetNS, cfg Config) (*PodNetwork, error) {
 	if err := makeTap(cfg.Tap, mtu, br); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return nil, fmt.Errorf("enable IPv4 forwarding: %w", err)
+	if err := ensureSysctl("net.ipv4.ip_forward", "net.ipv4.ip_forward"); err != nil {
+		return nil, err
 	}
 	guest := net.ParseIP(MasqueradeGuestIP).To4()
 	if err := natRules(podNS, cfg, guest); err != nil {
