@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/launcher/network"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -133,6 +135,28 @@ func launcherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
 	return json.Marshal(out)
 }
 
+// launcherSysctls are the pod-level sysctls the launcher needs: with a masquerade interface, IPv4
+// forwarding and route_localnet in the pod's network namespace (network.PodSysctls), which the launcher
+// cannot set itself (/proc/sys is read-only in a container and the launcher has no CAP_SYS_ADMIN). They
+// are unsafe sysctls: the node's kubelet must allow them (allowedUnsafeSysctls: ["net.ipv4.ip_forward",
+// "net.ipv4.conf.default.route_localnet"]), as `just cluster-up`'s does; otherwise the kubelet rejects
+// the pod with SysctlForbidden. KubeVirt sets these from its privileged virt-handler instead.
+func launcherSysctls(vmi *v1.VirtualMachineInstance) []corev1.Sysctl {
+	masquerade := false
+	for _, in := range vmi.Spec.Domain.Devices.Interfaces {
+		masquerade = masquerade || in.Masquerade != nil
+	}
+	if !masquerade {
+		return nil
+	}
+	var out []corev1.Sysctl
+	for k, v := range network.PodSysctls {
+		out = append(out, corev1.Sysctl{Name: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
 // renderLauncherPod builds the launcher pod of vmi (KubeVirt's template.go, for our launcher).
 func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod, error) {
 	mem, ok := guestMemory(&vmi.Spec)
@@ -188,6 +212,11 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.P
 	}
 	delete(labels, v1.NodeNameLabel)
 
+	var podSecurity *corev1.PodSecurityContext
+	if sysctls := launcherSysctls(vmi); len(sysctls) > 0 {
+		podSecurity = &corev1.PodSecurityContext{Sysctls: sysctls}
+	}
+
 	grace := gracePeriod(vmi) + GraceMargin
 	falseVal := false
 	pod := &corev1.Pod{
@@ -212,6 +241,7 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.P
 			PriorityClassName:             vmi.Spec.PriorityClassName,
 			Hostname:                      vmi.Spec.Hostname,
 			Subdomain:                     vmi.Spec.Subdomain,
+			SecurityContext:               podSecurity,
 			ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: v1.VirtualMachineUnpausedPodCondition}},
 			Containers: []corev1.Container{{
 				Name:            LauncherContainerName,

@@ -84,3 +84,48 @@ func TestTerminationMessage(t *testing.T) {
 		t.Fatal("a running pod has no termination message")
 	}
 }
+
+// A masquerade VMI's launcher pod requests IPv4 forwarding (and route_localnet) as pod sysctls: the
+// launcher cannot write /proc/sys in its container. Other pods request none, and no container gets
+// SYS_ADMIN.
+func TestLauncherPodSysctls(t *testing.T) {
+	vmi := func(in v1.Interface) *v1.VirtualMachineInstance {
+		return &v1.VirtualMachineInstance{
+			ObjectMeta: metav1.ObjectMeta{Name: "v", Namespace: "ns"},
+			Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{
+				Resources: v1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+				Devices:   v1.Devices{Interfaces: []v1.Interface{in}},
+			}},
+		}
+	}
+	pod, err := renderLauncherPod(vmi(v1.Interface{Name: "default", Masquerade: &v1.InterfaceMasquerade{}}), PodConfig{Image: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.SecurityContext == nil {
+		t.Fatal("masquerade: no pod securityContext")
+	}
+	got := map[string]string{}
+	for _, s := range pod.Spec.SecurityContext.Sysctls {
+		got[s.Name] = s.Value
+	}
+	if got["net.ipv4.ip_forward"] != "1" || got["net.ipv4.conf.default.route_localnet"] != "1" || len(got) != 2 {
+		t.Errorf("masquerade sysctls = %v, want net.ipv4.ip_forward=1 and net.ipv4.conf.default.route_localnet=1", got)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.SecurityContext != nil && c.SecurityContext.Capabilities != nil {
+			for _, capability := range c.SecurityContext.Capabilities.Add {
+				if capability == "SYS_ADMIN" {
+					t.Errorf("container %s adds SYS_ADMIN", c.Name)
+				}
+			}
+		}
+	}
+	pod, err = renderLauncherPod(vmi(v1.Interface{Name: "default", Bridge: &v1.InterfaceBridge{}}), PodConfig{Image: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.SecurityContext != nil && len(pod.Spec.SecurityContext.Sysctls) > 0 {
+		t.Errorf("bridge binding requests sysctls %v", pod.Spec.SecurityContext.Sysctls)
+	}
+}

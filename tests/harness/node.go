@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kvirt/kvirt/images/oci"
+	"github.com/kvirt/kvirt/launcher/network"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -683,10 +685,11 @@ func writeKubeletConfig(dir string, pki *PKI, sock string) (string, error) {
 		"protectKernelDefaults":         false,
 		"makeIPTablesUtilChains":        false,
 		"localStorageCapacityIsolation": true,
-		// Launcher pods of VMIs with the masquerade binding set net.ipv4.ip_forward in their own network
-		// namespace (securityContext.sysctls); the kubelet admits that unsafe sysctl only when allowed.
-		// Any cluster running kvirt needs this setting (KubeVirt's virt-handler sets it from the node instead).
-		"allowedUnsafeSysctls": []string{"net.ipv4.ip_forward"},
+		// Launcher pods of VMIs with the masquerade binding set net.ipv4.ip_forward and
+		// net.ipv4.conf.default.route_localnet in their own network namespace (pod securityContext.sysctls,
+		// network.PodSysctls); the kubelet admits these unsafe sysctls only when allowed. Any cluster running
+		// kvirt needs this setting (KubeVirt's virt-handler sets them from the node instead).
+		"allowedUnsafeSysctls": allowedUnsafeSysctls(),
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -694,6 +697,16 @@ func writeKubeletConfig(dir string, pki *PKI, sock string) (string, error) {
 	}
 	p := filepath.Join(k, "config.yaml")
 	return p, os.WriteFile(p, b, 0o644)
+}
+
+// allowedUnsafeSysctls are the sysctls launcher pods request (network.PodSysctls), sorted.
+func allowedUnsafeSysctls() []string {
+	var out []string
+	for k := range network.PodSysctls {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func writeJSON(path string, v any) error {

@@ -103,7 +103,7 @@ func FuzzParseMountinfo(f *testing.F) {
 	})
 }
 
-// The launcher pod of a masquerade VMI asks for net.ipv4.ip_forward (controller/pod.go): the kubelet
+// The launcher pod of a masquerade VMI asks for net.ipv4.ip_forward and route_localnet (controller/pod.go): the kubelet
 // must allow that unsafe sysctl or it rejects the pod (SysctlForbidden).
 func TestKubeletConfigAllowsIPForward(t *testing.T) {
 	dir := t.TempDir()
@@ -125,7 +125,9 @@ func TestKubeletConfigAllowsIPForward(t *testing.T) {
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(cfg.AllowedUnsafeSysctls, "net.ipv4.ip_forward") {
-		t.Errorf("allowedUnsafeSysctls = %v, want net.ipv4.ip_forward:\n%s", cfg.AllowedUnsafeSysctls, b)
+	for _, want := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.default.route_localnet"} {
+		if !slices.Contains(cfg.AllowedUnsafeSysctls, want) {
+			t.Errorf("allowedUnsafeSysctls = %v, want %s:\n%s", cfg.AllowedUnsafeSysctls, want, b)
+		}
 	}
 }
