@@ -64,6 +64,22 @@ func (c *console) expectN(marker string, n int, timeout time.Duration) bool {
 	}
 }
 
+// waitFor waits until ok(output) holds.
+func (c *console) waitFor(ok func(string) bool, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if ok(c.String()) {
+			return true
+		}
+		select {
+		case <-c.cond:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
 func (c *console) expect(t testing.TB, marker string, timeout time.Duration) {
 	t.Helper()
 	if !c.expectN(marker, 1, timeout) {
