@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,6 +182,11 @@ func startQEMU(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 	cmd := exec.Command("qemu-system-x86_64", args...)
 	cmd.Stdout, cmd.Stderr = g, g
 	start := cmd.Start
+	if o.Tap == "" {
+		// Dies with the test binary (a timed-out test never runs its cleanups). Not for the netns case:
+		// the parent death signal follows the forking thread, which inNs discards at once.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	if o.Tap != "" {
 		// QEMU opens the tap by name: start it inside the tap's namespace.
 		start = func() error { return inNs(o.NetNS, cmd.Start) }
