@@ -266,3 +266,85 @@ func TestNamespaceFor(t *testing.T) {
 		}
 	}
 }
+
+// virtctl console reaches the guest's serial console through kubelet exec into the launcher; a
+// graceful `virtctl stop` shows on it (the test guest prints the power button) and ends the session.
+func TestConsoleSeesGracefulStop(t *testing.T) {
+	e := setup(t)
+	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgc"), "running: false", "running: true", 1))
+	e.waitField("vmi/tgc", "{.status.phase}", "Running", 3*time.Minute)
+	e.waitField("vmi/tgc", `{.status.conditions[?(@.type=="Ready")].status}`, "True", time.Minute)
+	cmd := exec.Command(e.virtctl, "--kubeconfig", e.kubeconfig, "-n", e.ns, "console", "tgc")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var out syncBuf
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	e.eventually("virtctl console connected", time.Minute, func() (bool, string) {
+		return strings.Contains(out.String(), "Successfully connected to tgc console"), out.String()
+	})
+	e.virtctlOK("stop", "tgc")
+	e.eventually("the console shows the guest's graceful shutdown", time.Minute, func() (bool, string) {
+		return strings.Contains(out.String(), "kvirt-testguest: power button"), out.String()
+	})
+	select {
+	case <-exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("virtctl console still attached a minute after the guest powered off:\n%s", out.String())
+	}
+	e.waitGone("vmi/tgc", 2*time.Minute)
+}
+
+// kubectl delete vm --cascade=orphan leaves the VMI running without its owner; a foreground delete of a
+// running VM removes its VMI first.
+func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
+	e := setup(t)
+	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgo"), "running: false", "running: true", 1))
+	e.waitField("vmi/tgo", "{.status.phase}", "Running", 3*time.Minute)
+	e.kubectl("delete", "vm", "tgo", "--cascade=orphan")
+	e.waitGone("vm/tgo", time.Minute)
+	e.waitField("vmi/tgo", "{.metadata.ownerReferences}", "", time.Minute)
+	if phase, _ := e.jsonpath("vmi/tgo", "{.status.phase}"); phase != "Running" {
+		t.Fatalf("orphaned VMI phase %q, want Running", phase)
+	}
+	e.kubectl("delete", "vmi", "tgo")
+	e.waitGone("vmi/tgo", 2*time.Minute)
+
+	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgf"), "running: false", "running: true", 1))
+	e.waitField("vmi/tgf", "{.status.phase}", "Running", 3*time.Minute)
+	e.kubectl("delete", "vm", "tgf", "--cascade=foreground", "--timeout=2m")
+	e.waitGone("vmi/tgf", time.Minute)
+	e.waitGone("vm/tgf", time.Minute)
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
