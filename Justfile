@@ -33,7 +33,7 @@ lint:
 
 # Unit and KVM tests with the race detector (KVM tests boot real guests from build/images/).
 unit:
-    KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 30m ./...
+    KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 45m ./...
 
 # Everything CI runs: lint, generated files current, guest images, Kubernetes binaries, then all tests with -race.
 test: lint verify-generated images cluster-build unit
