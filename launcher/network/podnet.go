@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -102,8 +103,13 @@ func Setup(podNS ns.NetNS, cfg Config) (*PodNetwork, error) {
 		if p.Port < 1 || p.Port > 65535 {
 			return nil, fmt.Errorf("ports[%d].port %d: must be 1-65535", i, p.Port)
 		}
-		if pr := strings.ToUpper(p.Protocol); pr != "" && pr != "TCP" && pr != "UDP" {
+		pr := strings.ToUpper(p.Protocol)
+		if pr != "" && pr != "TCP" && pr != "UDP" {
 			return nil, fmt.Errorf("ports[%d].protocol %q: only TCP and UDP are supported", i, p.Protocol)
+		}
+		// A reserved port is the launcher's own (the control API, whose token must never reach the guest).
+		if pr != "UDP" && slices.Contains(cfg.ReservedPorts, int(p.Port)) {
+			return nil, fmt.Errorf("ports[%d].port %d: TCP port %d is reserved for virt-launcher's control API and cannot be forwarded to the guest; pick another port", i, p.Port, p.Port)
 		}
 	}
 	dns, search := readResolvConf(cfg.ResolvConf)

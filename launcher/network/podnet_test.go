@@ -322,6 +322,8 @@ func TestSetupErrors(t *testing.T) {
 		{Config{Binding: Bridge, PodInterface: "eth9"}, "pod interface eth9"},
 		{Config{Binding: Masquerade, Ports: []Port{{Port: 0}}}, "ports[0].port 0"},
 		{Config{Binding: Masquerade, Ports: []Port{{Port: 1, Protocol: "SCTP"}}}, `ports[0].protocol "SCTP"`},
+		{Config{Binding: Masquerade, ReservedPorts: []int{8186}, Ports: []Port{{Port: 80}, {Port: 8186, Protocol: "tcp"}}},
+			"ports[1].port 8186: TCP port 8186 is reserved for virt-launcher's control API"},
 	} {
 		if _, err := Setup(tp.pod, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
