@@ -30,6 +30,7 @@ import (
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/vmm"
 	"github.com/kvirt/kvirt/vmm/cpuid"
+	"github.com/kvirt/kvirt/vmm/kvm"
 )
 
 // Pod-mode defaults (the controller mounts these; see controller/doc.go).
@@ -189,7 +190,10 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 			s.Interfaces = []control.Interface{{Name: iface.Name, MAC: iface.MAC.String(), IP: iface.IP, IPs: nonEmpty(iface.IP)}}
 		})
 	}
-	if m.RNG {
+	// KubeVirt attaches virtio-rng only when devices.rng is set. On PVM hosts the compatibility policy hides
+	// RDRAND from the guest, whose getrandom() then blocks for minutes (DHCP clients stall), so the launcher
+	// supplies the entropy there too.
+	if m.RNG || kvm.PVM() {
 		if err := g.attach("rng", rng.New()); err != nil {
 			g.abort()
 			return r.fail(err)
