@@ -36,7 +36,14 @@ unit:
     KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 45m ./...
 
 # Everything CI runs: lint, generated files current, guest images, Kubernetes binaries, then all tests with -race.
-test: lint verify-generated images cluster-build unit
+test: lint verify-generated images cluster-build unit e2e-ci
+
+# End-to-end suite (`just e2e`) on the local cluster, which is torn down afterwards whatever the result.
+e2e-ci:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap 'just cluster-down' EXIT
+    just e2e
 
 # Short fuzzing of every fuzz target (FUZZTIME per target, default 10s).
 fuzz fuzztime="10s":
