@@ -35,7 +35,7 @@ lint:
 unit:
     KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 45m ./...
 
-# Everything CI runs: lint, generated files current, guest images, Kubernetes binaries, then all tests with -race.
+# Everything CI runs: lint, generated files, images, Kubernetes binaries, all tests with -race, then the e2e suite.
 test: lint verify-generated images cluster-build unit e2e-ci
 
 # End-to-end suite (`just e2e`) on the local cluster, which is torn down afterwards whatever the result.
