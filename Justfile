@@ -33,7 +33,7 @@ lint:
 
 # Unit and KVM tests with the race detector (KVM tests boot real guests from build/images/).
 unit:
-    KVIRT_IMAGES_DIR={{images_dir}} go test -race -timeout 45m ./...
+    KVIRT_IMAGES_DIR={{images_dir}} go test -race -count=1 -timeout 45m ./...
 
 # Everything CI runs: lint, generated files, images, Kubernetes binaries, all tests with -race, then the e2e suite.
 test: lint verify-generated images cluster-build unit e2e-ci
