@@ -49,49 +49,41 @@ func newStartCommand(e *env) *cobra.Command {
 }
 
 func newStopCommand(e *env) *cobra.Command {
-	var force, dryRun bool
-	var grace int64
-	cmd := &cobra.Command{
-		Use:   "stop (VM)",
-		Short: "Stop a virtual machine.",
-		Example: e.example("# Stop a virtual machine called 'myvm':", "{{virtctl}} stop myvm",
-			"# Stop it now, giving the guest 0 seconds to shut down:", "{{virtctl}} stop myvm --force --grace-period=0"),
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: e.completeName("vm"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			g, err := forceGrace(cmd, force, grace)
-			if err != nil {
-				return err
-			}
-			errorFmt := "error stopping VirtualMachine %v"
-			if g != nil {
-				errorFmt = "error force stopping VirtualMachine: %v"
-			}
-			err = e.lifecycle(cmd.Context(), name, dryRun, func(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) (Plan, error) {
-				return StopPlan(vm, vmi, g)
-			})
-			if err != nil {
-				return fmt.Errorf(errorFmt, err)
-			}
-			fmt.Fprintf(e.Out, "VM %s was scheduled to stop\n", name)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
-	cmd.Flags().Int64Var(&grace, gracePeriodArg, -1, "--grace-period=-1: Period of time in seconds given to the VMI to terminate gracefully. Can only be set to 0 when --force is true (force deletion). Currently only setting 0 is supported.")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, dryRunUsage)
-	return cmd
+	return newForceableCommand(e, forceableVerb{
+		name: "stop", short: "Stop a virtual machine.", gerund: "stopping", done: "stop",
+		example: []string{"# Stop a virtual machine called 'myvm':", "{{virtctl}} stop myvm",
+			"# Stop it now, giving the guest 0 seconds to shut down:", "{{virtctl}} stop myvm --force --grace-period=0"},
+		// KubeVirt's stop message has no colon in its graceful form.
+		errorFmt: "error stopping VirtualMachine %v",
+		plan:     StopPlan,
+	})
 }
 
 func newRestartCommand(e *env) *cobra.Command {
+	return newForceableCommand(e, forceableVerb{
+		name: "restart", short: "Restart a virtual machine.", gerund: "restarting", done: "restart",
+		example: []string{"# Restart a virtual machine called 'myvm':", "{{virtctl}} restart myvm",
+			"# Restart it at once, without a graceful guest shutdown:", "{{virtctl}} restart myvm --force --grace-period=0"},
+		errorFmt: "error restarting VirtualMachine: %v",
+		plan:     RestartPlan,
+	})
+}
+
+// forceableVerb describes a VM verb taking --force/--grace-period/--dry-run (stop, restart).
+type forceableVerb struct {
+	name, short, gerund, done string
+	example                   []string
+	errorFmt                  string // graceful failure; the forced one is "error force <gerund> VirtualMachine: %v"
+	plan                      func(*v1.VirtualMachine, *v1.VirtualMachineInstance, *int64) (Plan, error)
+}
+
+func newForceableCommand(e *env, verb forceableVerb) *cobra.Command {
 	var force, dryRun bool
 	var grace int64
 	cmd := &cobra.Command{
-		Use:   "restart (VM)",
-		Short: "Restart a virtual machine.",
-		Example: e.example("# Restart a virtual machine called 'myvm':", "{{virtctl}} restart myvm",
-			"# Restart it at once, without a graceful guest shutdown:", "{{virtctl}} restart myvm --force --grace-period=0"),
+		Use:               verb.name + " (VM)",
+		Short:             verb.short,
+		Example:           e.example(verb.example...),
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: e.completeName("vm"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -100,17 +92,17 @@ func newRestartCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			errorFmt := "error restarting VirtualMachine: %v"
+			errorFmt := verb.errorFmt
 			if g != nil {
-				errorFmt = "error force restarting VirtualMachine: %v"
+				errorFmt = "error force " + verb.gerund + " VirtualMachine: %v"
 			}
 			err = e.lifecycle(cmd.Context(), name, dryRun, func(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) (Plan, error) {
-				return RestartPlan(vm, vmi, g)
+				return verb.plan(vm, vmi, g)
 			})
 			if err != nil {
 				return fmt.Errorf(errorFmt, err)
 			}
-			fmt.Fprintf(e.Out, "VM %s was scheduled to restart\n", name)
+			fmt.Fprintf(e.Out, "VM %s was scheduled to %s\n", name, verb.done)
 			return nil
 		},
 	}
