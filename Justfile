@@ -35,8 +35,8 @@ lint:
 unit:
     KVIRT_IMAGES_DIR={{images_dir}} go test -race -count=1 -timeout 45m ./...
 
-# Everything CI runs: lint, generated files, images, Kubernetes binaries, all tests with -race, then the e2e suite.
-test: lint verify-generated images cluster-build unit e2e-ci
+# Everything CI runs: lint, generated files, images, k8s binaries, tests with -race, 3 s per fuzz target, e2e suite.
+test: lint verify-generated images cluster-build unit (fuzz "3s") e2e-ci
 
 # End-to-end suite (`just e2e`) on the local cluster, which is torn down afterwards whatever the result.
 e2e-ci:
