@@ -71,6 +71,9 @@ type Config struct {
 	// OnFirstRun, if set, is called once, on the boot vCPU's thread, just before its first KVM_RUN
 	// (start-up latency measurements).
 	OnFirstRun func()
+	// Trace, if set, is called with the name of each start-up step as it completes (start-up latency
+	// breakdowns; called from more than one goroutine).
+	Trace func(step string)
 }
 
 const (

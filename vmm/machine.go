@@ -119,6 +119,7 @@ func New(cfg Config) (*Machine, error) {
 		return nil, err
 	}
 	m.sys = sys
+	m.trace("kvm-open")
 	for _, c := range []struct {
 		cap  int
 		name string
@@ -139,6 +140,7 @@ func New(cfg Config) (*Machine, error) {
 		sys.Close()
 		return nil, err
 	}
+	m.trace("supported-cpuid")
 
 	low := min(cfg.MemoryBytes, uint64(layout.MMIOStart))
 	ranges := [][2]uint64{{0, low}}
@@ -149,6 +151,7 @@ func New(cfg Config) (*Machine, error) {
 		sys.Close()
 		return nil, err
 	}
+	m.trace("guest-memory")
 
 	// Legacy devices.
 	com1IRQ, err := m.NewIRQFD(layout.IRQCOM1)
@@ -182,7 +185,14 @@ func New(cfg Config) (*Machine, error) {
 			return nil, err
 		}
 	}
+	m.trace("devices")
 	return m, nil
+}
+
+func (m *Machine) trace(step string) {
+	if m.cfg.Trace != nil {
+		m.cfg.Trace(step)
+	}
 }
 
 // silent ignores writes and reads all-ones: ports that exist on PCs but that we don't model.

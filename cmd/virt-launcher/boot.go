@@ -19,6 +19,9 @@ import (
 	"github.com/kvirt/kvirt/vmm/cpuid"
 )
 
+// mainStart is when package initialisation reached this package (after every dependency's init).
+var mainStart = time.Now()
+
 // Exit codes of `virt-launcher boot`.
 const (
 	ExitPoweredOff = 0 // the guest powered off
@@ -181,6 +184,9 @@ func runBoot(f bootFlags) error {
 	cfg.Logf = logger.Printf
 	if f.printStart {
 		cfg.OnFirstRun = func() { fmt.Fprintf(os.Stderr, "kvirt-bench: first-kvm-run %d\n", time.Now().UnixNano()) }
+		cfg.Trace = func(step string) { fmt.Fprintf(os.Stderr, "kvirt-bench: step-%s %d\n", step, time.Now().UnixNano()) }
+		fmt.Fprintf(os.Stderr, "kvirt-bench: step-main %d\n", mainStart.UnixNano())
+		fmt.Fprintf(os.Stderr, "kvirt-bench: step-runboot %d\n", time.Now().UnixNano())
 	}
 	var out io.Writer = os.Stdout
 	cfg.Console = out

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/kvirt/kvirt/vmm/layout"
 	"github.com/kvirt/kvirt/vmm/memory"
@@ -73,7 +74,8 @@ const (
 var ErrNotELF = errors.New("not an ELF image")
 
 // LoadKernel loads a vmlinux (ELF64) or a bzImage of size bytes read from r, detected from its content.
-// Segments are read straight into guest memory (no intermediate copy).
+// Segments go straight into guest memory (no intermediate copy); when r is an *os.File, page-aligned parts are
+// mapped copy-on-write from the file rather than read (see memory.LoadFile).
 func LoadKernel(mem *memory.GuestMemory, r io.ReaderAt, size int64) (*Kernel, error) {
 	magic := make([]byte, 4)
 	if _, err := r.ReadAt(magic, 0); err != nil {
@@ -107,16 +109,14 @@ func LoadELF(mem *memory.GuestMemory, r io.ReaderAt) (*Kernel, error) {
 		if p.Paddr < layout.HighMemStart {
 			return nil, fmt.Errorf("boot: vmlinux: segment at %#x below 1 MiB would overwrite boot structures", p.Paddr)
 		}
-		dst, err := mem.Slice(p.Paddr, p.Memsz)
-		if err != nil {
+		if _, err := mem.Slice(p.Paddr, p.Memsz); err != nil {
 			return nil, fmt.Errorf("boot: vmlinux: segment %#x+%#x does not fit guest RAM (give the VM more memory): %w", p.Paddr, p.Memsz, err)
 		}
-		n, err := io.ReadFull(p.Open(), dst[:p.Filesz])
-		if err != nil {
-			return nil, fmt.Errorf("boot: vmlinux: read segment at %#x (%d of %d bytes): %w", p.Paddr, n, p.Filesz, err)
+		if err := place(mem, r, int64(p.Off), p.Paddr, p.Filesz); err != nil {
+			return nil, fmt.Errorf("boot: vmlinux: segment at %#x: %w", p.Paddr, err)
 		}
-		// dst[Filesz:] (bss) is left alone: guest memory is zero-filled when a kernel is loaded (fresh or
-		// Discarded), and touching it would only cost page faults.
+		// The bss (Filesz to Memsz) is left alone: guest memory is zero-filled when a kernel is loaded (fresh
+		// or Discarded), and touching it would only cost page faults.
 		if e := p.Paddr + p.Memsz; e > k.End {
 			k.End = e
 		}
@@ -174,12 +174,11 @@ func LoadBzImage(mem *memory.GuestMemory, r io.ReaderAt, size int64) (*Kernel, e
 	if is := uint64(le.Uint32(image[offInitSize:])); is > total {
 		total = is
 	}
-	dst, err := mem.Slice(layout.KernelLoadAddr, total)
-	if err != nil {
+	if _, err := mem.Slice(layout.KernelLoadAddr, total); err != nil {
 		return nil, fmt.Errorf("boot: bzImage needs %#x bytes at 1 MiB (give the VM more memory): %w", total, err)
 	}
-	if _, err := r.ReadAt(dst[:pmSize], pmOff); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("boot: read bzImage payload: %w", err)
+	if err := place(mem, r, pmOff, layout.KernelLoadAddr, pmSize); err != nil {
+		return nil, fmt.Errorf("boot: bzImage payload: %w", err)
 	}
 	hdrEnd := 0x202 + int(image[0x201])
 	if hdrEnd > len(image) || hdrEnd < offHeaderMagic {
@@ -213,7 +212,7 @@ func (k *Kernel) InitrdMax() uint64 {
 	return 0x38000000
 }
 
-// LoadInitrd reads an initrd of size bytes from r to the top of the low RAM region that contains the
+// LoadInitrd puts an initrd of size bytes from r (mapped when r is an *os.File) at the top of the low RAM region that contains the
 // kernel, below the kernel's initrd_addr_max and above the kernel, page aligned. It returns the address.
 func LoadInitrd(mem *memory.GuestMemory, k *Kernel, r io.ReaderAt, size int64) (uint64, error) {
 	if size <= 0 {
@@ -233,14 +232,27 @@ func LoadInitrd(mem *memory.GuestMemory, k *Kernel, r io.ReaderAt, size int64) (
 		return 0, fmt.Errorf("boot: initrd of %d bytes does not fit between the kernel end %#x and %#x (give the VM more memory)", n, k.End, top)
 	}
 	addr := (top - n) &^ 0xfff
-	dst, err := mem.Slice(addr, n)
-	if err != nil {
+	if err := place(mem, r, 0, addr, n); err != nil {
 		return 0, fmt.Errorf("boot: initrd: %w", err)
 	}
-	if got, err := r.ReadAt(dst, 0); err != nil && !(err == io.EOF && uint64(got) == n) {
-		return 0, fmt.Errorf("boot: read initrd: %w", err)
-	}
 	return addr, nil
+}
+
+// place puts n bytes of r, from offset off, at guest address gpa: mapped from the file where it can be (an
+// *os.File), read otherwise.
+func place(mem *memory.GuestMemory, r io.ReaderAt, off int64, gpa, n uint64) error {
+	if f, ok := r.(*os.File); ok {
+		_, err := mem.LoadFile(gpa, f, off, n)
+		return err
+	}
+	dst, err := mem.Slice(gpa, n)
+	if err != nil {
+		return err
+	}
+	if got, err := r.ReadAt(dst, off); err != nil && !(err == io.EOF && uint64(got) == n) {
+		return fmt.Errorf("read %d bytes at offset %d (got %d): %w", n, off, got, err)
+	}
+	return nil
 }
 
 // E820Map builds the e820 map for the given RAM regions: low RAM below the EBDA, the BIOS area reserved,

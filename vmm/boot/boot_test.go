@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/kvirt/kvirt/vmm/layout"
@@ -191,4 +193,53 @@ func FuzzLoadKernel(f *testing.F) {
 		defer mem.Close()
 		_, _ = load(mem, img)
 	})
+}
+
+// TestLoadFromFiles loads a kernel and an initrd from files, whose page-aligned parts are mapped rather than
+// read: guest memory must hold the same bytes as a copy would, with the bss and the rest of the page zero.
+func TestLoadFromFiles(t *testing.T) {
+	code := make([]byte, 3*4096+5)
+	for i := range code {
+		code[i] = byte(i%251 + 1)
+	}
+	dir := t.TempDir()
+	kpath, ipath := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd")
+	initrd := bytes.Repeat([]byte("initramfs"), 3000)
+	if err := os.WriteFile(kpath, tinyELF(0x1000000, code, uint64(len(code))+0x3000), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ipath, initrd, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	kf, err := os.Open(kpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kf.Close()
+	fi, _ := kf.Stat()
+	mem := newMem(t, 64<<20)
+	k, err := LoadKernel(mem, kf, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(code)+0x3000)
+	if _, err := mem.ReadAt(got, 0x1000000); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(code)], code) || !bytes.Equal(got[len(code):], make([]byte, 0x3000)) {
+		t.Fatal("kernel segment or its bss differs from the file")
+	}
+	inf, err := os.Open(ipath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inf.Close()
+	addr, err := LoadInitrd(mem, k, inf, int64(len(initrd)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotI := make([]byte, len(initrd))
+	if _, err := mem.ReadAt(gotI, int64(addr)); err != nil || !bytes.Equal(gotI, initrd) {
+		t.Fatalf("initrd at %#x differs from the file (%v)", addr, err)
+	}
 }

@@ -6,10 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// PageSize is the host page size LoadFile maps with.
+const PageSize = 4096
 
 // Region is one contiguous range of guest RAM backed by host memory.
 type Region struct {
@@ -160,7 +165,8 @@ func (m *GuestMemory) access(p []byte, off int64, write bool) (int, error) {
 }
 
 // Discard drops the contents of all memory this GuestMemory mapped itself (it reads as zero afterwards and
-// no longer counts as resident); used when the guest is reset.
+// no longer counts as resident), including file pages LoadFile mapped; used when the guest is reset.
+// The host addresses stay the same, so KVM memory slots remain valid.
 func (m *GuestMemory) Discard() error {
 	if !m.owned {
 		for _, r := range m.regions {
@@ -169,9 +175,71 @@ func (m *GuestMemory) Discard() error {
 		return nil
 	}
 	for _, r := range m.regions {
-		if err := unix.Madvise(r.Data, unix.MADV_DONTNEED); err != nil {
+		// A fresh anonymous mapping in place: MADV_DONTNEED would bring a file mapping back to the file's
+		// contents instead of zeros.
+		if _, err := unix.MmapPtr(-1, 0, unsafe.Pointer(&r.Data[0]), uintptr(len(r.Data)), unix.PROT_READ|unix.PROT_WRITE,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE|unix.MAP_FIXED); err != nil {
 			return fmt.Errorf("memory: discard %#x+%#x: %w", r.GPA, len(r.Data), err)
 		}
 	}
 	return nil
+}
+
+// LoadFile puts n bytes of f, from file offset off, at guest-physical address gpa. When gpa and off lie at the
+// same offset within a page and this GuestMemory mapped its RAM itself, the whole pages are mapped from the
+// file copy-on-write (MAP_PRIVATE|MAP_FIXED) instead of being read: nothing is copied up front, the guest
+// faults pages in from the page cache as it touches them, its writes go to private copies, and the file is
+// never modified. Partial pages at either end are copied, so bytes outside [gpa, gpa+n) keep their contents.
+// Otherwise (or if the file cannot be mapped) the bytes are read. The range must lie in one region. It
+// returns how many bytes were mapped rather than copied.
+//
+// The file must not be truncated while it is mapped: that makes guest and VMM accesses to the lost pages
+// fail (SIGBUS). Discard (or Close) removes the mappings.
+func (m *GuestMemory) LoadFile(gpa uint64, f *os.File, off int64, n uint64) (mapped uint64, err error) {
+	dst, err := m.Slice(gpa, n)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("memory: load file at negative offset %d", off)
+	}
+	read := func(b []byte, at int64) error {
+		got, err := f.ReadAt(b, at)
+		if err == io.EOF && got == len(b) {
+			err = nil
+		}
+		if err != nil {
+			return fmt.Errorf("memory: read %s at %d (%d of %d bytes): %w", f.Name(), at, got, len(b), err)
+		}
+		return nil
+	}
+	// Mapped pages beyond the end of the file would fault (SIGBUS) instead of reading short.
+	if fi, err := f.Stat(); err != nil {
+		return 0, fmt.Errorf("memory: %w", err)
+	} else if uint64(off)+n > uint64(fi.Size()) || uint64(off)+n < n {
+		return 0, fmt.Errorf("memory: %s: %d bytes at offset %d run past its end (%d bytes)", f.Name(), n, off, fi.Size())
+	}
+	head := (PageSize - gpa%PageSize) % PageSize // bytes before the first whole page
+	if !m.owned || gpa%PageSize != uint64(off)%PageSize || n < head+PageSize {
+		return 0, read(dst, off)
+	}
+	whole := (n - head) &^ (PageSize - 1)
+	if _, err := unix.MmapPtr(int(f.Fd()), off+int64(head), unsafe.Pointer(&dst[head]), uintptr(whole),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED); err != nil {
+		// Not mappable (a pipe, a file system without mmap). A failed MAP_FIXED may have removed the old
+		// mapping: put anonymous memory back, then copy.
+		if _, err := unix.MmapPtr(-1, 0, unsafe.Pointer(&dst[head]), uintptr(whole), unix.PROT_READ|unix.PROT_WRITE,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE|unix.MAP_FIXED); err != nil {
+			return 0, fmt.Errorf("memory: restore guest RAM at %#x: %w", gpa+head, err)
+		}
+		return 0, read(dst, off)
+	}
+	if err := read(dst[:head], off); err != nil {
+		return whole, err
+	}
+	tail := head + whole
+	return whole, read(dst[tail:], off+int64(tail))
 }

@@ -3,6 +3,8 @@ package memory
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -54,5 +56,90 @@ func TestOverlapRejected(t *testing.T) {
 	}
 	if _, err := New([][2]uint64{{0, 0x123}}, Options{}); err == nil {
 		t.Fatal("unaligned accepted")
+	}
+}
+
+// TestLoadFile maps a file's whole pages copy-on-write and copies the partial ones: the guest sees the file's
+// bytes, bytes around the range keep theirs, writes never reach the file, and Discard brings back zeros.
+func TestLoadFile(t *testing.T) {
+	data := make([]byte, 5*PageSize+123)
+	for i := range data {
+		data[i] = byte(i*7 + 1)
+	}
+	path := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(path, data, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		name       string
+		gpa        uint64
+		off        int64
+		n          uint64
+		wantMapped uint64
+	}{
+		{"aligned whole file", 0x10000, 0, uint64(len(data)), 5 * PageSize},
+		{"unaligned head and tail", 0x10000 + 100, 100, 3*PageSize + 50, 2 * PageSize},
+		{"offsets not congruent: copied", 0x10000, 100, 3 * PageSize, 0},
+		{"shorter than a page: copied", 0x10000 + 8, 8, 100, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := New([][2]uint64{{0, 0x100000}}, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			fill := bytes.Repeat([]byte{0xee}, 0x40000)
+			if _, err := m.WriteAt(fill, 0); err != nil {
+				t.Fatal(err)
+			}
+			mapped, err := m.LoadFile(tc.gpa, f, tc.off, tc.n)
+			if err != nil || mapped != tc.wantMapped {
+				t.Fatalf("LoadFile = %#x, %v; want %#x mapped", mapped, err, tc.wantMapped)
+			}
+			got := make([]byte, tc.n+2)
+			if _, err := m.ReadAt(got, int64(tc.gpa-1)); err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != 0xee || got[len(got)-1] != 0xee {
+				t.Fatalf("bytes around the range changed: %#x %#x", got[0], got[len(got)-1])
+			}
+			if !bytes.Equal(got[1:len(got)-1], data[tc.off:tc.off+int64(tc.n)]) {
+				t.Fatal("guest memory differs from the file")
+			}
+			// Writes stay private.
+			if _, err := m.WriteAt(bytes.Repeat([]byte{0x55}, int(tc.n)), int64(tc.gpa)); err != nil {
+				t.Fatal(err)
+			}
+			if onDisk, _ := os.ReadFile(path); !bytes.Equal(onDisk, data) {
+				t.Fatal("a guest write reached the file")
+			}
+			if err := m.Discard(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.ReadAt(got, int64(tc.gpa-1)); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, make([]byte, len(got))) {
+				t.Fatal("memory not zero after Discard")
+			}
+		})
+	}
+	m, err := New([][2]uint64{{0, 0x10000}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.LoadFile(0x8000, f, 0, 0x10000); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("load past the end of RAM: %v", err)
+	}
+	for _, off := range []int64{int64(len(data)) - 10, 4 * PageSize} {
+		if _, err := m.LoadFile(0, f, off, 2*PageSize); err == nil {
+			t.Fatalf("load of 2 pages at %#x, past the end of the file, succeeded", off)
+		}
 	}
 }
