@@ -72,7 +72,7 @@ func (m *Machine) loadGuest() (entry uint64, err error) {
 		}
 		rsdp = addr
 	} else {
-		img, err := MPTable(m.cfg.CPUs)
+		img, err := MPTable(m.cfg.apicIDs())
 		if err != nil {
 			return 0, err
 		}
@@ -114,7 +114,7 @@ func (m *Machine) acpiConfig() acpi.Config {
 		vs = append(vs, acpi.VirtioMMIO{Base: v.Base, Size: uint32(v.Size), GSI: v.GSI})
 	}
 	return acpi.Config{
-		Addr: layout.ACPITablesAddr, CPUs: m.cfg.CPUs, LAPICAddr: layout.LAPICAddr,
+		Addr: layout.ACPITablesAddr, CPUs: m.cfg.CPUs, APICIDs: m.cfg.apicIDs(), LAPICAddr: layout.LAPICAddr,
 		IOAPICAddr: layout.IOAPICAddr, SCI: layout.IRQSCI, PM1aEvt: layout.PortPM1aEvt,
 		PM1aCnt: layout.PortPM1aCnt, PM1EvtLen: layout.PM1EvtLen, PM1CntLen: layout.PM1CntLen,
 		S5Type: acpipm.S5Type, COM1: true, Virtio: vs,
@@ -187,13 +187,14 @@ func (m *Machine) newBoard() (_ *board, err error) {
 			return nil, err
 		}
 	}
-	for id := 0; id < m.cfg.CPUs; id++ {
-		c, err := vm.CreateVCPU(id)
+	// KVM takes the vCPU id as the local APIC's ID: the topology's, so the guest's MADT and CPUID agree.
+	for i, apicID := range m.cfg.topology().APICIDs() {
+		c, err := vm.CreateVCPU(int(apicID))
 		if err != nil {
 			return nil, err
 		}
 		b.vcpus = append(b.vcpus, c)
-		if err := m.setupVCPU(c, id); err != nil {
+		if err := m.setupVCPU(c, i); err != nil {
 			return nil, err
 		}
 	}
@@ -211,10 +212,10 @@ func (m *Machine) newBoard() (_ *board, err error) {
 	return b, nil
 }
 
-// setupVCPU sets CPUID, MSRs and LAPIC, and for the boot CPU the long-mode state (its registers are set
-// by newBoard once the kernel is loaded).
+// setupVCPU sets CPUID, MSRs and LAPIC of vCPU index id, and for the boot CPU the long-mode state (its
+// registers are set by newBoard once the kernel is loaded).
 func (m *Machine) setupVCPU(c *kvm.VCPU, id int) error {
-	ids, err := cpuid.ForVCPU(m.cpuids, id, m.cfg.CPUs, m.policy)
+	ids, err := cpuid.ForVCPU(m.cpuids, m.cfg.topology(), id, m.policy)
 	if err != nil {
 		return err
 	}

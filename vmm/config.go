@@ -51,6 +51,13 @@ type Config struct {
 	MemoryBytes uint64
 	// CPUs is the vCPU count (default 1, at most 64).
 	CPUs int
+	// Sockets, Cores (per socket) and Threads (per core) lay the vCPUs out (KubeVirt's
+	// spec.domain.cpu): the guest sees them in CPUID and the MADT. All zero: CPUs cores in one socket.
+	// Otherwise zeros count as 1, and CPUs (if set) must equal the product.
+	Sockets, Cores, Threads int
+	// StartPaused creates the machine with its vCPUs paused before their first instruction (KubeVirt's
+	// startStrategy Paused); Resume runs the guest.
+	StartPaused bool
 	// Console receives the guest's COM1 output (nil discards); ConsoleInput feeds COM1 input (nil: none).
 	Console      io.Writer
 	ConsoleInput io.Reader
@@ -90,11 +97,8 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("vmm: memory %d bytes is below the minimum of 16 MiB", c.MemoryBytes)
 	}
 	c.MemoryBytes = (c.MemoryBytes + 0x1fffff) &^ 0x1fffff
-	if c.CPUs == 0 {
-		c.CPUs = 1
-	}
-	if c.CPUs < 1 || c.CPUs > maxCPUs {
-		return fmt.Errorf("vmm: %d vCPUs out of range 1-%d", c.CPUs, maxCPUs)
+	if err := c.normalizeTopology(); err != nil {
+		return err
 	}
 	if err := c.CPUPolicy.Validate(); err != nil {
 		return err

@@ -393,6 +393,7 @@ func (m *Machine) Start() error {
 		return errors.New("vmm: machine already started")
 	}
 	m.started = true
+	m.paused = m.cfg.StartPaused // the vCPU threads park before their first KVM_RUN
 	m.mu.Unlock()
 	b, err := m.newBoard()
 	if err != nil {

@@ -16,21 +16,29 @@ func mpChecksum(b []byte) byte {
 }
 
 // MPTable returns an Intel MultiProcessor table (floating pointer at layout.MPTableAddr, config table
-// right after it) for guests booted without ACPI: one processor entry per vCPU, an ISA bus, the IOAPIC
-// with identity-mapped ISA interrupts, and LINT0=ExtINT, LINT1=NMI.
-func MPTable(cpus int) ([]byte, error) {
+// right after it) for guests booted without ACPI: one processor entry per vCPU (with its APIC ID, the
+// first is the boot CPU), an ISA bus, the IOAPIC (ID above every APIC ID) with identity-mapped ISA
+// interrupts, and LINT0=ExtINT, LINT1=NMI.
+func MPTable(apicIDs []uint8) ([]byte, error) {
+	cpus := len(apicIDs)
 	if cpus < 1 || cpus > 254 {
 		return nil, fmt.Errorf("vmm: MP table: %d CPUs out of range", cpus)
 	}
 	le := binary.LittleEndian
-	ioapicID := byte(cpus)
+	ioapicID := byte(0)
+	for _, id := range apicIDs {
+		if id >= 0xfe {
+			return nil, fmt.Errorf("vmm: MP table: APIC ID %d leaves no ID for the IOAPIC", id)
+		}
+		ioapicID = max(ioapicID, id+1)
+	}
 	var entries []byte
-	for i := 0; i < cpus; i++ {
+	for i, id := range apicIDs {
 		flags := byte(1)
 		if i == 0 {
 			flags |= 2
 		}
-		e := []byte{0, byte(i), 0x14, flags}
+		e := []byte{0, id, 0x14, flags}
 		e = le.AppendUint32(e, 0x600)
 		e = le.AppendUint32(e, 0x201)
 		entries = append(entries, append(e, make([]byte, 8)...)...)

@@ -8,7 +8,7 @@ import (
 )
 
 func TestMPTable(t *testing.T) {
-	b, err := MPTable(4)
+	b, err := MPTable([]uint8{0, 1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,31 @@ func TestMPTable(t *testing.T) {
 	if cfg[44] != 0 || cfg[44+3] != 3 { // first processor entry: enabled BSP
 		t.Fatal("BSP entry")
 	}
-	if _, err := MPTable(64); err == nil {
+	if _, err := MPTable(make([]uint8, 64)); err == nil {
 		t.Fatal("MP table larger than the EBDA slot accepted")
+	}
+	if _, err := MPTable([]uint8{0, 0xfe}); err == nil {
+		t.Fatal("APIC ID 0xfe accepted (no ID left for the IOAPIC)")
+	}
+}
+
+// TestMPTableTopology: processor entries carry the topology's APIC IDs and the IOAPIC's ID is above them.
+func TestMPTableTopology(t *testing.T) {
+	ids := []uint8{0, 1, 2, 4, 5, 6} // 2 sockets × 3 cores
+	b, err := MPTable(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := b[16:]
+	off := 44
+	for i, id := range ids {
+		if cfg[off] != 0 || cfg[off+1] != id || cfg[off+3]&1 == 0 || (cfg[off+3]&2 != 0) != (i == 0) {
+			t.Fatalf("processor entry %d = % x, want APIC ID %d", i, cfg[off:off+20], id)
+		}
+		off += 20
+	}
+	off += 8 // the ISA bus
+	if cfg[off] != 2 || cfg[off+1] != 7 {
+		t.Fatalf("IOAPIC entry % x, want ID 7", cfg[off:off+8])
 	}
 }

