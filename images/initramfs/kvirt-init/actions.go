@@ -29,6 +29,8 @@ func run(a action, cfg config, rp *reaper) error {
 			return fmt.Errorf("%w (does the VMM write SMBIOS tables?)", err)
 		}
 		say("uuid=%s", firstLine(string(b)))
+	case "topology":
+		return topology()
 	case "ticks":
 		tick()
 	case "disk":

@@ -37,6 +37,7 @@ type config struct {
 var knownActions = map[string]bool{
 	"nproc":    false,
 	"uuid":     false,
+	"topology": false,
 	"ticks":    false,
 	"disk":     false,
 	"net":      false,
@@ -136,7 +137,7 @@ func parseActions(s string) ([]action, error) {
 		takesArg, known := knownActions[name]
 		switch {
 		case !known:
-			return nil, fmt.Errorf("unknown action %q (known: nproc uuid ticks disk net wait poweroff reboot crash sh:CMD echo:TEXT sleep:DURATION)", name)
+			return nil, fmt.Errorf("unknown action %q (known: nproc uuid topology ticks disk net wait poweroff reboot crash sh:CMD echo:TEXT sleep:DURATION)", name)
 		case takesArg && (!hasArg || arg == ""):
 			return nil, fmt.Errorf("action %q needs an argument: %s:<value>", name, name)
 		case !takesArg && hasArg:
