@@ -10,15 +10,12 @@
 // Decisions not taken from KubeVirt:
 //   - With no firmware.uuid (a standalone VMI; VMs get one from the API defaults), the guest's SMBIOS UUID is
 //     the VMI's metadata.uid, stable for the VMI's lifetime.
-//   - With no cpu topology, the vCPU count is limits.cpu (else requests.cpu) rounded up, as cores of one
-//     socket; with neither, one vCPU.
 //   - Only the virtio bus exists in kvirt's VMM: sata, scsi and usb disks, and cdroms (sata by default), are
 //     refused with a hint to use `disk: {bus: virtio}`.
 package spec
 
 import (
 	"fmt"
-	"math"
 	"net"
 	"strings"
 	"time"
@@ -211,52 +208,6 @@ func (t *translator) memory(m *Machine) {
 	if d.Memory != nil && d.Memory.Hugepages != nil {
 		m.HugePages = true
 		t.warn(t.root.Child("domain", "memory", "hugepages"), "approximated with transparent huge pages (no hugetlbfs reservation)")
-	}
-}
-
-func (t *translator) cpu(m *Machine) {
-	d := &t.vmi.Spec.Domain
-	cp := t.root.Child("domain", "cpu")
-	m.Sockets, m.Cores, m.Threads = 1, 1, 1
-	c := d.CPU
-	if c != nil && (c.Sockets != 0 || c.Cores != 0 || c.Threads != 0) {
-		clamp := func(v uint32) int { return int(min(max(v, 1), MaxVCPUs+1)) } // no overflow in the product
-		m.Sockets, m.Cores, m.Threads = clamp(c.Sockets), clamp(c.Cores), clamp(c.Threads)
-	} else {
-		q, ok := d.Resources.Limits["cpu"]
-		if !ok {
-			q, ok = d.Resources.Requests["cpu"]
-		}
-		if ok {
-			m.Cores = int(min(max(1, math.Ceil(float64(q.MilliValue())/1000)), MaxVCPUs+1))
-		}
-	}
-	if n := m.VCPUs(); n > MaxVCPUs {
-		t.fail(cp, n, fmt.Sprintf("%d vCPUs (sockets × cores × threads) exceed kvirt's maximum of %d", n, MaxVCPUs))
-	}
-	if c == nil {
-		return
-	}
-	switch c.Model {
-	case "", "host-model", "host-passthrough":
-	default:
-		t.unsupported(cp.Child("model"), fmt.Sprintf("named CPU models (%q) are not supported: use host-model or host-passthrough and cpu.features to disable features", c.Model))
-	}
-	if c.DedicatedCPUPlacement {
-		t.warn(cp.Child("dedicatedCpuPlacement"), "not enforced by the launcher: vCPU threads are not pinned")
-	}
-	for i, f := range c.Features {
-		fp := cp.Child("features").Index(i)
-		if f.Name == "" {
-			t.fail(fp.Child("name"), f.Name, "empty feature name")
-			continue
-		}
-		switch f.Policy {
-		case "disable", "forbid":
-			m.CPUDisable = append(m.CPUDisable, f.Name)
-		case "", "require", "force", "optional":
-			t.warn(fp, fmt.Sprintf("policy %q for %s is not enforced: kvirt can only hide CPU features (disable/forbid)", firstNonEmpty(f.Policy, "require"), f.Name))
-		}
 	}
 }
 
