@@ -89,17 +89,13 @@ func (g *guest) abort() {
 	close(g.done)
 }
 
-// start boots the machine (paused at once when asked) and reports its end on the returned channel.
-func (g *guest) start(paused bool) (<-chan grace.Exit, error) {
+// start boots the machine (its vCPUs stay parked when vmm.Config.StartPaused is set) and reports its end
+// on the returned channel.
+func (g *guest) start() (<-chan grace.Exit, error) {
 	if err := g.m.Start(); err != nil {
 		g.inW.Close()
 		close(g.done)
 		return nil, err
-	}
-	if paused {
-		if err := g.m.Pause(); err != nil {
-			g.m.Stop()
-		}
 	}
 	exits := make(chan grace.Exit, 1)
 	go func() {

@@ -199,12 +199,18 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 			return r.fail(err)
 		}
 	}
-	exits, err := g.start(m.StartPaused)
+	// startStrategy Paused: the VMM creates the vCPUs parked before their first instruction (cfg.StartPaused),
+	// and the status says Running + Paused at once, as KubeVirt's VMI shows Paused=True (PausedByUser).
+	exits, err := g.start()
 	if err != nil {
 		return r.fail(fmt.Errorf("start the VM: %w", err))
 	}
 	r.board.Update(func(s *control.Status) { s.Phase, s.Paused = control.Running, m.StartPaused })
-	r.log.Info("guest started", "vmi", m.Namespace+"/"+m.Name, "vcpus", cfg.CPUs, "memory", cfg.MemoryBytes, "disks", len(disks), "paused", m.StartPaused)
+	r.log.Info("guest started", "vmi", m.Namespace+"/"+m.Name, "vcpus", cfg.CPUs, "sockets", cfg.Sockets,
+		"cores", cfg.Cores, "threads", cfg.Threads, "memory", cfg.MemoryBytes, "disks", len(disks), "paused", m.StartPaused)
+	if m.StartPaused {
+		r.log.Info("guest paused before its first instruction (startStrategy: Paused)", "unpause", unpauseHint(r.o.ControlSocket))
+	}
 	return r.shutdown.Run(ctx, r.o.Signals, exits)
 }
 
@@ -340,7 +346,8 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 // vmmConfig chooses the kernel and builds the VMM configuration.
 func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, error) {
 	cfg := vmm.Config{
-		MemoryBytes: m.MemoryBytes, CPUs: m.VCPUs(), CPUPolicy: cpuid.Policy{Disable: m.CPUDisable},
+		MemoryBytes: m.MemoryBytes, CPUs: m.VCPUs(), Sockets: m.Sockets, Cores: m.Cores, Threads: m.Threads,
+		StartPaused: m.StartPaused, CPUPolicy: cpuid.Policy{Disable: m.CPUDisable},
 		HugePages: m.HugePages, NoACPI: r.o.NoACPI, Logf: func(f string, a ...any) { r.log.Info(fmt.Sprintf(f, a...)) },
 	}
 	cfg.SMBIOS.UUID, cfg.SMBIOS.Serial = m.FirmwareUUID, m.FirmwareSerial
@@ -445,4 +452,12 @@ func (v vmRef) Console() (io.ReadCloser, io.Writer, error) {
 		return nil, nil, err
 	}
 	return g.Console()
+}
+
+// unpauseHint tells how to run a guest that started paused.
+func unpauseHint(socket string) string {
+	if socket == "" {
+		return "virtctl unpause vmi NAME (in a cluster); locally, run with --control-socket PATH and then: virt-launcher unpause --socket PATH"
+	}
+	return "virt-launcher unpause --socket " + socket + " (in a cluster: virtctl unpause vmi NAME)"
 }

@@ -196,6 +196,14 @@ func runRun(ctx context.Context, f runFlags) error {
 			defer os.RemoveAll(d)
 			o.Dirs.Work = d
 		}
+		if vmi.ShouldStartPaused() {
+			// startStrategy Paused: the guest waits before its first instruction; the control socket is
+			// how a local user unpauses it.
+			if o.ControlSocket == "" {
+				o.ControlSocket = filepath.Join(o.Dirs.Work, "control.sock")
+			}
+			fmt.Fprintf(os.Stderr, "virt-launcher: startStrategy is Paused: the guest is created paused before its first instruction; start it with:\n  virt-launcher unpause --socket %s\n", o.ControlSocket)
+		}
 		det := newLocalConsole(os.Stdin, os.Stdout, o.ControlSocket, log)
 		if det.restore != nil {
 			defer det.restore()
