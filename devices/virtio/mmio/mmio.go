@@ -304,12 +304,8 @@ func (t *Transport) readReg(offset uint64) uint32 {
 	case RegVendorID:
 		return VendorID
 	case RegDeviceFeatures:
-		f := t.offered()
-		switch t.devFeatSel {
-		case 0:
-			return uint32(f)
-		case 1:
-			return uint32(f >> 32)
+		if t.devFeatSel < 2 {
+			return half(t.offered(), uint64(t.devFeatSel)*4)
 		}
 		return 0
 	case RegQueueNumMax:
@@ -333,29 +329,9 @@ func (t *Transport) readReg(offset uint64) uint32 {
 			s |= StatusDeviceNeedsReset
 		}
 		return s
-	case RegQueueDescLow:
+	case RegQueueDescLow, RegQueueDescHigh, RegQueueDriverLow, RegQueueDriverHigh, RegQueueDeviceLow, RegQueueDeviceHigh:
 		if q := t.selectedQueue(); q != nil {
-			return uint32(q.DescAddr)
-		}
-	case RegQueueDescHigh:
-		if q := t.selectedQueue(); q != nil {
-			return uint32(q.DescAddr >> 32)
-		}
-	case RegQueueDriverLow:
-		if q := t.selectedQueue(); q != nil {
-			return uint32(q.DriverAddr)
-		}
-	case RegQueueDriverHigh:
-		if q := t.selectedQueue(); q != nil {
-			return uint32(q.DriverAddr >> 32)
-		}
-	case RegQueueDeviceLow:
-		if q := t.selectedQueue(); q != nil {
-			return uint32(q.DeviceAddr)
-		}
-	case RegQueueDeviceHigh:
-		if q := t.selectedQueue(); q != nil {
-			return uint32(q.DeviceAddr >> 32)
+			return half(*queueAddr(q, offset), offset)
 		}
 	case RegSHMLenLow, RegSHMLenHigh:
 		return 0xffffffff // no shared memory regions
@@ -363,6 +339,27 @@ func (t *Transport) readReg(offset uint64) uint32 {
 		return t.configGen.Load()
 	}
 	return 0
+}
+
+// queueAddr is the 64-bit ring address of q that the register pair holding offset (low or high half) sets.
+func queueAddr(q *queue.Queue, offset uint64) *uint64 {
+	switch offset &^ 4 {
+	case RegQueueDescLow:
+		return &q.DescAddr
+	case RegQueueDriverLow:
+		return &q.DriverAddr
+	}
+	return &q.DeviceAddr
+}
+
+// half is the 32-bit half of v that a register pair exposes at offset: bit 2 of the offset selects the high
+// half (the pairs are at …0 and …4), as with the two 32-bit feature words.
+func half(v, offset uint64) uint32 { return uint32(v >> (offset & 4 * 8)) }
+
+// setHalf replaces the half of *v that offset selects (see half) with x.
+func setHalf(v *uint64, offset uint64, x uint32) {
+	shift := offset & 4 * 8
+	*v = *v&^(0xffffffff<<shift) | uint64(x)<<shift
 }
 
 func (t *Transport) offered() uint64 {
@@ -412,11 +409,8 @@ func (t *Transport) Write(offset uint64, data []byte) {
 		if t.status&StatusFeaturesOK != 0 {
 			return // frozen once FEATURES_OK is set
 		}
-		switch t.drvFeatSel {
-		case 0:
-			t.drvFeatures = t.drvFeatures&^0xffffffff | uint64(v)
-		case 1:
-			t.drvFeatures = t.drvFeatures&0xffffffff | uint64(v)<<32
+		if t.drvFeatSel < 2 {
+			setHalf(&t.drvFeatures, uint64(t.drvFeatSel)*4, v)
 		}
 	case RegDriverFeatSel:
 		t.drvFeatSel = v
@@ -442,29 +436,9 @@ func (t *Transport) Write(offset uint64, data []byte) {
 		if t.status&StatusDriverOK == 0 {
 			q.Ready = true
 		}
-	case RegQueueDescLow:
+	case RegQueueDescLow, RegQueueDescHigh, RegQueueDriverLow, RegQueueDriverHigh, RegQueueDeviceLow, RegQueueDeviceHigh:
 		if queueWritable {
-			q.DescAddr = q.DescAddr&^0xffffffff | uint64(v)
-		}
-	case RegQueueDescHigh:
-		if queueWritable {
-			q.DescAddr = q.DescAddr&0xffffffff | uint64(v)<<32
-		}
-	case RegQueueDriverLow:
-		if queueWritable {
-			q.DriverAddr = q.DriverAddr&^0xffffffff | uint64(v)
-		}
-	case RegQueueDriverHigh:
-		if queueWritable {
-			q.DriverAddr = q.DriverAddr&0xffffffff | uint64(v)<<32
-		}
-	case RegQueueDeviceLow:
-		if queueWritable {
-			q.DeviceAddr = q.DeviceAddr&^0xffffffff | uint64(v)
-		}
-	case RegQueueDeviceHigh:
-		if queueWritable {
-			q.DeviceAddr = q.DeviceAddr&0xffffffff | uint64(v)<<32
+			setHalf(queueAddr(q, offset), offset, v)
 		}
 	case RegInterruptACK:
 		t.intStatus.And(^v)

@@ -310,3 +310,44 @@ func TestHardReset(t *testing.T) {
 	tr.Close()
 	tr.Reset() // after Close: no effect, no panic
 }
+
+// Each 64-bit ring address is written and read back as two 32-bit halves, per queue, and only while the
+// queue is not live.
+func TestQueueAddressHalves(t *testing.T) {
+	_, tr, _ := newEcho(t)
+	pairs := []struct{ lo, hi uint64 }{
+		{mmio.RegQueueDescLow, mmio.RegQueueDescHigh},
+		{mmio.RegQueueDriverLow, mmio.RegQueueDriverHigh},
+		{mmio.RegQueueDeviceLow, mmio.RegQueueDeviceHigh},
+	}
+	for qi := uint32(0); qi < 2; qi++ {
+		w32(tr, mmio.RegQueueSel, qi)
+		for i, p := range pairs {
+			w32(tr, p.lo, 0x1000*uint32(i+1)+qi)
+			w32(tr, p.hi, 0xa0+uint32(i)+qi)
+		}
+	}
+	for qi := uint32(0); qi < 2; qi++ {
+		w32(tr, mmio.RegQueueSel, qi)
+		for i, p := range pairs {
+			if lo, hi := r32(tr, p.lo), r32(tr, p.hi); lo != 0x1000*uint32(i+1)+qi || hi != 0xa0+uint32(i)+qi {
+				t.Errorf("queue %d pair %#x: read %#x/%#x, want %#x/%#x", qi, p.lo, lo, hi, 0x1000*uint32(i+1)+qi, 0xa0+uint32(i)+qi)
+			}
+		}
+	}
+	// A ready queue's addresses are frozen.
+	w32(tr, mmio.RegQueueSel, 0)
+	w32(tr, mmio.RegQueueReady, 1)
+	w32(tr, mmio.RegQueueDescHigh, 0x55)
+	if hi := r32(tr, mmio.RegQueueDescHigh); hi != 0xa0 {
+		t.Errorf("descriptor address high half changed on a ready queue: %#x", hi)
+	}
+	// Feature words: select 0 and 1 give the two halves, others read zero.
+	want := uint64(1<<queue.FeatureEventIdx|1<<3|1<<40) | 1<<queue.FeatureVersion1
+	for sel, w := range []uint32{uint32(want), uint32(want >> 32), 0} {
+		w32(tr, mmio.RegDeviceFeatSel, uint32(sel))
+		if got := r32(tr, mmio.RegDeviceFeatures); got != w {
+			t.Errorf("device features word %d = %#x, want %#x", sel, got, w)
+		}
+	}
+}
