@@ -31,6 +31,8 @@ func run(a action, cfg config, rp *reaper) error {
 		say("uuid=%s", firstLine(string(b)))
 	case "topology":
 		return topology()
+	case "randread", "tcprecv", "tcpsend", "ping":
+		return runBench(a.Name, a.Arg)
 	case "ticks":
 		tick()
 	case "disk":
