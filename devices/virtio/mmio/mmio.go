@@ -174,12 +174,15 @@ type Transport struct {
 	readers      sync.WaitGroup
 	closed       bool
 	notifyLogged bool
+
+	kickCount []atomic.Uint64 // guest notifications per queue (eventfd counts, not wake-ups)
+	irqCount  atomic.Uint64   // interrupts raised
 }
 
 // New builds a transport for dev. name prefixes log messages (e.g. "virtio-blk vda").
 func New(name string, dev Device, mem queue.Memory, irq Interrupt) (*Transport, error) {
 	sizes := dev.QueueMaxSizes()
-	t := &Transport{dev: dev, mem: mem, irq: irq, name: name}
+	t := &Transport{dev: dev, mem: mem, irq: irq, name: name, kickCount: make([]atomic.Uint64, len(sizes))}
 	for i, s := range sizes {
 		if s == 0 || s > queue.MaxSize || s&(s-1) != 0 {
 			t.Close()
@@ -196,19 +199,20 @@ func New(name string, dev Device, mem queue.Memory, irq Interrupt) (*Transport, 
 		t.notifyFiles = append(t.notifyFiles, f)
 		t.kicks = append(t.kicks, kick)
 		t.readers.Add(1)
-		go t.forwardKicks(f, kick)
+		go t.forwardKicks(f, kick, &t.kickCount[i])
 	}
 	return t, nil
 }
 
 // forwardKicks turns eventfd signals into channel sends until the transport closes.
-func (t *Transport) forwardKicks(f *os.File, kick chan<- struct{}) {
+func (t *Transport) forwardKicks(f *os.File, kick chan<- struct{}, count *atomic.Uint64) {
 	defer t.readers.Done()
 	var buf [8]byte
 	for {
 		if _, err := f.Read(buf[:]); err != nil {
 			return // closed
 		}
+		count.Add(binary.LittleEndian.Uint64(buf[:]))
 		select {
 		case kick <- struct{}{}:
 		default:
@@ -530,6 +534,7 @@ func (t *Transport) activateLocked() {
 
 func (t *Transport) raise(bit uint32) error {
 	t.intStatus.Or(bit)
+	t.irqCount.Add(1)
 	if t.irq == nil {
 		return nil
 	}
@@ -565,12 +570,29 @@ func (t *Transport) Debug() string {
 	if t.active {
 		mem = t.mem
 	}
-	out := fmt.Sprintf("%s: status=%#x features=%#x intStatus=%#x needsReset=%v", t.name, t.status, t.drvFeatures,
-		t.intStatus.Load(), t.needsReset.Load())
+	c := t.Counters()
+	out := fmt.Sprintf("%s: status=%#x features=%#x intStatus=%#x needsReset=%v kicks=%v interrupts=%d", t.name, t.status,
+		t.drvFeatures, t.intStatus.Load(), t.needsReset.Load(), c.Kicks, c.Interrupts)
 	for i, q := range t.queues {
 		out += fmt.Sprintf("\n  queue %d: %s", i, q.Snapshot(mem))
 	}
 	return out
+}
+
+// Counters are the guest's notifications per queue and the interrupts raised since New: with the device's
+// own counts they show how well notification and interrupt suppression (EVENT_IDX) work.
+type Counters struct {
+	Kicks      []uint64
+	Interrupts uint64
+}
+
+// Counters reads the transport's counters.
+func (t *Transport) Counters() Counters {
+	c := Counters{Interrupts: t.irqCount.Load()}
+	for i := range t.kickCount {
+		c.Kicks = append(c.Kicks, t.kickCount[i].Load())
+	}
+	return c
 }
 
 // NeedsReset reports whether the device flagged DEVICE_NEEDS_RESET (for tests and diagnostics).

@@ -351,3 +351,25 @@ func TestQueueAddressHalves(t *testing.T) {
 		}
 	}
 }
+
+// Every notification is counted (also when the eventfd coalesces several), per queue.
+func TestCounters(t *testing.T) {
+	_, tr, _ := newEcho(t)
+	for i := 0; i < 5; i++ {
+		w32(tr, mmio.RegQueueNotify, 1)
+	}
+	w32(tr, mmio.RegQueueNotify, 7) // no such queue: ignored
+	deadline := time.Now().Add(10 * time.Second)
+	for c := tr.Counters(); c.Kicks[1] != 5; c = tr.Counters() {
+		if time.Now().After(deadline) {
+			t.Fatalf("counters %+v, want 5 kicks on queue 1", c)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c := tr.Counters(); len(c.Kicks) != 2 || c.Kicks[0] != 0 || c.Interrupts != 0 {
+		t.Fatalf("counters %+v, want kicks [0 5] and no interrupts", c)
+	}
+	if !strings.Contains(tr.Debug(), "kicks=[0 5] interrupts=0") {
+		t.Errorf("Debug lacks the counters: %s", tr.Debug())
+	}
+}
