@@ -1,46 +1,50 @@
 package main
 
 import (
-	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
-	"github.com/kvirt/kvirt/vmm"
+	"github.com/kvirt/kvirt/vmm/bootcmd"
 )
 
-func TestBuildConfig(t *testing.T) {
-	base := bootFlags{kernel: "k", memory: "128Mi", cpus: 2, onReboot: "reset", compat: "auto"}
-	cfg, err := buildConfig(base)
-	if err != nil || cfg.MemoryBytes != 128<<20 || cfg.CPUs != 2 || cfg.OnReboot != vmm.RebootReset {
-		t.Fatalf("cfg %+v err %v", cfg, err)
-	}
-	for _, mod := range []func(*bootFlags){
-		func(f *bootFlags) { f.memory = "lots" },
-		func(f *bootFlags) { f.memory = "-1Mi" },
-		func(f *bootFlags) { f.cpus = 0 },
-		func(f *bootFlags) { f.onReboot = "maybe" },
-		func(f *bootFlags) { f.compat = "xen" },
-		func(f *bootFlags) { f.disable = []string{"warp-drive"} },
-	} {
-		f := base
-		mod(&f)
-		_, err := buildConfig(f)
-		var ee exitError
-		if !errors.As(err, &ee) || ee.code != ExitUsage {
-			t.Errorf("flags %+v: err %v, want a usage error", f, err)
+// TestBootCommandFlags: `virt-launcher boot` has bootcmd's flags and maps its usage errors to exit code 2.
+func TestBootCommandFlags(t *testing.T) {
+	cmd := newBootCommand()
+	for _, name := range []string{"kernel", "initrd", "append", "memory", "cpus", "no-acpi", "cpu-disable", "uuid",
+		"serial", "on-reboot", "compat", "disk", "tap", "rng", "print-start-timing"} {
+		if cmd.Flags().Lookup(name) == nil {
+			t.Errorf("boot has no --%s", name)
 		}
+	}
+	if !strings.Contains(cmd.Long, "Exit codes:") {
+		t.Error("boot --help does not document the exit codes")
+	}
+	cmd.SetArgs([]string{"--kernel", "/nonexistent", "--memory", "lots"})
+	err := cmd.Execute()
+	if ee, ok := err.(exitError); !ok || ee.code != bootcmd.ExitUsage || !strings.Contains(err.Error(), "--memory") {
+		t.Fatalf("bad --memory: %v, want a usage error (exit %d)", err, bootcmd.ExitUsage)
 	}
 }
 
-func TestExitCodesDistinct(t *testing.T) {
-	seen := map[int]vmm.Outcome{}
-	for _, o := range []vmm.Outcome{vmm.PoweredOff, vmm.Crashed, vmm.Stopped, vmm.Rebooted, vmm.Error} {
-		c := exitCode(o)
-		if p, dup := seen[c]; dup {
-			t.Fatalf("%v and %v share exit code %d", o, p, c)
-		}
-		seen[c] = o
+// TestBootExitCodes runs the built binary: a missing kernel is a usage error, an unreadable one a VMM error.
+func TestBootExitCodes(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "virt-launcher")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	if exitCode(vmm.PoweredOff) != 0 {
-		t.Fatal("poweroff must exit 0")
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"boot"}, bootcmd.ExitUsage},
+		{[]string{"boot", "--kernel", "/nonexistent/vmlinux"}, bootcmd.ExitVMMError},
+		{[]string{"boot", "--kernel", "k", "--cpus", "0"}, bootcmd.ExitUsage},
+	} {
+		err := exec.Command(bin, tc.args...).Run()
+		if code := exitCodeOf(err); code != tc.code {
+			t.Errorf("virt-launcher %s: exit %d, want %d", strings.Join(tc.args, " "), code, tc.code)
+		}
 	}
 }

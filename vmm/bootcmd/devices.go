@@ -1,4 +1,4 @@
-package main
+package bootcmd
 
 import (
 	"fmt"
@@ -12,19 +12,12 @@ import (
 	"github.com/kvirt/kvirt/vmm"
 )
 
-// virtioFlags are boot's device flags: --disk PATH[,ro][,serial=S][,direct] (repeatable; /dev/vda, /dev/vdb,
-// ... in order), --tap NAME[,mac=M] (repeatable; attach to the tap of that name in this network namespace,
-// creating it if missing) and --rng.
-type virtioFlags struct {
-	disks []string
-	taps  []string
-	rng   bool
-}
-
-// parse validates the device flags without opening anything.
-func (f virtioFlags) parse() ([]blk.DiskSpec, []vnet.TapSpec, error) {
+// devices validates the device flags without opening anything: --disk PATH[,ro][,serial=S][,direct]
+// (repeatable; /dev/vda, /dev/vdb, ... in order) and --tap NAME[,mac=M] (repeatable; the tap of that name in
+// this network namespace, created if missing).
+func (f *Flags) devices() ([]blk.DiskSpec, []vnet.TapSpec, error) {
 	var ds []blk.DiskSpec
-	for _, s := range f.disks {
+	for _, s := range f.Disks {
 		d, err := blk.ParseDiskSpec(s)
 		if err != nil {
 			return nil, nil, usage("--disk: %v", err)
@@ -32,7 +25,7 @@ func (f virtioFlags) parse() ([]blk.DiskSpec, []vnet.TapSpec, error) {
 		ds = append(ds, d)
 	}
 	var ts []vnet.TapSpec
-	for _, s := range f.taps {
+	for _, s := range f.Taps {
 		t, err := vnet.ParseTapSpec(s)
 		if err != nil {
 			return nil, nil, usage("--tap: %v", err)
@@ -58,9 +51,9 @@ func attachVirtio(m *vmm.Machine, name string, dev mmio.Device) error {
 	return err
 }
 
-// addVirtioDevices opens the disks and taps and attaches them (disks first, in order), then the RNG.
-func addVirtioDevices(m *vmm.Machine, f virtioFlags) error {
-	disks, taps, err := f.parse()
+// addDevices opens the disks and taps and attaches them (disks first, in order), then the RNG.
+func (f *Flags) addDevices(m *vmm.Machine) error {
+	disks, taps, err := f.devices()
 	if err != nil {
 		return err
 	}
@@ -85,7 +78,7 @@ func addVirtioDevices(m *vmm.Machine, f virtioFlags) error {
 			return err
 		}
 	}
-	if f.rng {
+	if f.RNG {
 		return attachVirtio(m, "virtio-rng", rng.New())
 	}
 	return nil
