@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/launcher/containerdisk"
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/grace"
 	"k8s.io/apimachinery/pkg/types"
@@ -83,7 +84,8 @@ func LoadManifestFile(path string) (*v1.VirtualMachineInstance, error) {
 
 // PodOptions returns the pod-mode Options: the VMI from DefaultVMIFile, the token from DefaultTokenFile,
 // the control API on :8186 and DefaultSocket, disks under DefaultWorkDir, kvirt's kernel from
-// DefaultImagesDir, the pod's own network namespace and /dev/termination-log. The caller adds Signals and
+// DefaultImagesDir, containerDisk volumes copied by the pod's init containers from containerdisk.DisksDir,
+// the pod's own network namespace and /dev/termination-log. The caller adds Signals and
 // Log, then calls Run and exits with ExitCode.
 func PodOptions() (Options, error) {
 	o := Options{
@@ -92,6 +94,7 @@ func PodOptions() (Options, error) {
 		TerminationLog: grace.DefaultTerminationLog,
 	}
 	o.Dirs.Work = DefaultWorkDir
+	o.Dirs.ContainerDisks = containerdisk.DisksDir
 	vmi, err := LoadManifestFile(DefaultVMIFile)
 	if err != nil {
 		return o, fmt.Errorf("read the VMI the controller mounted: %w", err)

@@ -19,6 +19,7 @@ func main() {
 	root.AddCommand(newBootCommand())
 	root.AddCommand(newRunCommand())
 	root.AddCommand(newPodCommand())
+	root.AddCommand(newContainerDiskCommand())
 	root.AddCommand(newExecCommands()...)
 	if err := root.Execute(); err != nil {
 		e, ok := err.(exitError)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kvirt/kvirt/images"
 	"github.com/kvirt/kvirt/launcher"
+	"github.com/kvirt/kvirt/launcher/containerdisk"
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/spf13/cobra"
@@ -31,6 +32,7 @@ type runFlags struct {
 	kernel, initrd, append string
 	imagesDir              string
 	workDir, root          string
+	containerDisks         string
 	tokenFile, controlAddr string
 	controlSocket          string
 	terminationLog         string
@@ -70,6 +72,7 @@ Exit code: 0 the guest succeeded (powered off), 1 the guest failed (crash, hard 
 	fl.StringVar(&f.append, "append", "", "guest kernel command line (replaces the default)")
 	fl.StringVar(&f.imagesDir, "images-dir", "", "directory with kvirt's vmlinux and initramfs.cpio (default "+launcher.DefaultImagesDir+" if present, else $KVIRT_IMAGES_DIR, else build/images of the enclosing repository)")
 	fl.StringVar(&f.workDir, "work-dir", "", "where disks are prepared (default "+launcher.DefaultWorkDir+" in a pod, else a temporary directory removed on exit)")
+	fl.StringVar(&f.containerDisks, "container-disks-dir", "", "directory where the pod's init containers copied the kubelet-pulled containerDisk volumes (<dir>/<volume>/disk.img; default "+containerdisk.DisksDir+" in a pod, else none: the launcher fetches each image itself)")
 	fl.StringVar(&f.root, "root", "", "directory prefixed to the in-pod paths of PVCs and hostDisks (local runs)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "control API token (required with --control-addr)")
 	fl.StringVar(&f.controlAddr, "control-addr", "", "serve the control API on this TCP address (e.g. :8186)")
@@ -178,7 +181,11 @@ func runRun(ctx context.Context, f runFlags) error {
 	}
 	o.Dirs.Root = f.root
 	o.Dirs.Work = f.workDir
+	o.Dirs.ContainerDisks = f.containerDisks
 	if pod {
+		if o.Dirs.ContainerDisks == "" {
+			o.Dirs.ContainerDisks = containerdisk.DisksDir
+		}
 		if o.Dirs.Work == "" {
 			o.Dirs.Work = launcher.DefaultWorkDir
 		}

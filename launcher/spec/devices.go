@@ -45,10 +45,9 @@ func (t *translator) disks(m *Machine) {
 		switch {
 		case v.ContainerDisk != nil:
 			c := v.ContainerDisk
-			disk.Kind, disk.Image, disk.ImagePath = ContainerDisk, c.Image, c.Path
-			if c.ImagePullSecret != "" {
-				t.unsupported(vp.Child("containerDisk", "imagePullSecret"), "the launcher has no API credentials to read pull secrets; use an image the pod can pull anonymously")
-			}
+			// imagePullSecret: in a cluster the kubelet pulls the image with it (launcher/containerdisk); a
+			// launcher that has to pull the image itself refuses it (volumes.ContainerDiskOptions.PullSecret).
+			disk.Kind, disk.Image, disk.ImagePath, disk.ImagePullSecret = ContainerDisk, c.Image, c.Path, c.ImagePullSecret
 		case v.CloudInitNoCloud != nil:
 			c := v.CloudInitNoCloud
 			cp := vp.Child("cloudInitNoCloud")

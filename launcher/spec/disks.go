@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/kvirt/kvirt/launcher/containerdisk"
 	"github.com/kvirt/kvirt/launcher/volumes"
 )
 
@@ -19,6 +20,10 @@ type Dirs struct {
 	Root string
 	// ContainerDisk tunes image pulls.
 	ContainerDisk volumes.ContainerDiskOptions
+	// ContainerDisks is where the launcher pod's init containers copied the containerDisk volumes the kubelet
+	// pulled (containerdisk.DisksDir in the pod; empty locally). A volume found there is used as it is; any
+	// other containerDisk is fetched by the launcher (registry, oci: layout, docker-archive:).
+	ContainerDisks string
 }
 
 // PreparedDisk is a disk ready for virtio-blk.
@@ -43,9 +48,13 @@ func PrepareDisks(ctx context.Context, m *Machine, dirs Dirs) ([]PreparedDisk, e
 		switch d.Kind {
 		case ContainerDisk:
 			opts := dirs.ContainerDisk
-			opts.Path = d.ImagePath
+			opts.Path, opts.PullSecret = d.ImagePath, d.ImagePullSecret
 			var cd *volumes.ContainerDisk
-			cd, err = volumes.PrepareContainerDisk(ctx, d.VolumeField+".containerDisk.image", d.Image, work, opts)
+			if local, ok := containerdisk.LocalDisk(dirs.ContainerDisks, d.Name); ok {
+				cd, err = volumes.OpenContainerDisk(d.VolumeField+".containerDisk", local, work)
+			} else {
+				cd, err = volumes.PrepareContainerDisk(ctx, d.VolumeField+".containerDisk.image", d.Image, work, opts)
+			}
 			if err == nil {
 				b = cd.Backend
 			}

@@ -93,6 +93,7 @@ type Disk struct {
 	VolumeField string
 
 	Image, ImagePath string             // containerDisk
+	ImagePullSecret  string             // containerDisk
 	NoCloud          *volumes.NoCloud   // cloudInitNoCloud
 	Capacity         *resource.Quantity // emptyDisk, hostDisk
 	ClaimName        string             // persistentVolumeClaim

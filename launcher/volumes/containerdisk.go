@@ -37,6 +37,9 @@ type ContainerDiskOptions struct {
 	Insecure bool
 	// Path is the disk file inside the image (containerDisk.path); empty: the single file under /disk/.
 	Path string
+	// PullSecret is containerDisk.imagePullSecret. The launcher has no API credentials to read it: a registry
+	// pull with a secret is an error here; in a cluster the kubelet pulls such images (launcher/containerdisk).
+	PullSecret string
 }
 
 // ContainerDisk is a containerDisk volume ready for the VMM.
@@ -80,6 +83,16 @@ func PrepareContainerDisk(ctx context.Context, field, ref, workDir string, opts 
 	if err := extractDisk(ctx, img, basePath, opts.Path); err != nil {
 		return nil, fieldErr(field, "image %q: %w", ref, err)
 	}
+	return OpenContainerDisk(field, basePath, workDir)
+}
+
+// OpenContainerDisk puts a copy-on-write overlay (workDir/disk.overlay) over a containerDisk's disk file
+// that is already local (extracted by PrepareContainerDisk, or copied by the launcher pod's init container,
+// launcher/containerdisk). basePath is opened read-only; raw or qcow2 is detected from its content.
+func OpenContainerDisk(field, basePath, workDir string) (*ContainerDisk, error) {
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return nil, fieldErr(field, "create work directory: %w", err)
+	}
 	base, err := os.Open(basePath)
 	if err != nil {
 		return nil, fieldErr(field, "%w", err)
@@ -95,7 +108,7 @@ func PrepareContainerDisk(ctx context.Context, field, ref, workDir string, opts 
 		q, err := OpenQCOW2(base, st.Size())
 		if err != nil {
 			base.Close()
-			return nil, fieldErr(field, "image %q: disk: %w", ref, err)
+			return nil, fieldErr(field, "disk %s: %w", basePath, err)
 		}
 		ro, format = q, "qcow2"
 	}
@@ -126,6 +139,9 @@ func loadImage(ctx context.Context, ref string, opts ContainerDiskOptions) (v1.I
 			return loadLayout(ref)
 		}
 		return loadArchive(ref)
+	}
+	if opts.PullSecret != "" {
+		return nil, fmt.Errorf("imagePullSecret %q: the launcher cannot read pull secrets (it has no API credentials); in a cluster the kubelet pulls the image (the launcher pod's containerDisk init container), locally use an image that needs no secret or a local oci:/docker-archive: reference", opts.PullSecret)
 	}
 	var nopts []name.Option
 	if opts.Insecure {
