@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -97,7 +98,7 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.Serial, "serial", "", "firmware (SMBIOS) serial number")
 	fs.StringVar(&f.OnReboot, "on-reboot", "reset", "what a guest reboot does: reset (in place) or exit")
 	fs.StringVar(&f.Compat, "compat", "auto", "host compatibility policy: auto (PVM detected), pvm, off")
-	fs.BoolVar(&f.PrintStart, "print-start-timing", false, "print the wall-clock times of the start-up steps and of the first KVM_RUN to stderr (benchmarks)")
+	fs.BoolVar(&f.PrintStart, "print-start-timing", false, "print the wall-clock times of the start-up steps and of the first KVM_RUN, and where guest RAM is mapped, to stderr (benchmarks)")
 	_ = fs.MarkHidden("print-start-timing")
 	fs.StringArrayVar(&f.Disks, "disk", nil, "virtio-blk disk PATH[,ro][,serial=S][,direct] (repeatable: /dev/vda, /dev/vdb, ...)")
 	fs.StringArrayVar(&f.Taps, "tap", nil, "virtio-net NIC on tap NAME[,mac=M] in this network namespace, created if missing (repeatable)")
@@ -229,6 +230,12 @@ func Run(f *Flags, name string) error {
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return ExitError{ExitVMMError, fmt.Errorf("%w (check --kernel/--initrd and that /dev/kvm is usable)", err)}
+	}
+	if f.PrintStart {
+		// Where guest RAM lives in this process, so a benchmark can tell guest pages from the VMM's own.
+		for _, r := range m.Memory().Regions() {
+			fmt.Fprintf(os.Stderr, "kvirt-bench: guest-ram %#x %#x\n", uintptr(unsafe.Pointer(&r.Data[0])), len(r.Data))
+		}
 	}
 	if err := f.addDevices(m); err != nil {
 		m.Stop()
