@@ -240,8 +240,7 @@ func TestFakeAlwaysLifecycle(t *testing.T) {
 		t.Fatalf("pod spec %+v", pod.Spec)
 	}
 	res := pod.Spec.Containers[0].Resources
-	wantMem := resource.MustParse("128Mi")
-	wantMem.Add(LauncherMemoryOverhead)
+	wantMem := resource.MustParse("164096Ki") // 128Mi guest + 32Mi + 128Mi/512
 	if res.Requests.Memory().Cmp(wantMem) != 0 || res.Limits[v1.KVMDeviceResource] != resource.MustParse("1") || res.Limits[v1.TunDeviceResource] != resource.MustParse("1") {
 		t.Fatalf("resources %+v", res)
 	}

@@ -21,8 +21,8 @@
 //   - Beyond KubeVirt: every template interface without a macAddress gets a stable, locally
 //     administered MAC derived from the VM UID and the interface name, written into the VM template
 //     once, so a VM keeps its MAC across restarts and pods (KubeVirt needs the KubeMacPool add-on).
-//   - The launcher pod requests guest memory + LauncherMemoryOverhead (a constant for our pure-Go
-//     launcher; see the TODO there).
+//   - The launcher pod requests guest memory + LauncherMemoryOverhead (32Mi, from the launcher's
+//     measured RSS beside a running guest, see pod.go) + guest/512 for page tables; limits likewise.
 //   - Launcher pod termination grace = VMI terminationGracePeriodSeconds (default 30) + 15 s.
 //   - The launcher container runs the image's entrypoint with LauncherArgs: `run -f /var/run/kvirt/vmi.json
 //     --token-file ... --control-addr :8186 --termination-log /dev/termination-log`. Contract with the

@@ -37,9 +37,8 @@ func TestRenderLauncherPod(t *testing.T) {
 		t.Fatalf("labels %v", pod.Labels)
 	}
 	c := pod.Spec.Containers[0]
-	memReq, memLim := resource.MustParse("256Mi"), resource.MustParse("512Mi")
-	memReq.Add(LauncherMemoryOverhead)
-	memLim.Add(LauncherMemoryOverhead)
+	// guest 256Mi + 32Mi + 256Mi/512; the limit gets the same overhead.
+	memReq, memLim := resource.MustParse("295424Ki"), resource.MustParse("557568Ki")
 	if c.Resources.Requests.Memory().Cmp(memReq) != 0 || c.Resources.Limits.Memory().Cmp(memLim) != 0 {
 		t.Fatalf("memory %v / %v", c.Resources.Requests.Memory(), c.Resources.Limits.Memory())
 	}
