@@ -37,6 +37,8 @@ func run(a action, cfg config, rp *reaper) error {
 		tick()
 	case "disk":
 		return disk(cfg)
+	case "disks", "cidata":
+		return cidataAction(a.Name)
 	case "net":
 		return network(cfg, rp)
 	case "wait":

@@ -56,6 +56,9 @@ func main() {
 	if err != nil {
 		say("error cmdline: %v", err)
 	}
+	if isInit {
+		cloudInitAtBoot() // cidata.go: NoCloud meta-data (hostname), when a cidata disk is attached
+	}
 	if len(cfg.Actions) == 0 {
 		interactiveShell(rp)
 		powerOff("shell exited")
