@@ -128,7 +128,10 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	tokenSecrets := informers.NewSharedInformerFactoryWithOptions(kube, opts.ResyncPeriod, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = labels.Set{v1.AppLabel: TokenSecretLabelValue}.String()
 	}))
-	c.kubeFacts = []informers.SharedInformerFactory{launcherPods, tokenSecrets}
+	// PVCs: all of them (a VM's template names its claims), for WaitingForVolumeBinding.
+	claims := informers.NewSharedInformerFactory(kube, opts.ResyncPeriod)
+	c.kubeFacts = []informers.SharedInformerFactory{launcherPods, tokenSecrets, claims}
+	pvcInf := claims.Core().V1().PersistentVolumeClaims().Informer()
 	c.podInf = launcherPods.Core().V1().Pods().Informer()
 	c.secretInf = tokenSecrets.Core().V1().Secrets().Informer()
 	vmInf := c.kvFactory.Kubevirt().V1().VirtualMachines().Informer()
@@ -137,7 +140,7 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	c.broadcast = record.NewBroadcaster()
 	recorder := c.broadcast.NewRecorder(Scheme(), corev1.EventSource{Component: "virtualmachine-controller"})
 	var err error
-	if c.vm, err = newVMController(kv, vmInf, vmiInf, recorder, opts.Logger, opts.Metrics); err != nil {
+	if c.vm, err = newVMController(kv, vmInf, vmiInf, pvcInf, recorder, opts.Logger, opts.Metrics); err != nil {
 		return nil, err
 	}
 	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort}

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -26,6 +27,8 @@ type VMController struct {
 	kv       kvclient.Interface
 	vms      kvlisters.VirtualMachineLister
 	vmis     kvlisters.VirtualMachineInstanceLister
+	pvcs     corelisters.PersistentVolumeClaimLister
+	vmIndex  cache.Indexer
 	queue    workqueue.TypedRateLimitingInterface[string]
 	recorder record.EventRecorder
 	exp      *Expectations
@@ -35,11 +38,29 @@ type VMController struct {
 	jitter   func(int64) int64
 }
 
-func newVMController(kv kvclient.Interface, vmInf, vmiInf cache.SharedIndexInformer, recorder record.EventRecorder, log *slog.Logger, metrics *Metrics) (*VMController, error) {
+// vmPVCIndex indexes VMs by namespace/claim of their template's PVC volumes (a PVC event finds its VMs).
+const vmPVCIndex = "pvc"
+
+func newVMController(kv kvclient.Interface, vmInf, vmiInf, pvcInf cache.SharedIndexInformer, recorder record.EventRecorder, log *slog.Logger, metrics *Metrics) (*VMController, error) {
+	if err := vmInf.AddIndexers(cache.Indexers{vmPVCIndex: func(obj any) ([]string, error) {
+		vm, ok := obj.(*v1.VirtualMachine)
+		if !ok {
+			return nil, nil
+		}
+		var keys []string
+		for _, claim := range templatePVCs(vm) {
+			keys = append(keys, vm.Namespace+"/"+claim)
+		}
+		return keys, nil
+	}}); err != nil {
+		return nil, err
+	}
 	c := &VMController{
 		kv:       kv,
 		vms:      kvlisters.NewVirtualMachineLister(vmInf.GetIndexer()),
 		vmis:     kvlisters.NewVirtualMachineInstanceLister(vmiInf.GetIndexer()),
+		pvcs:     corelisters.NewPersistentVolumeClaimLister(pvcInf.GetIndexer()),
+		vmIndex:  vmInf.GetIndexer(),
 		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "vm"}),
 		recorder: recorder,
 		exp:      NewExpectations(),
@@ -84,7 +105,48 @@ func newVMController(kv kvclient.Interface, vmInf, vmiInf cache.SharedIndexInfor
 	}); err != nil {
 		return nil, err
 	}
+	// A PVC appearing or changing phase can change WaitingForVolumeBinding (KubeVirt watches only adds;
+	// the binding itself is what a user waits for, so updates count too).
+	if _, err := pvcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueueVMsOfPVC,
+		UpdateFunc: func(_, n any) { c.enqueueVMsOfPVC(n) },
+		DeleteFunc: c.enqueueVMsOfPVC,
+	}); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+func (c *VMController) enqueueVMsOfPVC(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	pvc, ok := obj.(*corev1.PersistentVolumeClaim)
+	if !ok {
+		return
+	}
+	vms, err := c.vmIndex.ByIndex(vmPVCIndex, pvc.Namespace+"/"+pvc.Name)
+	if err != nil {
+		return
+	}
+	for _, vm := range vms {
+		c.enqueue(vm)
+	}
+}
+
+// unboundPVC reports whether a PVC of the VM's template exists and is not Bound (HasUnboundPVC: a
+// missing PVC does not count).
+func (c *VMController) unboundPVC(vm *v1.VirtualMachine) bool {
+	for _, claim := range templatePVCs(vm) {
+		pvc, err := c.pvcs.PersistentVolumeClaims(vm.Namespace).Get(claim)
+		if err != nil {
+			continue
+		}
+		if pvc.Status.Phase != corev1.ClaimBound {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *VMController) enqueue(obj any) {
@@ -113,40 +175,7 @@ func (c *VMController) enqueueVMOf(obj any) {
 
 // Run processes the queue with workers goroutines until ctx ends.
 func (c *VMController) Run(ctx context.Context, workers int) {
-	go func() { <-ctx.Done(); c.queue.ShutDown() }()
-	done := make(chan struct{})
-	for i := 0; i < workers; i++ {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for c.processNext(ctx) {
-			}
-		}()
-	}
-	for i := 0; i < workers; i++ {
-		<-done
-	}
-}
-
-func (c *VMController) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	start := time.Now()
-	requeue, err := c.sync(ctx, key)
-	c.metrics.observe("vm", start, err)
-	switch {
-	case err != nil:
-		c.log.Info("sync failed; retrying", "vm", key, "err", err)
-		c.queue.AddRateLimited(key)
-	case requeue > 0:
-		c.queue.Forget(key)
-		c.queue.AddAfter(key, requeue)
-	default:
-		c.queue.Forget(key)
-	}
-	return true
+	runQueue(ctx, c.queue, workers, "vm", c.sync, c.log, c.metrics)
 }
 
 // VM event reasons are the VMI controller's (SuccessfulCreate, SuccessfulDelete, FailedCreate,
@@ -179,13 +208,15 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 	if vm.DeletionTimestamp != nil {
 		return 0, c.syncDeletingVM(ctx, log, key, vm, vmi)
 	}
-	// The finalizer and the ABI defaults (firmware UUID, MACs) are written once, in one update.
-	needFinalizer := !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer)
-	if needFinalizer {
+	// The finalizer and the ABI defaults (firmware UUID, MACs) are written once, in one patch of just
+	// those fields (see patch.go).
+	ops := abiDefaultsOps(vm)
+	if !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
 		vm.Finalizers = append(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
+		ops = append(ops, setField("/metadata/finalizers", vm.Finalizers))
 	}
-	if abi := applyABIDefaults(vm); abi || needFinalizer {
-		upd, err := c.kv.KubevirtV1().VirtualMachines(ns).Update(ctx, vm, metav1.UpdateOptions{})
+	if len(ops) > 0 {
+		upd, err := c.patchVM(ctx, vm, ops...)
 		if err != nil {
 			return 0, fmt.Errorf("add finalizer and firmware UUID/MAC defaults: %w", err)
 		}
@@ -333,7 +364,7 @@ func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key
 	}
 	if (vmi == nil || orphan) && hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
 		vm.Finalizers = removeString(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
-		if _, err := c.kv.KubevirtV1().VirtualMachines(vm.Namespace).Update(ctx, vm, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if _, err := c.patchVM(ctx, vm, setField("/metadata/finalizers", vm.Finalizers)); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("remove finalizer: %w", err)
 		}
 		log.Info("VM finalized", "orphan", orphan)
@@ -341,10 +372,26 @@ func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key
 	return nil
 }
 
+// patchVM applies ops to vm after testing its resourceVersion and returns the result.
+func (c *VMController) patchVM(ctx context.Context, vm *v1.VirtualMachine, ops ...patchOp) (*v1.VirtualMachine, error) {
+	body, err := jsonPatch(vm.ResourceVersion, ops...)
+	if err != nil {
+		return nil, err
+	}
+	return c.kv.KubevirtV1().VirtualMachines(vm.Namespace).Patch(ctx, vm.Name, types.JSONPatchType, body, metav1.PatchOptions{})
+}
+
+// patchVMI applies ops to vmi after testing its resourceVersion and returns the result.
+func patchVMI(ctx context.Context, kv kvclient.Interface, vmi *v1.VirtualMachineInstance, ops ...patchOp) (*v1.VirtualMachineInstance, error) {
+	body, err := jsonPatch(vmi.ResourceVersion, ops...)
+	if err != nil {
+		return nil, err
+	}
+	return kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Patch(ctx, vmi.Name, types.JSONPatchType, body, metav1.PatchOptions{})
+}
+
 func (c *VMController) dropVMIFinalizer(ctx context.Context, vmi *v1.VirtualMachineInstance) error {
-	v := vmi.DeepCopy()
-	v.Finalizers = removeString(v.Finalizers, v1.VirtualMachineControllerFinalizer)
-	_, err := c.kv.KubevirtV1().VirtualMachineInstances(v.Namespace).Update(ctx, v, metav1.UpdateOptions{})
+	_, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/finalizers", removeString(vmi.Finalizers, v1.VirtualMachineControllerFinalizer)))
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove VMI finalizer: %w", err)
 	}
@@ -352,15 +399,11 @@ func (c *VMController) dropVMIFinalizer(ctx context.Context, vmi *v1.VirtualMach
 }
 
 func (c *VMController) switchToAlways(ctx context.Context, vm *v1.VirtualMachine) error {
-	v := vm.DeepCopy()
-	if v.Spec.Running != nil {
-		t := true
-		v.Spec.Running = &t
-	} else {
-		s := v1.RunStrategyAlways
-		v.Spec.RunStrategy = &s
+	op := setField("/spec/runStrategy", v1.RunStrategyAlways)
+	if vm.Spec.Running != nil {
+		op = setField("/spec/running", true)
 	}
-	if _, err := c.kv.KubevirtV1().VirtualMachines(v.Namespace).Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.patchVM(ctx, vm, op); err != nil {
 		return fmt.Errorf("switch run strategy to Always for a start request: %w", err)
 	}
 	return nil
@@ -436,17 +479,19 @@ func (c *VMController) computeStatus(key string, vm *v1.VirtualMachine, strategy
 	now := metav1.NewTime(c.now())
 	adds, dels := c.exp.Pending(key)
 	st.Created = vmi != nil
-	st.Ready = vmi != nil && vmi.DeletionTimestamp == nil && vmi.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue)
+	st.Ready = vmReady(vmi)
 	st.ObservedGeneration = vm.Generation
-	if vmi != nil || adds {
-		st.RunStrategy = strategy
-		if vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal() {
-			st.DesiredGeneration = vm.Generation
-		}
+	st.RunStrategy = statusRunStrategy(st.RunStrategy, strategy, vmi)
+	if vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal() {
+		st.DesiredGeneration = vm.Generation
 	}
 	st.StartFailure = nextStartFailure(st.StartFailure, strategy, vmi, c.now(), c.jitter)
 	st.StateChangeRequests = trimRequests(st.StateChangeRequests, vmi)
-	st.PrintableStatus = printableStatus(vm, strategy, vmi, adds, dels, st.StartFailure)
+	// The printable status sees the VM with this sync's requests and status.runStrategy (as KubeVirt's
+	// setPrintableStatus runs after them).
+	view := *vm
+	view.Status = *st
+	st.PrintableStatus = printableStatus(&view, strategy, vmi, adds, dels, st.StartFailure, c.unboundPVC(vm))
 
 	// Conditions: Ready always; Failure from this sync; the VMI's others mirrored.
 	var conds []v1.VirtualMachineCondition
@@ -462,13 +507,7 @@ func (c *VMController) computeStatus(key string, vm *v1.VirtualMachine, strategy
 		}
 		conds = append(conds, nc)
 	}
-	if vmi == nil {
-		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: corev1.ConditionFalse, Reason: v1.VMINotExistsReason, Message: "VMI does not exist"})
-	} else if rc := vmi.Status.Condition(v1.VirtualMachineInstanceReady); rc != nil {
-		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: rc.Status, Reason: rc.Reason, Message: rc.Message, LastProbeTime: rc.LastProbeTime, LastTransitionTime: rc.LastTransitionTime})
-	} else {
-		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: corev1.ConditionFalse, Reason: v1.PodNotExistsReason, Message: "VMI has no Ready condition yet"})
-	}
+	put(vmReadyCondition(vmi))
 	if syncErr != nil {
 		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineFailure, Status: corev1.ConditionTrue, Reason: failReason, Message: syncErr.Error()})
 	}

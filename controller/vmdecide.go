@@ -36,8 +36,10 @@ func firstRequest(vm *v1.VirtualMachine) *v1.VirtualMachineStateChangeRequest {
 	return &vm.Status.StateChangeRequests[0]
 }
 
+// stopMatches is hasStopRequestForVMI: Stop[0] names this VMI's UID. A Stop without a UID names no VMI
+// (KubeVirt never acts on it and trims it, see trimRequests).
 func stopMatches(req *v1.VirtualMachineStateChangeRequest, vmi *v1.VirtualMachineInstance) bool {
-	return req != nil && req.Action == v1.StopRequest && vmi != nil && (req.UID == nil || *req.UID == vmi.UID)
+	return req != nil && req.Action == v1.StopRequest && vmi != nil && req.UID != nil && *req.UID == vmi.UID
 }
 
 func hasStartRequest(vm *v1.VirtualMachine) bool {
@@ -118,22 +120,28 @@ func decideRunStrategy(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrat
 			a.deleteVMI = true
 		}
 	case v1.RunStrategyHalted:
+		// A Start (virtctl start --paused) switches the spec to Always only once no VMI is left: the
+		// old VMI must be gone before a new one can be created for it (fencing).
 		if vmi != nil && !deleting {
 			a.deleteVMI = true
 		}
-		if req != nil && req.Action == v1.StartRequest {
+		if vmi == nil && req != nil && req.Action == v1.StartRequest {
 			a.switchToAlways = true
 		}
 	case v1.RunStrategyOnce:
+		// Once starts at once, without the crash-loop backoff (KubeVirt checks it for Always and
+		// RerunOnFailure only); its VMI is kept when final, so this is a first start or a user delete.
 		if vmi == nil {
-			wantCreate()
+			a.create = true
+			a.startPaused = startPaused(req)
 		}
 	}
 	return a
 }
 
 // trimRequests drops stateChangeRequests[0] once it has been acted on (isTrimFirstChangeRequestNeeded):
-// a Stop when there is no VMI or another VMI; a Start once a running (not final, not deleting) VMI exists.
+// a Stop when there is no VMI, it has no UID (it can never be acted on) or names another VMI; a Start once
+// a running (not final, not deleting) VMI exists.
 func trimRequests(reqs []v1.VirtualMachineStateChangeRequest, vmi *v1.VirtualMachineInstance) []v1.VirtualMachineStateChangeRequest {
 	if len(reqs) == 0 {
 		return reqs
@@ -142,7 +150,7 @@ func trimRequests(reqs []v1.VirtualMachineStateChangeRequest, vmi *v1.VirtualMac
 	trim := false
 	switch r.Action {
 	case v1.StopRequest:
-		trim = vmi == nil || (r.UID != nil && *r.UID != vmi.UID)
+		trim = vmi == nil || r.UID == nil || *r.UID != vmi.UID
 	case v1.StartRequest:
 		trim = vmi != nil && !vmi.IsFinal() && vmi.DeletionTimestamp == nil
 	}
@@ -214,8 +222,10 @@ func nextStartFailure(cur *v1.VirtualMachineStartFailure, strategy v1.VirtualMac
 	return &v1.VirtualMachineStartFailure{ConsecutiveFailCount: n, LastFailedVMIUID: vmi.UID, RetryAfterTimestamp: &retry}
 }
 
-// printableStatus is setPrintableStatus: the first matching rule wins.
-func printableStatus(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, createExpected, deleteExpected bool, startFailure *v1.VirtualMachineStartFailure) v1.VirtualMachinePrintableStatus {
+// printableStatus is setPrintableStatus: the first matching rule wins. unboundPVC: a PVC of the template
+// exists and is not Bound (WaitingForVolumeBinding applies only when the VM is set to start; kvirt has no
+// DataVolumes, so Migrating, DataVolumeError, Provisioning and WaitingForReceiver never match).
+func printableStatus(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, createExpected, deleteExpected bool, startFailure *v1.VirtualMachineStartFailure, unboundPVC bool) v1.VirtualMachinePrintableStatus {
 	var phase v1.VirtualMachineInstancePhase
 	if vmi != nil {
 		phase = vmi.Status.Phase
@@ -241,6 +251,8 @@ func printableStatus(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrateg
 	case vmi != nil && vmi.Status.HasCondition(v1.VirtualMachineInstancePodScheduled, corev1.ConditionFalse) &&
 		vmi.Status.Condition(v1.VirtualMachineInstancePodScheduled).Reason == v1.UnschedulableReason:
 		return v1.VirtualMachineStatusUnschedulable
+	case unboundPVC && setToStart(vm, strategy, vmi):
+		return v1.VirtualMachineStatusWaitingForVolumeBinding
 	case syncReason == v1.ErrImagePullReason:
 		return v1.VirtualMachineStatusErrImagePull
 	case syncReason == v1.ImagePullBackOffReason:
@@ -253,4 +265,71 @@ func printableStatus(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrateg
 		return v1.VirtualMachineStatusStopped
 	}
 	return v1.VirtualMachineStatusUnknown
+}
+
+// vmReady is status.ready: the VMI has Ready=True. Like KubeVirt, a VMI being deleted still counts as
+// ready until its own Ready condition drops.
+func vmReady(vmi *v1.VirtualMachineInstance) bool {
+	return vmi != nil && vmi.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue)
+}
+
+// vmReadyCondition is syncReadyConditionFromVMI: False/VMINotExists without a VMI, False/
+// VMIConditionMissing while the VMI has no Ready condition, else the VMI's Ready condition copied.
+func vmReadyCondition(vmi *v1.VirtualMachineInstance) v1.VirtualMachineCondition {
+	if vmi == nil {
+		return v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: corev1.ConditionFalse, Reason: v1.VMINotExistsReason, Message: v1.VMINotExistsMessage}
+	}
+	rc := vmi.Status.Condition(v1.VirtualMachineInstanceReady)
+	if rc == nil {
+		return v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: corev1.ConditionFalse, Reason: v1.VMIConditionMissingReason, Message: v1.VMIConditionMissingMessage}
+	}
+	return v1.VirtualMachineCondition{Type: v1.VirtualMachineReady, Status: rc.Status, Reason: rc.Reason, Message: rc.Message, LastProbeTime: rc.LastProbeTime, LastTransitionTime: rc.LastTransitionTime}
+}
+
+// statusRunStrategy is the status.runStrategy rule of KubeVirt's updateStatus: first written when a VMI
+// exists (so RerunOnFailure can tell "never started" from "stopped after success"), and from then on it
+// follows the spec on every sync, VMI or not.
+func statusRunStrategy(cur, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance) v1.VirtualMachineRunStrategy {
+	if cur != "" || vmi != nil {
+		return strategy
+	}
+	return cur
+}
+
+// setToStart is isSetToStart: whether the VM's strategy wants a VMI now (used for
+// WaitingForVolumeBinding).
+func setToStart(vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance) bool {
+	req := firstRequest(vm)
+	startReq := req != nil && req.Action == v1.StartRequest
+	switch strategy {
+	case v1.RunStrategyAlways:
+		return true
+	case v1.RunStrategyManual:
+		if vmi != nil {
+			return !stopMatches(req, vmi)
+		}
+		return startReq
+	case v1.RunStrategyRerunOnFailure:
+		if vmi != nil {
+			return vmi.Status.Phase != v1.Succeeded
+		}
+		return startReq || vm.Status.RunStrategy != strategy
+	case v1.RunStrategyOnce:
+		return vmi == nil
+	}
+	return false
+}
+
+// templatePVCs lists the claim names of the template's persistentVolumeClaim volumes.
+func templatePVCs(vm *v1.VirtualMachine) []string {
+	if vm.Spec.Template == nil {
+		return nil
+	}
+	var out []string
+	for _, vol := range vm.Spec.Template.Spec.Volumes {
+		if vol.PersistentVolumeClaim != nil && vol.PersistentVolumeClaim.ClaimName != "" {
+			out = append(out, vol.PersistentVolumeClaim.ClaimName)
+		}
+	}
+	return out
 }

@@ -141,40 +141,7 @@ func ownerKey(obj any, kind string) (string, bool) {
 // Run processes the queue with workers goroutines until ctx ends.
 func (c *VMIController) Run(ctx context.Context, workers int) {
 	defer c.watchers.StopAll()
-	go func() { <-ctx.Done(); c.queue.ShutDown() }()
-	done := make(chan struct{})
-	for i := 0; i < workers; i++ {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for c.processNext(ctx) {
-			}
-		}()
-	}
-	for i := 0; i < workers; i++ {
-		<-done
-	}
-}
-
-func (c *VMIController) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	start := time.Now()
-	requeue, err := c.sync(ctx, key)
-	c.metrics.observe("vmi", start, err)
-	switch {
-	case err != nil:
-		c.log.Info("sync failed; retrying", "vmi", key, "err", err)
-		c.queue.AddRateLimited(key)
-	case requeue > 0:
-		c.queue.Forget(key)
-		c.queue.AddAfter(key, requeue)
-	default:
-		c.queue.Forget(key)
-	}
-	return true
+	runQueue(ctx, c.queue, workers, "vmi", c.sync, c.log, c.metrics)
 }
 
 // podsOf returns the launcher pods controlled by vmi, newest first.
@@ -319,7 +286,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 	// Every VMI keeps this finalizer until its pod is gone, so deleting a VMI stops its guest gracefully.
 	if !hasFinalizer(vmi, v1.VirtualMachineInstanceFinalizer) {
 		vmi.Finalizers = append(vmi.Finalizers, v1.VirtualMachineInstanceFinalizer)
-		upd, err := c.kv.KubevirtV1().VirtualMachineInstances(ns).Update(ctx, vmi, metav1.UpdateOptions{})
+		upd, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/finalizers", vmi.Finalizers))
 		if err != nil {
 			return 0, fmt.Errorf("add finalizer: %w", err)
 		}
@@ -395,7 +362,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 			vmi.Labels = map[string]string{}
 		}
 		vmi.Labels[v1.NodeNameLabel] = newStatus.NodeName
-		upd, err := c.kv.KubevirtV1().VirtualMachineInstances(ns).Update(ctx, vmi, metav1.UpdateOptions{})
+		upd, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/labels", vmi.Labels))
 		if err != nil {
 			return 0, fmt.Errorf("set node label: %w", err)
 		}
@@ -775,8 +742,7 @@ func (c *VMIController) syncDeleting(ctx context.Context, log *slog.Logger, key 
 		fin = removeString(fin, v1.VirtualMachineControllerFinalizer)
 	}
 	if len(fin) != len(vmi.Finalizers) {
-		vmi.Finalizers = fin
-		if _, err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Update(ctx, vmi, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if _, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/finalizers", fin)); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("remove finalizer: %w", err)
 		}
 		log.Info("launcher pods gone; finalizer removed")

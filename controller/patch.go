@@ -1,0 +1,71 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+)
+
+// The controller changes VMs and VMIs it does not own the spec of with JSON patches of just the fields it
+// sets. A typed Update would send back the object as our Go types see it, and the CRDs keep fields those
+// types do not model (x-kubernetes-preserve-unknown-fields on the spec objects): an Update would silently
+// delete them. Each patch first tests metadata.resourceVersion, so it fails with a conflict (and the sync
+// retries on fresh data) exactly where an Update would have.
+
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value,omitempty"`
+}
+
+// jsonPatch encodes ops after a test of resourceVersion rv (none when rv is empty).
+func jsonPatch(rv string, ops ...patchOp) ([]byte, error) {
+	all := make([]patchOp, 0, len(ops)+1)
+	if rv != "" {
+		all = append(all, patchOp{Op: "test", Path: "/metadata/resourceVersion", Value: rv})
+	}
+	all = append(all, ops...)
+	return json.Marshal(all)
+}
+
+// setField is an "add" op, which sets a member whether or not it exists. A nil or empty slice value is
+// written as an empty list, so removing the last finalizer leaves [] rather than failing to encode.
+func setField(path string, value any) patchOp {
+	if s, ok := value.([]string); ok && s == nil {
+		value = []string{}
+	}
+	return patchOp{Op: "add", Path: path, Value: value}
+}
+
+// abiDefaultsOps applies the ABI defaults to vm (see applyABIDefaults) and returns the patch ops that
+// write exactly the fields it filled in.
+func abiDefaultsOps(vm *v1.VirtualMachine) []patchOp {
+	if vm.Spec.Template == nil {
+		return nil
+	}
+	dom := &vm.Spec.Template.Spec.Domain
+	hadFirmware := dom.Firmware != nil
+	hadUUID := hadFirmware && dom.Firmware.UUID != ""
+	emptyMAC := make([]bool, len(dom.Devices.Interfaces))
+	for i, ifc := range dom.Devices.Interfaces {
+		emptyMAC[i] = ifc.MacAddress == ""
+	}
+	if !applyABIDefaults(vm) {
+		return nil
+	}
+	const domain = "/spec/template/spec/domain"
+	var ops []patchOp
+	if !hadFirmware {
+		ops = append(ops, setField(domain+"/firmware", map[string]any{"uuid": dom.Firmware.UUID}))
+	} else if !hadUUID {
+		ops = append(ops, setField(domain+"/firmware/uuid", dom.Firmware.UUID))
+	}
+	for i, ifc := range dom.Devices.Interfaces {
+		if emptyMAC[i] && ifc.MacAddress != "" {
+			ops = append(ops, patchOp{Op: "test", Path: fmt.Sprintf("%s/devices/interfaces/%d/name", domain, i), Value: ifc.Name})
+			ops = append(ops, setField(fmt.Sprintf("%s/devices/interfaces/%d/macAddress", domain, i), ifc.MacAddress))
+		}
+	}
+	return ops
+}

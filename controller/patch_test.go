@@ -1,0 +1,62 @@
+package controller
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// abiDefaultsOps writes exactly the fields it fills in, never a whole object the user may have put
+// unknown fields into.
+func TestABIDefaultsOps(t *testing.T) {
+	mk := func(fw *v1.Firmware, macs ...string) *v1.VirtualMachine {
+		vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "vm", UID: "11111111-2222-3333-4444-555555555555"},
+			Spec: v1.VirtualMachineSpec{Template: &v1.VirtualMachineInstanceTemplateSpec{}}}
+		vm.Spec.Template.Spec.Domain.Firmware = fw
+		for i, m := range macs {
+			vm.Spec.Template.Spec.Domain.Devices.Interfaces = append(vm.Spec.Template.Spec.Domain.Devices.Interfaces, v1.Interface{Name: string(rune('a' + i)), MacAddress: m})
+		}
+		return vm
+	}
+	uuid := DefaultFirmwareUUID("vm")
+	for _, tc := range []struct {
+		name string
+		vm   *v1.VirtualMachine
+		want []string // "op path" of each op
+	}{
+		{"no firmware: the object is added", mk(nil), []string{"add /spec/template/spec/domain/firmware"}},
+		{"firmware without uuid (maybe unknown fields): only the uuid", mk(&v1.Firmware{Serial: "s"}), []string{"add /spec/template/spec/domain/firmware/uuid"}},
+		{"all set: nothing", mk(&v1.Firmware{UUID: "u"}, "02:00:00:00:00:01"), nil},
+		{"one MAC missing: tested by name, then only that member", mk(&v1.Firmware{UUID: "u"}, "02:00:00:00:00:01", ""),
+			[]string{"test /spec/template/spec/domain/devices/interfaces/1/name", "add /spec/template/spec/domain/devices/interfaces/1/macAddress"}},
+		{"no template: nothing", &v1.VirtualMachine{}, nil},
+	} {
+		ops := abiDefaultsOps(tc.vm)
+		var got []string
+		for _, op := range ops {
+			got = append(got, op.Op+" "+op.Path)
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s: ops %v, want %v", tc.name, got, tc.want)
+		}
+		if len(ops) > 0 && ops[0].Path == "/spec/template/spec/domain/firmware" {
+			if m, _ := ops[0].Value.(map[string]any); m["uuid"] != uuid || len(m) != 1 {
+				t.Errorf("%s: firmware value %v", tc.name, ops[0].Value)
+			}
+		}
+	}
+	body, err := jsonPatch("42", setField("/metadata/finalizers", []string(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `[{"op":"test","path":"/metadata/resourceVersion","value":"42"},{"op":"add","path":"/metadata/finalizers","value":[]}]`; string(body) != want {
+		t.Fatalf("patch %s, want %s", body, want)
+	}
+	var back []map[string]any
+	if err := json.Unmarshal(body, &back); err != nil {
+		t.Fatal(err)
+	}
+}
