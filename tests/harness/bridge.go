@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // ensureBridge creates the pod bridge with BridgeAddress/24 before the first pod, so the host has a
@@ -41,6 +42,16 @@ func ensureBridge() error {
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return fmt.Errorf("bridge %s up: %w", BridgeName, err)
+	}
+	// The service range is local to this machine (the service proxy listens on ClusterIPs); the route
+	// names the bridge, so it goes when the bridge does.
+	_, svc, err := net.ParseCIDR(ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	route := &netlink.Route{LinkIndex: br.Attrs().Index, Dst: svc, Type: unix.RTN_LOCAL, Table: unix.RT_TABLE_LOCAL, Scope: netlink.SCOPE_HOST}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("local route %s on %s: %w", ServiceCIDR, BridgeName, err)
 	}
 	return nil
 }

@@ -351,7 +351,7 @@ func EtcdArgs(dataDir string, clientPort, peerPort int) []string {
 // certificate for 127.0.0.1, localhost and the in-cluster names is issued into the PKI.
 func APIServerArgs(p *PKI, etcdURL string, port int, certDir string) ([]string, error) {
 	if _, _, err := p.Issue(CertSpec{Name: "apiserver", CommonName: "kube-apiserver", Server: true, Hosts: []string{
-		"127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+		"127.0.0.1", "localhost", KubernetesServiceIP, BridgeAddress, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 		"kubernetes.default.svc.cluster.local",
 	}}); err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func Down(opts NodeOptions) error {
 	stop("containerd")
 
 	s.step("stopping kube-apiserver and etcd, then any process left (shims, containers)")
-	stop("kube-apiserver", "etcd")
+	stop(serviceProxyName, "kube-apiserver", "etcd")
 	killStragglers(dir, snapshot, opts.Progress)
 
 	s.step("unmounting everything under %s", dir)
@@ -130,7 +130,7 @@ func removeSandboxes(sock string) error {
 }
 
 // clusterExecutables are the programs a cluster runs outside the pod cgroups.
-var clusterExecutables = map[string]bool{"kube": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true}
+var clusterExecutables = map[string]bool{"kube": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true, serviceProxyName: true}
 
 // procInfo is one process of /proc.
 type procInfo struct {

@@ -34,12 +34,13 @@ import (
 //	etcd/ containerd/ kubelet/ cni/ images/   component state
 //	state.json               what Up created outside the directory, for Down to remove
 //
-// Everything listens on 127.0.0.1. Pod cgroups live under /sys/fs/cgroup/<controller>/kvirt-cluster,
+// Everything listens on 127.0.0.1, except the service proxy (serviceproxy.go), which serves ClusterIPs
+// (a local route for 10.96.0.0/16 on the bridge) and the apiserver for pods on the bridge address. Pod cgroups live under /sys/fs/cgroup/<controller>/kvirt-cluster,
 // pod network namespaces under containerd/state/io.containerd.grpc.v1.cri/netns. The pod bridge is
 // kvirt0 with 10.244.0.1/24 on the host side, so host processes (hostNetwork pods such as the
-// controller) reach pod IPs; pods get no default route and no masquerade, so their traffic stays on
-// this machine. Pods that need the API run with hostNetwork and KUBERNETES_SERVICE_HOST=127.0.0.1,
-// KUBERNETES_SERVICE_PORT=6443 (there is no kube-proxy and no DNS).
+// controller) reach pod IPs; pods get no default route and no masquerade (only a route to the
+// service range via the host), so their traffic stays on this machine. Pods reach the API as in any
+// cluster, through the `kubernetes` Service (10.96.0.1:443); there is no kube-proxy and no DNS.
 const (
 	NodeName       = "127.0.0.1"
 	APIServerPort  = 6443
@@ -156,7 +157,7 @@ func Up(opts NodeOptions) error {
 		return err
 	}
 	start := time.Now()
-	s := &stepper{w: opts.Progress, name: "cluster-up", of: 10}
+	s := &stepper{w: opts.Progress, name: "cluster-up", of: 11}
 	dir := opts.Dir
 	run := filepath.Join(dir, "run")
 
@@ -305,6 +306,29 @@ func Up(opts NodeOptions) error {
 		return err
 	}
 
+	s.step("starting the service proxy (ClusterIPs %s and node ports on this machine; API for pods on %s:%d)", ServiceCIDR, BridgeAddress, APIServerPort)
+	_, proxyKubeconfig, err := pki.UserKubeconfig(url, serviceProxyName, "system:kube-proxy", nil, filepath.Join(dir, "pki", serviceProxyName+".kubeconfig"))
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return err
+	}
+	if err := ensureKubernetesEndpoints(ctx, client); err != nil {
+		return err
+	}
+	proxyBin := filepath.Join(dir, "images", serviceProxyName)
+	proxy, err := startDetached(run, serviceProxyName, proxyBin, []string{"-kubeconfig", proxyKubeconfig, "-apiserver", "127.0.0.1:" + strconv.Itoa(APIServerPort)})
+	if err != nil {
+		return err
+	}
+	if err := poll(ctx, proxy, "API through "+KubernetesServiceIP+":443", func() (bool, error) {
+		return apiReachableAt(ctx, admin, "https://"+KubernetesServiceIP+":443")
+	}); err != nil {
+		return err
+	}
+
 	s.step("starting kubelet (node %s)", NodeName)
 	kubeletConfig, err := writeKubeletConfig(dir, pki, sock)
 	if err != nil {
@@ -314,10 +338,6 @@ func Up(opts NodeOptions) error {
 		"--config=" + kubeletConfig, "--kubeconfig=" + kubeletKubeconfig,
 		"--root-dir=" + filepath.Join(dir, "kubelet"), "--cert-dir=" + filepath.Join(dir, "kubelet", "pki"),
 		"--hostname-override=" + NodeName, "--v=1"})
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(admin)
 	if err != nil {
 		return err
 	}
@@ -479,7 +499,7 @@ func buildImages(dir string) (string, error) {
 		return "", err
 	}
 	bins := filepath.Join(dir, "images")
-	for _, pkg := range []string{"./images/oci/pause", "./cmd/kvm-device-plugin"} {
+	for _, pkg := range []string{"./images/oci/pause", "./cmd/kvm-device-plugin", "./tests/harness/cmd/" + serviceProxyName} {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(bins, filepath.Base(pkg)), pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -550,8 +570,10 @@ func writeCNIConfig(dir string) error {
 		"plugins": []any{map[string]any{
 			"type": "bridge", "bridge": BridgeName, "isGateway": false, "ipMasq": false, "hairpinMode": true,
 			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  [][]map[string]string{{{"subnet": PodSubnet, "gateway": BridgeAddress}}},
+				"type":   "host-local",
+				"ranges": [][]map[string]string{{{"subnet": PodSubnet, "gateway": BridgeAddress}}},
+				// Only the service range goes to the host (the service proxy): no default route.
+				"routes":  []map[string]string{{"dst": ServiceCIDR, "gw": BridgeAddress}},
 				"dataDir": filepath.Join(dir, "cni", "ipam"),
 			},
 		}},
