@@ -60,6 +60,8 @@ func run(a action, cfg config, rp *reaper) error {
 			return err
 		}
 		say("sh exit=%d", code)
+	case "serve":
+		return serve(a.Arg)
 	case "echo":
 		say("%s", a.Arg)
 	case "sleep":

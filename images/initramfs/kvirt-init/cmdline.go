@@ -47,6 +47,7 @@ var knownActions = map[string]bool{
 	"crash":    false,
 	"sh":       true,
 	"echo":     true,
+	"serve":    true,
 	"sleep":    true,
 }
 
@@ -137,7 +138,7 @@ func parseActions(s string) ([]action, error) {
 		takesArg, known := knownActions[name]
 		switch {
 		case !known:
-			return nil, fmt.Errorf("unknown action %q (known: nproc uuid topology ticks disk net wait poweroff reboot crash sh:CMD echo:TEXT sleep:DURATION)", name)
+			return nil, fmt.Errorf("unknown action %q (known: nproc uuid topology ticks disk net wait poweroff reboot crash sh:CMD echo:TEXT serve:PORT sleep:DURATION)", name)
 		case takesArg && (!hasArg || arg == ""):
 			return nil, fmt.Errorf("action %q needs an argument: %s:<value>", name, name)
 		case !takesArg && hasArg:
