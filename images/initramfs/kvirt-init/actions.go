@@ -39,6 +39,8 @@ func run(a action, cfg config, rp *reaper) error {
 		return disk(cfg)
 	case "disks", "cidata":
 		return cidataAction(a.Name)
+	case "listen":
+		return listenAction(a.Arg)
 	case "net":
 		return network(cfg, rp)
 	case "wait":
