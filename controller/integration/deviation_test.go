@@ -78,7 +78,8 @@ spec:
 	if err := yaml.Unmarshal([]byte(manifest), &obj); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dyn.Resource(vmGVR).Namespace(e.ns).Create(context.Background(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+	created, err := dyn.Resource(vmGVR).Namespace(e.ns).Create(context.Background(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatalf("create VM: %v", err)
 	}
 	kept := [][]string{
@@ -109,7 +110,8 @@ spec:
 		}
 		return u
 	}
-	if msg := check(get()); msg != "" {
+	// The object as stored at create, before the controller wrote to it.
+	if msg := check(created); msg != "" {
 		t.Fatalf("the CRD does not keep the test's fields (the test's premise): %s", msg)
 	}
 	eventually(t, "finalizer, firmware UUID and MAC written", 30*time.Second, func() (bool, string) {

@@ -35,19 +35,24 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if kc := os.Getenv(benchControllerEnv); kc != "" {
+		// This test binary re-executed by TestScaleBenchmark as the controller process under measurement.
+		os.Exit(benchControllerProcess(kc, os.Getenv(benchControllerOutEnv)))
+	}
 	os.Exit(harness.RunShared(m, harness.Options{ControllerManager: true}))
 }
 
 type env struct {
-	c       *controller.Controller
-	cfg     *rest.Config
-	log     *slog.Logger
-	workers int
-	stop    func() // stops the running controller
-	ns      string
-	kube    kubernetes.Interface
-	kv      kvclient.Interface
-	status  *controller.FakeStatusSource
+	c          *controller.Controller
+	cfg        *rest.Config
+	kubeconfig string // admin kubeconfig file of the control plane
+	log        *slog.Logger
+	workers    int
+	stop       func() // stops the running controller
+	ns         string
+	kube       kubernetes.Interface
+	kv         kvclient.Interface
+	status     *controller.FakeStatusSource
 }
 
 func repoFile(parts ...string) string {
@@ -58,7 +63,10 @@ func repoFile(parts ...string) string {
 // start installs the CRDs, runs a controller in-process and a stand-in kubelet for the test's namespace.
 func start(t *testing.T) *env { t.Helper(); return startWith(t, 2) }
 
-func startWith(t *testing.T, workers int) *env {
+func startWith(t *testing.T, workers int) *env { t.Helper(); return startEnv(t, workers, true) }
+
+// startEnv prepares a namespace, the stand-in kubelet and (withController) an in-process controller.
+func startEnv(t *testing.T, workers int, withController bool) *env {
 	t.Helper()
 	cp := harness.Shared(t)
 	cp.InstallCRDs(t, repoFile("deploy", "crds", "kubevirt.io_virtualmachines.yaml"), repoFile("deploy", "crds", "kubevirt.io_virtualmachineinstances.yaml"))
@@ -90,7 +98,7 @@ func startWith(t *testing.T, workers int) *env {
 	if rbacErr != nil {
 		t.Fatal(rbacErr)
 	}
-	e.cfg, e.log, e.workers = cp.Config, log, workers
+	e.cfg, e.kubeconfig, e.log, e.workers = cp.Config, cp.Kubeconfig, log, workers
 	ctx, cancel := context.WithCancel(context.Background())
 	kubeletDone := make(chan struct{})
 	go func() { e.kubelet(ctx); close(kubeletDone) }()
@@ -102,7 +110,9 @@ func startWith(t *testing.T, workers int) *env {
 			t.Errorf("stand-in kubelet did not stop within 15s")
 		}
 	})
-	e.stop = e.runController(t)
+	if withController {
+		e.stop = e.runController(t)
+	}
 	return e
 }
 
