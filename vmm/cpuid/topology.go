@@ -96,10 +96,20 @@ const (
 	levelCore    = 2
 )
 
+// cacheSharing is the "threads sharing this cache - 1" field (EAX[25:14]) of leaves 4 and 0x8000001D for
+// the cache whose EAX is given: L1 and L2 belong to one core's threads, L3 and beyond to the package.
+func cacheSharing(t Topology, eax uint32) uint32 {
+	if (eax>>5)&7 >= 3 {
+		return uint32(1)<<t.PackageShift() - 1
+	}
+	return uint32(1)<<t.ThreadBits() - 1
+}
+
 // setTopology rewrites the leaves that describe the topology for vCPU index of t: leaf 1 (initial APIC ID,
 // addressable logical processors, HTT), leaf 4 (cores per package, threads sharing each cache), leaves 0xB
 // and 0x1F (SMT and core levels, x2APIC ID) when the host lists them, and on AMD/Hygon hosts 0x80000008
-// (threads per package, APIC ID width) and 0x8000001E (extended APIC ID, core and node). The guest kernel
+// (threads per package, APIC ID width), 0x8000001D (threads sharing each cache) and 0x8000001E (extended
+// APIC ID, core and node). The guest kernel
 // derives physical_package_id and core_id from these (Linux: detect_extended_topology, amd_get_topology).
 func setTopology(es []kvm.CPUIDEntry, t Topology, index int) []kvm.CPUIDEntry {
 	apic := t.APICID(index)
@@ -128,14 +138,14 @@ func setTopology(es []kvm.CPUIDEntry, t Topology, index int) []kvm.CPUIDEntry {
 			if e.EAX&0x1f == 0 { // no cache at this subleaf
 				continue
 			}
-			sharing := uint32(1)<<t.ThreadBits() - 1 // L1 and L2: the threads of one core
-			if (e.EAX>>5)&7 >= 3 {                   // L3 and beyond: the whole package
-				sharing = uint32(1)<<t.PackageShift() - 1
-			}
-			e.EAX = e.EAX&0x00003fff | (uint32(1)<<t.CoreBits()-1)<<26 | sharing<<14
+			e.EAX = e.EAX&0x00003fff | (uint32(1)<<t.CoreBits()-1)<<26 | cacheSharing(t, e.EAX)<<14
 		case 0x80000008:
 			if amd {
 				e.ECX = e.ECX&^0xf0ff | t.PackageShift()<<12 | uint32(perPackage-1)&0xff
+			}
+		case 0x8000001d: // AMD's cache leaf: threads sharing each cache, as in leaf 4
+			if amd && e.EAX&0x1f != 0 {
+				e.EAX = e.EAX&^(0xfff<<14) | cacheSharing(t, e.EAX)<<14
 			}
 		case 0x8000001e:
 			if amd {

@@ -36,6 +36,8 @@ func amdHost() []kvm.CPUIDEntry {
 		{Function: 0xb, Index: 1, Flags: 1, EAX: 4, EBX: 8, ECX: 0x201},
 		{Function: 0x80000000, EAX: 0x80000021},
 		{Function: 0x80000008, EAX: 0x3030, ECX: 0x7007},
+		{Function: 0x8000001d, Index: 0, Flags: 1, EAX: 0x4121, EBX: 0x3f},
+		{Function: 0x8000001d, Index: 3, Flags: 1, EAX: 0x3c163, EBX: 0x3f},
 		{Function: 0x8000001e, EAX: 3, EBX: 0x0101, ECX: 0x0300},
 	}
 }
@@ -217,6 +219,9 @@ func TestTopologyAMD(t *testing.T) {
 		l1e := entry(t, es, 0x8000001e, 0)
 		if l1e.EAX != top.APICID(i) || l1e.EBX&0xff != uint32(core) || (l1e.EBX>>8)&0xff != 1 || l1e.ECX&0xff != uint32(socket) || (l1e.ECX>>8)&7 != 0 {
 			t.Errorf("vCPU %d: 0x8000001E = %+v, want APIC %d core %d threads-1 1 node %d", i, l1e, top.APICID(i), core, socket)
+		}
+		if l1, l3 := entry(t, es, 0x8000001d, 0), entry(t, es, 0x8000001d, 3); (l1.EAX>>14)&0xfff != 1 || (l3.EAX>>14)&0xfff != 7 || l1.EAX&0x3fff != 0x121 || l3.EAX&0x3fff != 0x163 {
+			t.Errorf("vCPU %d: 0x8000001D L1 EAX %#x (want 2 threads sharing), L3 EAX %#x (want 8: the package's 4×2 rounded)", i, l1.EAX, l3.EAX)
 		}
 		if _, pkg, c, _ := linuxView(t, es, 0xb); pkg != uint32(socket) || c != uint32(core) {
 			t.Errorf("vCPU %d: leaf 0xB gives package %d core %d, want %d %d (the host's own subleaves must be replaced)", i, pkg, c, socket, core)
