@@ -58,7 +58,7 @@ func startFake(t *testing.T) *fakeEnv {
 	e.kube.PrependReactor("create", "*", nameAndUID)
 	e.kv.PrependReactor("create", "*", nameAndUID)
 	// Fake watches do not replay from a resourceVersion: an object created between an informer's list
-	// and its watch would be missed, so tests start only once all four watches are open.
+	// and its watch would be missed, so tests start only once all five watches (VMs, VMIs, pods, secrets, PVCs) are open.
 	var watches atomic.Int32
 	countWatch := func(k8stesting.Action) (bool, watch.Interface, error) { watches.Add(1); return false, nil, nil }
 	e.kube.PrependWatchReactor("*", countWatch)
@@ -88,7 +88,7 @@ func startFake(t *testing.T) *fakeEnv {
 		}
 	})
 	eventually(t, "informers synced and watching", 10*time.Second, func() (bool, string) {
-		return c.Ready() && watches.Load() >= 4, fmt.Sprintf("ready %v, %d watches", c.Ready(), watches.Load())
+		return c.Ready() && watches.Load() >= 5, fmt.Sprintf("ready %v, %d watches", c.Ready(), watches.Load())
 	})
 	return e
 }
