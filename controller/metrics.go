@@ -25,8 +25,8 @@ func NewMetrics() *Metrics {
 			Help: "Reconciles by controller (vm, vmi) and result (success, error).",
 		}, []string{"controller", "result"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "kvirt_controller_reconcile_duration_seconds",
-			Help:    "Duration of one reconcile by controller (vm, vmi).",
+			Name: "kvirt_controller_reconcile_duration_seconds",
+			Help: "Duration of one reconcile by controller (vm, vmi).",
 			// 1 ms … 60 s in 28 buckets (×1.5 apart), fine enough for p50/p99 by interpolation.
 			Buckets: prometheus.ExponentialBucketsRange(0.001, 60, 28),
 		}, []string{"controller"}),
