@@ -45,6 +45,10 @@ e2e-ci:
     trap 'just cluster-down' EXIT
     just e2e
 
+# Every benchmark suite that needs no cluster (vmm, virtio, controller), each writing its section of docs/benchmarks.md.
+bench: bench-vmm bench-virtio bench-controller
+    @echo "docs/benchmarks.md updated (the cluster section: just bench-cluster on a running cluster)"
+
 # Short fuzzing of every fuzz target (FUZZTIME per target, default 10s).
 fuzz fuzztime="10s":
     bash .ci/fuzz.sh {{fuzztime}}
