@@ -38,4 +38,16 @@
 //     a lost write or a stale cache can never skip the backoff or leave the VM stopped.
 //   - The run-strategy, trimming, backoff and printableStatus decisions are pure functions in
 //     vmdecide.go (table-tested row by row against BEHAVIOUR.md §1–§2).
+//   - The controller never Updates a VM or VMI with our Go types: the CRDs keep fields those types do not
+//     model, and an Update would delete them. Metadata and spec writes (finalizers, the node label, the
+//     firmware UUID and MACs, the run strategy for a paused start) are JSON patches of just those fields
+//     after a resourceVersion test (patch.go); status goes through the status subresource. A VMI created
+//     from a template still carries only the modelled fields (the template is read through the typed
+//     informer), as the launcher would ignore the others anyway.
+//   - WaitingForVolumeBinding: the VM controller watches all PVCs (list/watch in deploy/rbac) and, unlike
+//     KubeVirt, re-syncs a VM on PVC updates too, so the status leaves WaitingForVolumeBinding as soon as
+//     the claim binds. kvirt has no DataVolumes: Provisioning and DataVolumeError never appear.
+//   - KubeVirt leaves mirrored VMI conditions on the VM when the VMI is gone (its syncConditions returns
+//     early without a VMI); kvirt drops them with the VMI and keeps only Ready (VMINotExists), Failure
+//     and RestartRequired, so a stopped VM does not show a stale Paused or PodScheduled.
 package controller
