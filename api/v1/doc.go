@@ -10,10 +10,11 @@
 //     validates the fields kvirt models and keeps the others, so KubeVirt
 //     manifests (architecture, evictionStrategy, features, dataVolumeTemplates,
 //     ...) pass kubectl's default strict field validation instead of failing
-//     or being pruned silently. Typed clients drop such fields when decoding;
-//     UnknownFields lists them by path from the raw manifest, so whoever acts
-//     on a spec can report what it ignores. Status is pruned: kvirt is its
-//     only writer.
+//     or being pruned silently. Typed clients drop such fields when decoding,
+//     so nothing may Update a VM or VMI from a typed object (the controller
+//     writes JSON patches of just its fields); UnknownFields lists them by
+//     path from the raw manifest, so whoever acts on a spec can report what
+//     it ignores. Status is pruned: kvirt is its only writer.
 //   - Status subresources on both CRDs (KubeVirt has none on VMIs): the VMI
 //     controller is the only status writer, and users' kubectl apply/edit of
 //     a VMI can then never overwrite its phase or conditions.
