@@ -118,6 +118,9 @@ func TestScaleBenchmark(t *testing.T) {
 	}
 	md := r.markdown()
 	if out := os.Getenv("KVIRT_BENCH_OUT"); out != "" {
+		if !filepath.IsAbs(out) {
+			out = repoFile(out) // go test runs in the package directory; the recipe names repository paths
+		}
 		if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,4 +290,42 @@ func TestWaitingForVolumeBinding(t *testing.T) {
 		return c.Status.Phase == corev1.ClaimBound && vm.Status.PrintableStatus != v1.VirtualMachineStatusWaitingForVolumeBinding,
 			fmt.Sprintf("PVC %s, VM %s", c.Status.Phase, vm.Status.PrintableStatus)
 	})
+}
+
+// BEHAVIOUR.md §2 events: the VM gets SuccessfulCreate/SuccessfulDelete with KubeVirt's messages, the VMI
+// SuccessfulCreate "Created virtual machine pod X".
+func TestVMAndVMIEvents(t *testing.T) {
+	e := start(t)
+	e.createVM(t, newVM("ev", v1.RunStrategyAlways))
+	vmi := e.runGuest(t, "ev")
+	events := func(kind, name string) []corev1.Event {
+		l, err := e.kube.CoreV1().Events(e.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.kind=" + kind + ",involvedObject.name=" + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Items
+	}
+	has := func(kind, name, typ, reason, message string) func() (bool, string) {
+		return func() (bool, string) {
+			var seen []string
+			for _, ev := range events(kind, name) {
+				if ev.Type == typ && ev.Reason == reason && (message == "" || ev.Message == message) {
+					return true, ""
+				}
+				seen = append(seen, ev.Type+" "+ev.Reason+": "+ev.Message)
+			}
+			return false, fmt.Sprintf("events of %s %s: %q", kind, name, seen)
+		}
+	}
+	eventually(t, "VM SuccessfulCreate event", 30*time.Second, has("VirtualMachine", "ev", corev1.EventTypeNormal, "SuccessfulCreate", "Started the virtual machine by creating the new virtual machine instance ev"))
+	eventually(t, "VMI SuccessfulCreate event", 30*time.Second, func() (bool, string) {
+		for _, ev := range events("VirtualMachineInstance", "ev") {
+			if ev.Type == corev1.EventTypeNormal && ev.Reason == "SuccessfulCreate" && strings.HasPrefix(ev.Message, "Created virtual machine pod virt-launcher-ev-") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", events("VirtualMachineInstance", "ev"))
+	})
+	e.setRunStrategy(t, "ev", v1.RunStrategyHalted)
+	eventually(t, "VM SuccessfulDelete event", 30*time.Second, has("VirtualMachine", "ev", corev1.EventTypeNormal, "SuccessfulDelete", "Stopped the virtual machine by deleting the virtual machine instance "+string(vmi.UID)))
 }
