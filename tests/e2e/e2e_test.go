@@ -173,8 +173,10 @@ func (e *env) waitGone(obj string, d time.Duration) {
 
 // The classic example, created stopped, makes no VMI; its printable status is Stopped.
 func TestExampleVMStoppedHasNoVMI(t *testing.T) {
+	t.Parallel()
 	for _, f := range []string{"vm.yaml", "vm-v1alpha3.yaml"} {
 		t.Run(f, func(t *testing.T) {
+			t.Parallel()
 			e := setup(t)
 			e.kubectl("apply", "-f", filepath.Join(repoRoot(), "examples", f))
 			name := "testvm"
@@ -214,10 +216,23 @@ spec:
 `
 
 // start → Running and Ready with the guest's boot line in the launcher's log; pause → Paused; unpause →
-// Running; stop → VMI gone, VM Stopped.
+// Running; stop → VMI gone, VM Stopped. The same with the manifest in kubevirt.io/v1alpha3.
 func TestVMStartPauseUnpauseStop(t *testing.T) {
+	t.Parallel()
+	for _, api := range []string{"v1", "v1alpha3"} {
+		t.Run(api, func(t *testing.T) {
+			t.Parallel()
+			startPauseUnpauseStop(t, strings.Replace(fmt.Sprintf(testGuestVM, "tg"), "kubevirt.io/v1\n", "kubevirt.io/"+api+"\n", 1))
+		})
+	}
+}
+
+func startPauseUnpauseStop(t *testing.T, manifest string) {
 	e := setup(t)
-	e.apply(fmt.Sprintf(testGuestVM, "tg"))
+	e.apply(manifest)
+	if api, _ := e.jsonpath("vm/tg", "{.apiVersion}"); api == "" {
+		t.Fatalf("vm/tg not readable after apply")
+	}
 	e.waitField("vm/tg", "{.status.printableStatus}", "Stopped", 60*time.Second)
 
 	e.virtctlOK("start", "tg")
@@ -245,6 +260,7 @@ func TestVMStartPauseUnpauseStop(t *testing.T) {
 
 // runStrategy Always: deleting the VMI makes the VM controller create a new one (a new UID).
 func TestAlwaysRecreatesDeletedVMI(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tga"), "running: false", "running: true", 1))
 	e.waitField("vmi/tga", "{.status.phase}", "Running", 3*time.Minute)
@@ -270,6 +286,7 @@ func TestNamespaceFor(t *testing.T) {
 // virtctl console reaches the guest's serial console through kubelet exec into the launcher; a
 // graceful `virtctl stop` shows on it (the test guest prints the power button) and ends the session.
 func TestConsoleSeesGracefulStop(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgc"), "running: false", "running: true", 1))
 	e.waitField("vmi/tgc", "{.status.phase}", "Running", 3*time.Minute)
@@ -313,6 +330,7 @@ func TestConsoleSeesGracefulStop(t *testing.T) {
 // kubectl delete vm --cascade=orphan leaves the VMI running without its owner; a foreground delete of a
 // running VM removes its VMI first.
 func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgo"), "running: false", "running: true", 1))
 	e.waitField("vmi/tgo", "{.status.phase}", "Running", 3*time.Minute)

@@ -6,6 +6,9 @@
 //	                            local references (the cluster has no registry the launcher could pull from):
 //	                              testguest-kernel.tar  /boot/testguest (firmware.kernelBoot.container)
 //	                              demo-disk.tar         the demo containerDisk (below)
+//	                              linux-kernel.tar      /boot/vmlinux and /boot/initramfs.cpio, kvirt's
+//	                                                    Linux guest, for VMs that set kernelArgs
+//	                                                    (kvirt.test= actions of kvirt-init)
 //	kvirt.io/demo-disk:dev      /disk/disk.img, an 8 MiB ext4 disk holding /hello (examples/vm.yaml)
 //
 // The controller and device-plugin images come from images/oci/cmd/kvirt-images. The output is rebuilt
@@ -68,6 +71,7 @@ func run(out, guest string) error {
 		inputs = append(inputs, src)
 	}
 	sum, err := hashFiles(inputs)
+	sum = recipeVersion + "-" + sum
 	if err != nil {
 		return err
 	}
@@ -103,11 +107,19 @@ func run(out, guest string) error {
 	}}); err != nil {
 		return err
 	}
+	linuxTar := filepath.Join(work, "linux-kernel.tar")
+	if err := oci.WriteTarball(linuxTar, oci.Image{Ref: "kvirt.io/linux-kernel:e2e", Files: []oci.File{
+		{Path: "/boot/" + images.Vmlinux, Source: filepath.Join(guest, images.Vmlinux), Mode: 0o644},
+		{Path: "/boot/" + images.Initramfs, Source: filepath.Join(guest, images.Initramfs), Mode: 0o644},
+	}}); err != nil {
+		return err
+	}
 	files := []oci.File{
 		{Path: "/usr/bin/virt-launcher", Source: bin},
 		{Path: "/tmp", Dir: true, Mode: 0o1777},
 		{Path: e2eDir + "/demo-disk.tar", Source: demoTar, Mode: 0o644},
 		{Path: e2eDir + "/testguest-kernel.tar", Source: kernelTar, Mode: 0o644},
+		{Path: e2eDir + "/linux-kernel.tar", Source: linuxTar, Mode: 0o644},
 	}
 	for _, a := range []string{images.Vmlinux, images.Initramfs, images.TestGuest} {
 		files = append(files, oci.File{Path: imagesDir + "/" + a, Source: filepath.Join(guest, a), Mode: 0o644})
@@ -122,6 +134,9 @@ func run(out, guest string) error {
 	fmt.Printf("[e2e-images] %s and %s written to %s\n", LauncherRef, DemoDiskRef, out)
 	return nil
 }
+
+// recipeVersion changes whenever the images' layout changes, so an old tarball is rebuilt.
+const recipeVersion = "2"
 
 func hashFiles(paths []string) (string, error) {
 	h := sha256.New()
