@@ -16,10 +16,10 @@ import 'devices/virtio/virtio.just'
 default:
     @just --list
 
-# Build every command into build/bin/.
+# Build every command into build/bin/ (static, no cgo: as in the OCI images; a dynamic libc adds ~1 ms to exec).
 build:
     mkdir -p build/bin
-    go build -o build/bin/ ./cmd/...
+    CGO_ENABLED=0 go build -o build/bin/ ./cmd/...
 
 # Boot kvirt's guest locally on our VMM with the console on this terminal; exits 0 when the guest powers off.
 demo: images build
