@@ -4,15 +4,18 @@ package main
 //
 //	randread:DEV:SECONDS[:DEPTH]  4 KiB random reads with O_DIRECT over the whole device, DEPTH requests in
 //	                              flight (default 1) → "kvirt-guest: randread dev=/dev/vda bs=4096 depth=1 ops=N seconds=S iops=X"
-//	tcprecv:HOST:PORT             connects, reads until EOF → "kvirt-guest: tcprecv bytes=N seconds=S mbps=X"
+//	tcprecv:HOST:PORT             connects, reads until EOF → "kvirt-guest: tcprecv bytes=N seconds=S mbps=X sha256=HEX"
 //	tcpsend:HOST:PORT:MIB         connects, writes MIB MiB of zeros, closes → "kvirt-guest: tcpsend bytes=N seconds=S mbps=X"
 //	ping:HOST:N                   N ICMP echoes one after the other (the first, which includes ARP, is not
 //	                              counted) → "kvirt-guest: ping host=H n=N min_ms=A median_ms=B max_ms=C"
 //
-// mbps is 10^6 bytes per second measured in the guest. A failed action returns an error (kvirt-init prints
+// mbps is 10^6 bytes per second measured in the guest. tcprecv and tcpsend keep trying to connect for
+// dialPatience: on a loaded host an interpreted guest kernel can take far longer than the usual 10 s
+// (u-root netcat's default, which made a loaded guest abandon a connection the host had just accepted). A failed action returns an error (kvirt-init prints
 // "kvirt-guest: error ...").
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -169,18 +172,19 @@ func tcprecv(arg string) error {
 	if err != nil {
 		return err
 	}
-	c, err := net.DialTimeout("tcp", addr, 60*time.Second)
+	c, err := dialPatiently(addr, dialPatience)
 	if err != nil {
 		return fmt.Errorf("tcprecv: %w", err)
 	}
 	defer c.Close()
 	start := time.Now()
-	n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, c, make([]byte, 256<<10))
 	if err != nil {
 		return fmt.Errorf("tcprecv: after %d bytes: %w", n, err)
 	}
 	secs := time.Since(start).Seconds()
-	say("tcprecv bytes=%d seconds=%.3f mbps=%.3f", n, secs, float64(n)/secs/1e6)
+	say("tcprecv bytes=%d seconds=%.3f mbps=%.3f sha256=%x", n, secs, float64(n)/secs/1e6, h.Sum(nil))
 	return nil
 }
 
@@ -197,7 +201,7 @@ func tcpsend(arg string) error {
 	if err != nil {
 		return err
 	}
-	c, err := net.DialTimeout("tcp", addr, 60*time.Second)
+	c, err := dialPatiently(addr, dialPatience)
 	if err != nil {
 		return fmt.Errorf("tcpsend: %w", err)
 	}
@@ -276,6 +280,25 @@ func ping(arg string) error {
 	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	say("ping host=%s n=%d min_ms=%.3f median_ms=%.3f max_ms=%.3f", ip, n, ms(rtts[0]), ms(rtts[len(rtts)/2]), ms(rtts[len(rtts)-1]))
 	return nil
+}
+
+// dialPatience is how long tcprecv and tcpsend try to connect.
+var dialPatience = 5 * time.Minute
+
+// dialPatiently connects to addr, retrying until patience runs out: the kernel gives up a connect after its
+// SYN retries (ETIMEDOUT, ~2 min), and a listener may not be up yet (ECONNREFUSED).
+func dialPatiently(addr string, patience time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(patience)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Until(deadline))
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().Add(time.Second).After(deadline) {
+			return nil, fmt.Errorf("no connection to %s within %v: %w", addr, patience, err)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // echoRequest is an ICMP echo request with identifier id and sequence seq.

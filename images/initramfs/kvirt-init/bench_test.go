@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseRandread(t *testing.T) {
@@ -109,7 +112,8 @@ func TestTCPSendRecvLoopback(t *testing.T) {
 	if err := tcprecv("127.0.0.1:" + strconv.Itoa(port)); err != nil {
 		t.Fatal(err)
 	}
-	if s := out(); !strings.HasPrefix(s, "kvirt-guest: tcprecv bytes=3145728 seconds=") || !strings.Contains(s, " mbps=") {
+	if s := out(); !strings.HasPrefix(s, "kvirt-guest: tcprecv bytes=3145728 seconds=") || !strings.Contains(s, " mbps=") ||
+		!strings.Contains(s, fmt.Sprintf(" sha256=%x\n", sha256.Sum256(make([]byte, 3<<20)))) {
 		t.Fatalf("tcprecv printed %q", s)
 	}
 }
@@ -149,5 +153,69 @@ func TestRandreadFile(t *testing.T) {
 	}
 	if s := out(); !strings.Contains(s, "kvirt-guest: randread dev="+p+" bs=4096 depth=2 ops=") || strings.Contains(s, "ops=0 ") {
 		t.Fatalf("randread printed %q", s)
+	}
+}
+
+// A handshake that takes longer than a short connect timeout (a loaded, interpreted guest kernel; here: a
+// listener whose accept queue is full, so the kernel drops SYNs until it is drained) must not fail the
+// transfer. u-root's netcat gave up after its 10 s default and the host was left writing to a connection
+// the guest had reset, which looked like a stalled virtio-net.
+func TestTCPRecvWaitsForSlowHandshake(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil { // accept queue of one
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+	filler, err := net.DialTimeout("tcp4", addr, 5*time.Second) // fills the queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	if c, err := net.DialTimeout("tcp4", addr, time.Second); err == nil {
+		c.Close()
+		t.Skip("this kernel did not drop SYNs for a full accept queue; cannot slow the handshake down")
+	}
+	old := dialPatience
+	dialPatience = time.Minute
+	defer func() { dialPatience = old }()
+	go func() { // drain after a while, then serve 1 MiB on the first real connection
+		time.Sleep(2500 * time.Millisecond)
+		for i := 0; i < 4; i++ {
+			nfd, _, err := syscall.Accept(fd)
+			if err != nil {
+				return
+			}
+			f := os.NewFile(uintptr(nfd), "conn")
+			c, err := net.FileConn(f)
+			f.Close()
+			if err != nil {
+				return
+			}
+			if c.RemoteAddr().String() == filler.LocalAddr().String() {
+				c.Close()
+				continue
+			}
+			_, _ = c.Write(make([]byte, 1<<20))
+			c.Close()
+			return
+		}
+	}()
+	out := captureConsole(t)
+	if err := tcprecv(addr); err != nil {
+		t.Fatal(err)
+	}
+	if s := out(); !strings.Contains(s, "tcprecv bytes=1048576 ") {
+		t.Fatalf("tcprecv printed %q", s)
 	}
 }
