@@ -1,11 +1,11 @@
 // Command bench compares kvirt's VMM with QEMU (-enable-kvm -M microvm) on the same guest kernel and
-// initramfs, side by side in one run, and writes section "vmm" of docs/benchmarks.md (tests/benchdoc):
+// initramfs, side by side in one run, and writes section "vmm" of docs/benchmarks.md (tests/benchdoc).
 //
-//   - exec → "kvirt-guest: ready" and exec → first console byte (median of -runs boots each, interleaved);
-//   - VMM memory overhead at the ready marker: process RSS minus the resident part of guest RAM;
-//   - exec → first KVM_RUN of kvirt-vmm (the binary that boots a VM), median of -starts short starts
-//     that end right after the first KVM_RUN, with the start-up steps; and the same for `virt-launcher boot`
-//     (the same command linked into the launcher) for comparison.
+// It measures exec → "kvirt-guest: ready" and exec → first console byte (median of -runs boots each,
+// interleaved); the VMM memory overhead at the ready marker (process RSS minus the resident part of guest
+// RAM); and exec → first KVM_RUN of kvirt-vmm (the binary that boots a VM), median of -starts short starts
+// that end right after the first KVM_RUN, with the start-up steps, and the same for `virt-launcher boot`
+// (the same command linked into the launcher) for comparison.
 //
 //	go run ./vmm/bench -vmm build/bin/kvirt-vmm -launcher build/bin/virt-launcher -images build/images
 package main
@@ -385,8 +385,8 @@ func render(ks, qs []sample, vs, ls []*vmmOutput, memMiB, runs, starts int) stri
 	fmt.Fprintf(&b, "| … the same command as `virt-launcher boot` (full launcher binary) | %.1f ms | n/a | | |\n", kl)
 	fmt.Fprintf(&b, "| VMM memory overhead (RSS − resident guest RAM) | %.1f MiB | %.1f MiB | %.2f | ≤ 10 MiB |\n", ko/1024, qo/1024, ko/qo)
 	fmt.Fprintf(&b, "| … of it anonymous (without the binary's and libraries' file pages) | %.1f MiB | %.1f MiB | %.2f | |\n\n", ka/1024, qa/1024, ka/qa)
-	fmt.Fprintf(&b, "Start-up steps of `kvirt-vmm` and `virt-launcher boot` (median ms since exec; steps after `memory` overlap:\n")
-	fmt.Fprintf(&b, "the kernel and initramfs are mapped into guest RAM while KVM builds the VM):\n\n")
+	fmt.Fprintf(&b, "Start-up steps of `kvirt-vmm` and `virt-launcher boot` (median ms since exec; from KVM_CREATE_VM on, two\n")
+	fmt.Fprintf(&b, "goroutines overlap: the kernel and initramfs are mapped into guest RAM while KVM builds the VM):\n\n")
 	fmt.Fprintf(&b, "| step | kvirt-vmm | virt-launcher boot |\n|---|---|---|\n")
 	labels := map[string]string{
 		"main": "runtime and package initialisation done", "run": "flags parsed", "kvm-open": "/dev/kvm opened",
