@@ -41,9 +41,10 @@
 //   - The controller never Updates a VM or VMI with our Go types: the CRDs keep fields those types do not
 //     model, and an Update would delete them. Metadata and spec writes (finalizers, the node label, the
 //     firmware UUID and MACs, the run strategy for a paused start) are JSON patches of just those fields
-//     after a resourceVersion test (patch.go); status goes through the status subresource. A VMI created
-//     from a template still carries only the modelled fields (the template is read through the typed
-//     informer), as the launcher would ignore the others anyway.
+//     after a resourceVersion test (patch.go); status goes through the status subresource. A VMI is
+//     created from the VM's template as stored (an uncached raw read of the VM), so its spec is the
+//     template's, unknown fields included, as in KubeVirt; the launcher's copy (pod annotation) is typed
+//     and holds only what kvirt models.
 //   - WaitingForVolumeBinding: the VM controller watches all PVCs (list/watch in deploy/rbac) and, unlike
 //     KubeVirt, re-syncs a VM on PVC updates too, so the status leaves WaitingForVolumeBinding as soon as
 //     the claim binds. kvirt has no DataVolumes: Provisioning and DataVolumeError never appear.

@@ -143,6 +143,9 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	if c.vm, err = newVMController(kv, vmInf, vmiInf, pvcInf, recorder, opts.Logger, opts.Metrics); err != nil {
 		return nil, err
 	}
+	if rc, ok := kv.KubevirtV1().RESTClient().(*rest.RESTClient); ok && rc != nil {
+		c.vm.raw = rc // fake clientsets have none: VMIs are then created from the typed template
+	}
 	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort}
 	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, recorder, opts.Status, pc, opts.Logger, opts.Metrics); err != nil {
 		return nil, err

@@ -5,6 +5,9 @@ import (
 	"fmt"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // The controller changes VMs and VMIs it does not own the spec of with JSON patches of just the fields it
@@ -68,4 +71,34 @@ func abiDefaultsOps(vm *v1.VirtualMachine) []patchOp {
 		}
 	}
 	return ops
+}
+
+// vmiFromRawTemplate encodes vmi (rendered by newVMIFromTemplate: metadata, owner, finalizer) with the spec
+// taken from the stored VM's template, fields our types do not model included; a paused start still sets
+// startStrategy. rawVM must be the VM with uid (a VM re-created under the same name is refused).
+func vmiFromRawTemplate(vmi *v1.VirtualMachineInstance, rawVM []byte, uid types.UID) ([]byte, error) {
+	var vm map[string]any
+	if err := json.Unmarshal(rawVM, &vm); err != nil {
+		return nil, fmt.Errorf("decode the stored VM: %w", err)
+	}
+	got, _, _ := unstructured.NestedString(vm, "metadata", "uid")
+	if types.UID(got) != uid {
+		return nil, fmt.Errorf("the stored VM has uid %q, not %q (re-created); retrying", got, uid)
+	}
+	spec, found, err := unstructured.NestedMap(vm, "spec", "template", "spec")
+	if err != nil || !found {
+		return nil, fmt.Errorf("the stored VM has no spec.template.spec (%v)", err)
+	}
+	out, err := runtime.DefaultUnstructuredConverter.ToUnstructured(vmi)
+	if err != nil {
+		return nil, err
+	}
+	if vmi.Spec.StartStrategy != nil {
+		spec["startStrategy"] = string(*vmi.Spec.StartStrategy)
+	}
+	out["spec"] = spec
+	delete(out, "status")
+	out["apiVersion"] = v1.GroupVersion.String()
+	out["kind"] = "VirtualMachineInstance"
+	return json.Marshal(out)
 }

@@ -60,3 +60,37 @@ func TestABIDefaultsOps(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The VMI is the template's spec as stored (unknown fields included) with our metadata; a paused start
+// adds startStrategy; a re-created VM (other UID) is refused.
+func TestVMIFromRawTemplate(t *testing.T) {
+	vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "ns", UID: "u1"},
+		Spec: v1.VirtualMachineSpec{Template: &v1.VirtualMachineInstanceTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}}}}
+	raw := []byte(`{"metadata":{"name":"vm","uid":"u1"},"spec":{"runStrategy":"Always","template":{"metadata":{"labels":{"a":"b"}},
+		"spec":{"evictionStrategy":"LiveMigrate","domain":{"memory":{"guest":"64Mi"},"devices":{"tpm":{},"interfaces":[{"name":"default","model":"virtio","masquerade":{}}]}}}}}}`)
+	body, err := vmiFromRawTemplate(newVMIFromTemplate(vm, true), raw, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	spec := got["spec"].(map[string]any)
+	meta := got["metadata"].(map[string]any)
+	ifc := spec["domain"].(map[string]any)["devices"].(map[string]any)["interfaces"].([]any)[0].(map[string]any)
+	if got["kind"] != "VirtualMachineInstance" || got["apiVersion"] != "kubevirt.io/v1" || meta["name"] != "vm" || meta["namespace"] != "ns" ||
+		spec["evictionStrategy"] != "LiveMigrate" || ifc["model"] != "virtio" || spec["startStrategy"] != "Paused" ||
+		len(meta["ownerReferences"].([]any)) != 1 || meta["labels"].(map[string]any)[v1.VirtualMachineNameLabel] != "vm" {
+		t.Fatalf("VMI %s", body)
+	}
+	if _, ok := got["status"]; ok {
+		t.Fatalf("VMI carries a status: %s", body)
+	}
+	if _, err := vmiFromRawTemplate(newVMIFromTemplate(vm, false), raw, "u2"); err == nil {
+		t.Fatal("a VM with another UID was accepted")
+	}
+	if _, err := vmiFromRawTemplate(newVMIFromTemplate(vm, false), []byte(`{"metadata":{"uid":"u1"},"spec":{}}`), "u1"); err == nil {
+		t.Fatal("a VM without a template was accepted")
+	}
+}

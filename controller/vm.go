@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -25,6 +26,7 @@ import (
 // instance's state in the VM status.
 type VMController struct {
 	kv       kvclient.Interface
+	raw      rest.Interface // kubevirt.io/v1 REST client for untyped reads and writes (nil with fake clients)
 	vms      kvlisters.VirtualMachineLister
 	vmis     kvlisters.VirtualMachineInstanceLister
 	pvcs     corelisters.PersistentVolumeClaimLister
@@ -445,8 +447,27 @@ func (c *VMController) createVMI(ctx context.Context, key string, vm *v1.Virtual
 		return fmt.Errorf("VM %s has no spec.template", key)
 	}
 	vmi := newVMIFromTemplate(vm, paused)
+	var body []byte
+	if c.raw != nil {
+		// The template as stored, with the fields our types do not model, so the VMI's spec is the
+		// template's spec as in KubeVirt (an uncached read; the typed cache has lost those fields).
+		rawVM, err := c.raw.Get().Namespace(vm.Namespace).Resource("virtualmachines").Name(vm.Name).Do(ctx).Raw()
+		if err != nil {
+			return fmt.Errorf("read VM %s for its template: %w", key, err)
+		}
+		if body, err = vmiFromRawTemplate(vmi, rawVM, vm.UID); err != nil {
+			return fmt.Errorf("VM %s: %w", key, err)
+		}
+	}
 	c.exp.ExpectCreations(key, 1)
-	created, err := c.kv.KubevirtV1().VirtualMachineInstances(vm.Namespace).Create(ctx, vmi, metav1.CreateOptions{})
+	var created *v1.VirtualMachineInstance
+	var err error
+	if body != nil {
+		created = &v1.VirtualMachineInstance{}
+		err = c.raw.Post().Namespace(vm.Namespace).Resource("virtualmachineinstances").SetHeader("Content-Type", "application/json").Body(body).Do(ctx).Into(created)
+	} else {
+		created, err = c.kv.KubevirtV1().VirtualMachineInstances(vm.Namespace).Create(ctx, vmi, metav1.CreateOptions{})
+	}
 	if err != nil {
 		c.exp.CreationObserved(key)
 		c.recorder.Event(vm, corev1.EventTypeWarning, ReasonFailedCreate, fmt.Sprintf("Error creating virtual machine instance: Failed to create virtual machine instance %s: %v", vmi.Name, err))

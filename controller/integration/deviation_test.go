@@ -134,6 +134,24 @@ spec:
 	if msg := check(get()); msg != "" {
 		t.Fatalf("after the controller switched the run strategy: %s", msg)
 	}
+	// The VMI's spec is the template's, unknown fields included (as KubeVirt copies the template).
+	vmiGVR := schema.GroupVersionResource{Group: "kubevirt.io", Version: "v1", Resource: "virtualmachineinstances"}
+	eventually(t, "VMI with the template's unknown fields", 30*time.Second, func() (bool, string) {
+		u, err := dyn.Resource(vmiGVR).Namespace(e.ns).Get(context.Background(), "unknowns", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, path := range [][]string{{"spec", "evictionStrategy"}, {"spec", "architecture"}, {"spec", "domain", "devices", "tpm", "persistent"},
+			{"spec", "domain", "features", "smm", "enabled"}, {"spec", "domain", "firmware", "bootloader", "efi"}, {"spec", "domain", "firmware", "uuid"}} {
+			if _, found, _ := unstructured.NestedFieldNoCopy(u.Object, path...); !found {
+				return false, fmt.Sprintf("VMI lacks %v", path)
+			}
+		}
+		if s, _, _ := unstructured.NestedString(u.Object, "spec", "startStrategy"); s != "Paused" {
+			return false, "startStrategy " + s
+		}
+		return true, ""
+	})
 }
 
 // Halted with a pending Start: the controller switches to Always only once the old VMI is gone (fencing).
