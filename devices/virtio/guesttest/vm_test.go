@@ -29,6 +29,7 @@ type diskOption struct {
 	Path     string
 	ReadOnly bool
 	Serial   string
+	Direct   bool // kvirt: O_DIRECT, as QEMU's cache=none (QEMU always runs with cache=none)
 }
 
 // vmOptions describe a guest run.
@@ -55,6 +56,8 @@ type guest struct {
 	exited  chan struct{}
 	exitErr error
 	started time.Time
+	// kvirt only: the virtio transports, for counters and diagnostics.
+	transports []*mmio.Transport
 }
 
 func newGuest(name string) *guest {
@@ -240,7 +243,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 	}
 	for i, d := range o.Disks {
 		name := "vd" + string(rune('a'+i))
-		dev, err := blk.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial}.Open(name)
+		dev, err := blk.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Direct: d.Direct}.Open(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,6 +263,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 		nic = dev
 	}
 	attach("virtio-rng", rng.New())
+	g.transports = transports
 	if err := m.Start(); err != nil {
 		t.Fatal(err)
 	}
