@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,19 +245,79 @@ spec:
 `, binding)
 }
 
+// Masquerade with a real guest: DHCP gives it 10.0.2.2 behind 10.0.2.1; it reaches the node outside the pod
+// namespace (ICMP, masqueraded); an inbound connection to the pod IP is forwarded to a listener in the guest
+// (source address kept); SIGTERM then powers it off gracefully.
 func TestLinuxGuestMasquerade(t *testing.T) {
-	_, pod := podNamespaces(t)
-	o, console, _ := runLinux(t, netManifest("masquerade"), "net,poweroff", NetworkMode{Kind: "netns", NS: pod})
-	for _, want := range []string{"kvirt-guest: ip=10.0.2.2/24 gw=10.0.2.1", "kvirt-guest: ping ok"} {
-		if !strings.Contains(console, want) {
+	node, pod := podNamespaces(t)
+	testenv.RequireKVM(t)
+	testenv.Image(t, images.Vmlinux)
+	testenv.Image(t, images.Initramfs)
+	if testing.Short() {
+		t.Skip("boots a Linux guest (minutes on PVM hosts); skipped with -short")
+	}
+	vmi, err := LoadManifest([]byte(netManifest("masquerade")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	console := &syncBuf{}
+	sigs := make(chan os.Signal, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	out := make(chan grace.Outcome, 1)
+	go func() {
+		out <- Run(ctx, Options{
+			VMI: vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir}, ImagesDir: testenv.ImagesDir(t),
+			Append:  vmm.DefaultCmdline + ` kvirt.test="net,ping:10.10.0.1:2,listen:8080,wait"`,
+			Network: NetworkMode{Kind: "netns", NS: pod}, Console: console, Signals: sigs,
+			Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		})
+	}()
+	defer func() {
+		cancel()
+		<-out
+		if t.Failed() {
+			t.Logf("console:\n%s", console.String())
+		}
+	}()
+	deadline := time.Now().Add(6 * time.Minute)
+	for !strings.Contains(console.String(), "kvirt-guest: listening port=8080") {
+		if c := console.String(); strings.Contains(c, "kvirt-guest: error") || time.Now().After(deadline) {
+			t.Fatalf("the guest did not get to its listener (error, or not within 6 minutes)")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c := console.String()
+	for _, want := range []string{"kvirt-guest: ip=10.0.2.2/24 gw=10.0.2.1", "kvirt-guest: ping ok", "kvirt-guest: ping host=10.10.0.1 n=2"} {
+		if !strings.Contains(c, want) {
 			t.Errorf("console lacks %q", want)
 		}
 	}
-	if o.Phase != control.Succeeded {
-		t.Errorf("outcome %+v", o)
+	var got string
+	err = node.Do(func(ns.NetNS) error {
+		conn, err := net.DialTimeout("tcp4", "10.10.0.5:8080", 30*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		b, err := io.ReadAll(conn)
+		got = string(b)
+		return err
+	})
+	if err != nil || !strings.HasPrefix(got, "kvirt-guest ") || !strings.HasSuffix(got, " from 10.10.0.1") {
+		t.Errorf("node → pod IP:8080 → guest: %q, %v; want the guest's reply naming the node's address", got, err)
 	}
-	if t.Failed() {
-		t.Logf("console:\n%s", console)
+	sigs <- syscall.SIGTERM
+	select {
+	case o := <-out:
+		out <- o
+		if o.Phase != control.Succeeded || o.ExitCode != 0 {
+			t.Errorf("outcome after SIGTERM %+v, want Succeeded (graceful poweroff)", o)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Errorf("the guest did not power off within 2 minutes of SIGTERM")
 	}
 }
 
