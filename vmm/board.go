@@ -34,27 +34,29 @@ const (
 	msrMTRRDefType    = 0x2ff
 )
 
-func (m *Machine) loadGuest() (entry uint64, err error) {
+// loadGuest loads the kernel, initrd and firmware tables; it returns the entry point and whether it is the
+// PVH entry (32-bit, hvm_start_info) rather than the 64-bit one (boot_params).
+func (m *Machine) loadGuest() (entry uint64, pvh bool, err error) {
 	kr, ksize, kdone, err := openImage(m.cfg.Kernel, m.cfg.KernelImage)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	k, err := boot.LoadKernel(m.mem, kr, ksize)
 	kdone()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	m.trace("load-kernel")
 	ir, isize, idone, err := openImage(m.cfg.Initrd, m.cfg.InitrdImage)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	var initrdAddr uint64
 	if ir != nil {
 		initrdAddr, err = boot.LoadInitrd(m.mem, k, ir, isize)
 		idone()
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		m.trace("load-initrd")
 	}
@@ -62,30 +64,30 @@ func (m *Machine) loadGuest() (entry uint64, err error) {
 	if !m.cfg.NoACPI {
 		img, addr, err := acpi.Build(m.acpiConfig())
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if len(img) > layout.ACPITablesMax {
-			return 0, fmt.Errorf("vmm: ACPI tables of %d bytes exceed their %d-byte area", len(img), layout.ACPITablesMax)
+			return 0, false, fmt.Errorf("vmm: ACPI tables of %d bytes exceed their %d-byte area", len(img), layout.ACPITablesMax)
 		}
 		if _, err := m.mem.WriteAt(img, layout.ACPITablesAddr); err != nil {
-			return 0, fmt.Errorf("vmm: write ACPI tables: %w", err)
+			return 0, false, fmt.Errorf("vmm: write ACPI tables: %w", err)
 		}
 		rsdp = addr
 	} else {
 		img, err := MPTable(m.cfg.apicIDs())
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if _, err := m.mem.WriteAt(img, layout.MPTableAddr); err != nil {
-			return 0, fmt.Errorf("vmm: write MP table: %w", err)
+			return 0, false, fmt.Errorf("vmm: write MP table: %w", err)
 		}
 	}
 	sm, err := smbios.Build(m.cfg.SMBIOS, layout.SMBIOSAddr)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if _, err := m.mem.WriteAt(sm, layout.SMBIOSAddr); err != nil {
-		return 0, fmt.Errorf("vmm: write SMBIOS: %w", err)
+		return 0, false, fmt.Errorf("vmm: write SMBIOS: %w", err)
 	}
 	cmdline := m.cmdline
 	if m.cfg.NoACPI {
@@ -96,13 +98,24 @@ func (m *Machine) loadGuest() (entry uint64, err error) {
 	}
 	if err := boot.WriteZeroPage(m.mem, boot.Params{Kernel: k, Cmdline: cmdline, InitrdAddr: initrdAddr,
 		InitrdSize: uint64(isize), E820: boot.E820Map(m.mem), RSDP: rsdp}); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if err := boot.WriteBootTables(m.mem); err != nil {
-		return 0, err
+		return 0, false, err
+	}
+	if m.cfg.PVH {
+		if k.PVHEntry == 0 {
+			return 0, false, fmt.Errorf("vmm: PVH boot asked for, but the kernel declares no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY; Linux needs CONFIG_PVH)")
+		}
+		if err := boot.WritePVHStartInfo(m.mem, boot.Params{Kernel: k, InitrdAddr: initrdAddr, InitrdSize: uint64(isize),
+			E820: boot.E820Map(m.mem), RSDP: rsdp}); err != nil {
+			return 0, false, err
+		}
+		m.trace("boot-tables")
+		return uint64(k.PVHEntry), true, nil
 	}
 	m.trace("boot-tables")
-	return k.Entry, nil
+	return k.Entry, false, nil
 }
 
 // acpiConfig describes the platform for the ACPI tables.
@@ -123,22 +136,23 @@ func (m *Machine) acpiConfig() acpi.Config {
 
 // newBoard creates the KVM VM, loads the guest and prepares the vCPUs (not yet running).
 func (m *Machine) newBoard() (_ *board, err error) {
-	// Load the guest into memory while KVM builds the VM and vCPUs (both take tens of milliseconds on a
+	// Load the guest into memory while KVM builds the VM and vCPUs (each takes about a millisecond, more on a
 	// busy host); the boot CPU's registers are set once the entry point is known.
 	type loaded struct {
 		entry uint64
+		pvh   bool
 		err   error
 	}
 	lc := make(chan loaded, 1)
 	go func() {
-		e, err := m.loadGuest()
-		lc <- loaded{e, err}
+		e, pvh, err := m.loadGuest()
+		lc <- loaded{e, pvh, err}
 	}()
 	waited := false
-	waitLoad := func() (uint64, error) {
+	waitLoad := func() (loaded, error) {
 		waited = true
 		r := <-lc
-		return r.entry, r.err
+		return r, r.err
 	}
 	defer func() {
 		if !waited { // never leave the loader writing to memory that may be unmapped next
@@ -199,11 +213,23 @@ func (m *Machine) newBoard() (_ *board, err error) {
 		}
 	}
 	m.trace("vcpus")
-	entry, err := waitLoad()
+	l, err := waitLoad()
 	if err != nil {
 		return nil, err
 	}
-	if err := b.vcpus[0].SetRegs(boot.BootRegs(entry)); err != nil {
+	regs := boot.BootRegs(l.entry)
+	if l.pvh { // 32-bit protected mode instead of the long mode setupVCPU prepared
+		s, err := b.vcpus[0].GetSregs()
+		if err != nil {
+			return nil, err
+		}
+		boot.PVHSregs(&s)
+		if err := b.vcpus[0].SetSregs(s); err != nil {
+			return nil, err
+		}
+		regs = boot.PVHRegs(l.entry)
+	}
+	if err := b.vcpus[0].SetRegs(regs); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()

@@ -42,6 +42,9 @@ type Config struct {
 	// KernelImage, if set, is used instead.
 	Kernel      string
 	KernelImage []byte
+	// PVH boots a vmlinux through its PVH entry (32-bit, hvm_start_info; Linux with CONFIG_PVH) instead of
+	// the 64-bit Linux boot protocol entry; New fails at Start if the kernel declares none.
+	PVH bool
 	// Initrd is an optional initramfs path; InitrdImage, if set, is used instead.
 	Initrd      string
 	InitrdImage []byte

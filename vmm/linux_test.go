@@ -52,10 +52,15 @@ func TestLinuxPowerOff(t *testing.T) {
 	}
 }
 
+// TestLinuxUUIDAndPowerButton boots through the PVH entry (the other Linux tests use the 64-bit one): the guest
+// must find the initramfs, the SMBIOS UUID and the ACPI power button from hvm_start_info alone.
 func TestLinuxUUIDAndPowerButton(t *testing.T) {
 	t.Parallel()
 	const uuid = "6a1c2f3e-0b4d-4c5e-8f70-91a2b3c4d5e6"
-	m, con := startLinux(t, 1, "uuid,wait", func(c *Config) { c.SMBIOS = smbios.Info{UUID: uuid, Serial: "kvirt-test"} })
+	m, con := startLinux(t, 1, "uuid,wait", func(c *Config) {
+		c.SMBIOS = smbios.Info{UUID: uuid, Serial: "kvirt-test"}
+		c.PVH = true
+	})
 	con.expect(t, "kvirt-guest: uuid="+uuid, linuxTimeout)
 	con.expect(t, "waiting for the power button", linuxTimeout)
 	if err := m.RequestShutdown(); err != nil {

@@ -1,7 +1,11 @@
 package vmm
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
+	"encoding/binary"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +120,40 @@ func TestTestGuestPowerButton(t *testing.T) {
 	}
 	if o, err := wait(t, m, testGuestTimeout); o != PoweredOff || err != nil {
 		t.Fatalf("outcome %v (%v), want PoweredOff; console:\n%s", o, err, tail(con.String()))
+	}
+}
+
+// TestTestGuestPVH boots the test guest through its PVH entry (it declares one): it reads its command line
+// from hvm_start_info and powers off through ACPI.
+func TestTestGuestPVH(t *testing.T) {
+	t.Parallel()
+	m, con := startTestGuest(t, "poweroff", func(c *Config) { c.PVH = true })
+	con.expect(t, "kvirt-guest: ready", testGuestTimeout)
+	if o, err := wait(t, m, testGuestTimeout); o != PoweredOff || err != nil {
+		t.Fatalf("outcome %v (%v), want PoweredOff; console:\n%s", o, err, tail(con.String()))
+	}
+}
+
+// TestPVHNeedsEntryNote: asking for PVH with a kernel that declares no PVH entry fails at Start with a clear
+// error.
+func TestPVHNeedsEntryNote(t *testing.T) {
+	testenv.RequireKVM(t)
+	var img bytes.Buffer
+	le := binary.LittleEndian
+	h := elf.Header64{Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: 1, Entry: 0x100000,
+		Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 1}
+	copy(h.Ident[:], "\x7fELF")
+	h.Ident[elf.EI_CLASS], h.Ident[elf.EI_DATA], h.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), 1
+	_ = binary.Write(&img, le, h)
+	_ = binary.Write(&img, le, elf.Prog64{Type: uint32(elf.PT_LOAD), Off: 0x1000, Paddr: 0x100000, Filesz: 2, Memsz: 2, Align: 0x1000})
+	img.Write(make([]byte, 0x1000-img.Len()))
+	img.Write([]byte{0xf4, 0xf4}) // hlt
+	m, err := New(Config{KernelImage: img.Bytes(), MemoryBytes: 64 << 20, PVH: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	if err := m.Start(); err == nil || !strings.Contains(err.Error(), "no PVH entry") {
+		t.Fatalf("Start = %v, want an error about the missing PVH entry", err)
 	}
 }

@@ -36,6 +36,8 @@ type Kernel struct {
 	Header []byte
 	End    uint64 // first guest-physical address after the loaded image (incl. init_size for bzImage)
 	Format string // "elf" or "bzimage"
+	// PVHEntry is the 32-bit PVH entry point a vmlinux declares (XEN_ELFNOTE_PHYS32_ENTRY); 0 if none.
+	PVHEntry uint32
 }
 
 // Setup header offsets within boot_params.
@@ -124,6 +126,9 @@ func LoadELF(mem *memory.GuestMemory, r io.ReaderAt) (*Kernel, error) {
 	}
 	if loaded == 0 {
 		return nil, fmt.Errorf("boot: vmlinux: no loadable segments")
+	}
+	if k.PVHEntry, err = pvhEntry(f); err != nil {
+		return nil, err
 	}
 	// Linux's vmlinux entry (phys_startup_64) is a physical address; tolerate a virtual one by masking
 	// the kernel mapping base.

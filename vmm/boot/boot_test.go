@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/kvirt/kvirt/vmm/kvm"
 	"github.com/kvirt/kvirt/vmm/layout"
 	"github.com/kvirt/kvirt/vmm/memory"
 )
@@ -185,6 +186,7 @@ func TestBootTables(t *testing.T) {
 func FuzzLoadKernel(f *testing.F) {
 	f.Add(fakeBzImage(4, []byte{1}))
 	f.Add(tinyELF(0x100000, []byte{1}, 1))
+	f.Add(pvhELF([]byte{0x80, 0x06, 0x00, 0x01}))
 	f.Fuzz(func(t *testing.T, img []byte) {
 		mem, err := memory.New([][2]uint64{{0, 4 << 20}}, memory.Options{})
 		if err != nil {
@@ -241,5 +243,89 @@ func TestLoadFromFiles(t *testing.T) {
 	gotI := make([]byte, len(initrd))
 	if _, err := mem.ReadAt(gotI, int64(addr)); err != nil || !bytes.Equal(gotI, initrd) {
 		t.Fatalf("initrd at %#x differs from the file (%v)", addr, err)
+	}
+}
+
+// pvhELF is tinyELF with a PT_NOTE segment holding a Xen PHYS32_ENTRY note whose value is desc.
+func pvhELF(desc []byte) []byte {
+	var b bytes.Buffer
+	le := binary.LittleEndian
+	h := elf.Header64{Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: 1, Entry: 0x1000000,
+		Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: 2}
+	copy(h.Ident[:], "\x7fELF")
+	h.Ident[elf.EI_CLASS], h.Ident[elf.EI_DATA], h.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), 1
+	binary.Write(&b, le, h)
+	var note bytes.Buffer
+	binary.Write(&note, le, [3]uint32{4, uint32(len(desc)), 18})
+	note.WriteString("Xen\x00")
+	note.Write(desc)
+	note.Write(make([]byte, (4-len(desc)%4)%4))
+	binary.Write(&b, le, elf.Prog64{Type: uint32(elf.PT_LOAD), Off: 0x1000, Paddr: 0x1000000, Filesz: 4, Memsz: 4, Align: 0x1000})
+	binary.Write(&b, le, elf.Prog64{Type: uint32(elf.PT_NOTE), Off: 0x800, Filesz: uint64(note.Len()), Memsz: uint64(note.Len()), Align: 4})
+	b.Write(make([]byte, 0x800-b.Len()))
+	b.Write(note.Bytes())
+	b.Write(make([]byte, 0x1000-b.Len()))
+	b.Write([]byte{0x90, 0x90, 0x90, 0x90})
+	return b.Bytes()
+}
+
+func TestPVHEntryNote(t *testing.T) {
+	for _, tc := range []struct {
+		desc    []byte
+		want    uint32
+		wantErr bool
+	}{
+		{[]byte{0x80, 0x06, 0x00, 0x01}, 0x1000680, false},
+		{[]byte{0x80, 0x06, 0x00, 0x01, 0, 0, 0, 0}, 0x1000680, false},
+		{[]byte{0x80, 0x06, 0x00, 0x01, 0, 0, 0, 1}, 0, true},
+		{[]byte{1, 2}, 0, true},
+	} {
+		k, err := load(newMem(t, 32<<20), pvhELF(tc.desc))
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("note % x accepted", tc.desc)
+			}
+			continue
+		}
+		if err != nil || k.PVHEntry != tc.want {
+			t.Errorf("note % x: entry %#x, %v; want %#x", tc.desc, k.PVHEntry, err, tc.want)
+		}
+	}
+	k, err := load(newMem(t, 32<<20), tinyELF(0x1000000, []byte{1}, 1))
+	if err != nil || k.PVHEntry != 0 {
+		t.Fatalf("kernel without notes: entry %#x, %v", k.PVHEntry, err)
+	}
+}
+
+func TestWritePVHStartInfo(t *testing.T) {
+	mem := newMem(t, 64<<20)
+	e820 := E820Map(mem)
+	if err := WritePVHStartInfo(mem, Params{InitrdAddr: 0x3000000, InitrdSize: 0x1234, E820: e820, RSDP: 0xe0000}); err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	si := make([]byte, 56)
+	mem.ReadAt(si, layout.PVHStartInfo)
+	if le.Uint32(si) != 0x336ec578 || le.Uint32(si[4:]) != 1 || le.Uint32(si[12:]) != 1 || le.Uint64(si[24:]) != layout.CmdlineAddr ||
+		le.Uint64(si[32:]) != 0xe0000 || le.Uint64(si[40:]) != layout.PVHMemmap || le.Uint32(si[48:]) != uint32(len(e820)) {
+		t.Fatalf("hvm_start_info % x", si)
+	}
+	mod := make([]byte, 32)
+	mem.ReadAt(mod, int64(le.Uint64(si[16:])))
+	if le.Uint64(mod) != 0x3000000 || le.Uint64(mod[8:]) != 0x1234 {
+		t.Fatalf("module % x", mod)
+	}
+	last := make([]byte, 24)
+	mem.ReadAt(last, int64(layout.PVHMemmap+24*(len(e820)-1)))
+	if l := e820[len(e820)-1]; le.Uint64(last) != l.Addr || le.Uint64(last[8:]) != l.Size || le.Uint32(last[16:]) != E820RAM {
+		t.Fatalf("memmap entry % x, want %+v", last, l)
+	}
+	if err := WritePVHStartInfo(mem, Params{E820: make([]E820Entry, PVHMaxMemmap+1)}); err == nil {
+		t.Fatal("oversized memory map accepted")
+	}
+	var s kvm.Sregs
+	PVHSregs(&s)
+	if s.CS.L != 0 || s.CS.DB != 1 || s.CS.Type != 0xb || s.CS.Limit != 0xffffffff || s.CR0&CR0PG != 0 || s.EFER&EFERLME != 0 {
+		t.Fatalf("PVH sregs %+v", s)
 	}
 }

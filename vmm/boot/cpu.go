@@ -11,9 +11,10 @@ import (
 
 // GDT selectors of the boot GDT.
 const (
-	SelCode = 0x08
-	SelData = 0x10
-	SelTSS  = 0x18
+	SelCode   = 0x08 // 64-bit code
+	SelData   = 0x10
+	SelTSS    = 0x18
+	SelCode32 = 0x20 // 32-bit code (PVH entry)
 )
 
 func gdtEntry(flags uint16, base, limit uint32) uint64 {
@@ -21,9 +22,10 @@ func gdtEntry(flags uint16, base, limit uint32) uint64 {
 		uint64(base&0xffffff)<<16 | uint64(limit&0xffff)
 }
 
-// GDT returns the boot GDT: null, 64-bit code, data, TSS.
+// GDT returns the boot GDT: null, 64-bit code, data, TSS, 32-bit code.
 func GDT() []uint64 {
-	return []uint64{0, gdtEntry(0xa09b, 0, 0xfffff), gdtEntry(0xc093, 0, 0xfffff), gdtEntry(0x808b, 0, 0xfffff)}
+	return []uint64{0, gdtEntry(0xa09b, 0, 0xfffff), gdtEntry(0xc093, 0, 0xfffff), gdtEntry(0x808b, 0, 0xfffff),
+		gdtEntry(0xc09b, 0, 0xfffff)}
 }
 
 func segment(e uint64, sel uint16) kvm.Segment {

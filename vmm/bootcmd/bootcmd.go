@@ -75,7 +75,7 @@ type Flags struct {
 	Kernel, Initrd, Append string
 	Memory                 string
 	CPUs                   int
-	NoACPI                 bool
+	NoACPI, PVH            bool
 	Disable                []string
 	UUID, Serial           string
 	OnReboot, Compat       string
@@ -93,6 +93,7 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.Memory, "memory", "256Mi", "guest memory (Kubernetes quantity, e.g. 128Mi, 1Gi)")
 	fs.IntVar(&f.CPUs, "cpus", 1, "number of vCPUs")
 	fs.BoolVar(&f.NoACPI, "no-acpi", false, "boot without ACPI tables (MP table only; no clean poweroff)")
+	fs.BoolVar(&f.PVH, "pvh", false, "enter a vmlinux through its PVH entry (32-bit, hvm_start_info) instead of the 64-bit one")
 	fs.StringSliceVar(&f.Disable, "cpu-disable", nil, "CPU features to hide from the guest (e.g. avx,pcid)")
 	fs.StringVar(&f.UUID, "uuid", "", "firmware (SMBIOS) UUID")
 	fs.StringVar(&f.Serial, "serial", "", "firmware (SMBIOS) serial number")
@@ -116,7 +117,7 @@ func (f *Flags) Config() (vmm.Config, error) {
 		return vmm.Config{}, usage("--memory: %v", err)
 	}
 	cfg := vmm.Config{Kernel: f.Kernel, Initrd: f.Initrd, Cmdline: f.Append, MemoryBytes: mem,
-		CPUs: f.CPUs, NoACPI: f.NoACPI, CPUPolicy: cpuid.Policy{Disable: f.Disable}}
+		CPUs: f.CPUs, NoACPI: f.NoACPI, PVH: f.PVH, CPUPolicy: cpuid.Policy{Disable: f.Disable}}
 	cfg.SMBIOS.UUID, cfg.SMBIOS.Serial = f.UUID, f.Serial
 	if f.CPUs < 1 {
 		return cfg, usage("--cpus %d: want at least 1", f.CPUs)

@@ -22,9 +22,9 @@ func parse(t *testing.T, args ...string) *Flags {
 
 func TestConfig(t *testing.T) {
 	cfg, err := parse(t, "--kernel", "k", "--memory", "128Mi", "--cpus", "2", "--cpu-disable", "avx,pcid",
-		"--cpu-disable=rdrand", "--on-reboot", "exit", "--compat=off", "--uuid", "u", "--no-acpi").Config()
+		"--cpu-disable=rdrand", "--on-reboot", "exit", "--compat=off", "--uuid", "u", "--no-acpi", "--pvh").Config()
 	if err != nil || cfg.MemoryBytes != 128<<20 || cfg.CPUs != 2 || cfg.OnReboot != vmm.RebootExit ||
-		cfg.Compat != vmm.CompatOff || !cfg.NoACPI || cfg.SMBIOS.UUID != "u" ||
+		cfg.Compat != vmm.CompatOff || !cfg.NoACPI || !cfg.PVH || cfg.SMBIOS.UUID != "u" ||
 		strings.Join(cfg.CPUPolicy.Disable, ",") != "avx,pcid,rdrand" || cfg.Cmdline != vmm.DefaultCmdline {
 		t.Fatalf("cfg %+v err %v", cfg, err)
 	}
