@@ -29,6 +29,7 @@ func (r Region) End() uint64 { return r.GPA + uint64(len(r.Data)) }
 type GuestMemory struct {
 	regions []Region
 	owned   bool
+	huge    bool // MADV_HUGEPAGE asked for (again after Discard)
 }
 
 // ErrOutOfRange is wrapped by errors for accesses outside guest RAM.
@@ -41,7 +42,7 @@ type Options struct {
 
 // New maps anonymous host memory for each (gpa, size) range. Ranges must not overlap.
 func New(ranges [][2]uint64, opts Options) (*GuestMemory, error) {
-	m := &GuestMemory{owned: true}
+	m := &GuestMemory{owned: true, huge: opts.HugePages}
 	for _, r := range ranges {
 		gpa, size := r[0], r[1]
 		if size == 0 || size%4096 != 0 || gpa%4096 != 0 {
@@ -180,6 +181,9 @@ func (m *GuestMemory) Discard() error {
 		if _, err := unix.MmapPtr(-1, 0, unsafe.Pointer(&r.Data[0]), uintptr(len(r.Data)), unix.PROT_READ|unix.PROT_WRITE,
 			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE|unix.MAP_FIXED); err != nil {
 			return fmt.Errorf("memory: discard %#x+%#x: %w", r.GPA, len(r.Data), err)
+		}
+		if m.huge {
+			_ = unix.Madvise(r.Data, unix.MADV_HUGEPAGE)
 		}
 	}
 	return nil
