@@ -17,6 +17,8 @@ import (
 const (
 	// ContainerDiskBinaryContainer installs the copy helper from the launcher image (KubeVirt's name).
 	ContainerDiskBinaryContainer = "container-disk-binary"
+	// KernelBootContainer copies firmware.kernelBoot.container's kernel and initrd (KubeVirt's name).
+	KernelBootContainer = "kernel-boot"
 	// containerDiskBinVolume and containerDiskDisksVolume are the pod's emptyDirs for the helper and the disks.
 	containerDiskBinVolume   = "container-disk-binary"
 	containerDiskDisksVolume = "container-disks"
@@ -33,8 +35,9 @@ func ContainerDiskContainerName(volume string, i int) string {
 }
 
 // addContainerDisks adds to pod (whose first container is the compute container) the init containers and
-// emptyDirs that bring the VMI's containerDisk volumes into the pod through the kubelet, and mounts the disks
-// read-only into the compute container at containerdisk.DisksDir. Volumes naming a local image file
+// emptyDirs that bring the VMI's containerDisk volumes and its kernelBoot container image into the pod
+// through the kubelet, and mounts the disks
+// read-only into the compute container at containerdisk.DisksDir. Images naming a local file
 // (oci:, docker-archive:, an absolute path) are left to the launcher. launcherImage runs the helper installer.
 func addContainerDisks(pod *corev1.Pod, vmi *v1.VirtualMachineInstance, launcherImage string) {
 	var disks []corev1.Container
@@ -69,6 +72,27 @@ func addContainerDisks(pod *corev1.Pod, vmi *v1.VirtualMachineInstance, launcher
 		})
 		if cd.ImagePullSecret != "" && !hasPullSecret(pod.Spec.ImagePullSecrets, cd.ImagePullSecret) {
 			pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: cd.ImagePullSecret})
+		}
+	}
+	if kb := vmi.Spec.Domain.Firmware; kb != nil && kb.KernelBoot != nil && kb.KernelBoot.Container != nil {
+		c := kb.KernelBoot.Container
+		if c.Image != "" && c.KernelPath != "" && !containerdisk.IsLocalReference(c.Image) {
+			args := []string{"container-disk", "copy-kernel", "--to", containerdisk.VolumeDir(containerdisk.DisksDir, containerdisk.KernelBootDir), "--kernel", c.KernelPath}
+			if c.InitrdPath != "" {
+				args = append(args, "--initrd", c.InitrdPath)
+			}
+			policy := c.ImagePullPolicy
+			if policy == "" {
+				policy = defaultPullPolicy(c.Image)
+			}
+			disks = append(disks, corev1.Container{
+				Name: KernelBootContainer, Image: c.Image, ImagePullPolicy: policy,
+				Command: []string{containerdisk.BinDir + "/" + containerdisk.Helper}, Args: args,
+				VolumeMounts: mounts, Resources: res, TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			})
+			if c.ImagePullSecret != "" && !hasPullSecret(pod.Spec.ImagePullSecrets, c.ImagePullSecret) {
+				pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: c.ImagePullSecret})
+			}
 		}
 	}
 	if len(disks) == 0 {

@@ -164,3 +164,34 @@ func TestDefaultPullPolicy(t *testing.T) {
 		}
 	}
 }
+
+// firmware.kernelBoot.container is pulled by the kubelet too: a kernel-boot init container copies the
+// kernel and initrd into the disks emptyDir (a docker-archive: reference stays with the launcher).
+func TestLauncherPodKernelBoot(t *testing.T) {
+	vmi := containerDiskVMI()
+	vmi.Spec.Domain.Firmware = &v1.Firmware{KernelBoot: &v1.KernelBoot{Container: &v1.KernelBootContainer{
+		Image: "kvirt.io/kernels:1", KernelPath: "/boot/vmlinuz", InitrdPath: "/boot/initrd", ImagePullSecret: "kcred"}}}
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic := pod.Spec.InitContainers
+	if len(ic) != 2 || ic[0].Name != ContainerDiskBinaryContainer || ic[1].Name != KernelBootContainer || ic[1].Image != "kvirt.io/kernels:1" {
+		t.Fatalf("init containers %+v", ic)
+	}
+	want := "container-disk copy-kernel --to " + containerdisk.DisksDir + "/.kernel-boot --kernel /boot/vmlinuz --initrd /boot/initrd"
+	if got := strings.Join(ic[1].Args, " "); got != want {
+		t.Errorf("args %q, want %q", got, want)
+	}
+	if len(pod.Spec.ImagePullSecrets) != 1 || pod.Spec.ImagePullSecrets[0].Name != "kcred" {
+		t.Errorf("pull secrets %+v", pod.Spec.ImagePullSecrets)
+	}
+	if mountOf(pod.Spec.Containers[0], containerDiskDisksVolume) == nil {
+		t.Error("compute does not mount the disks emptyDir")
+	}
+	vmi.Spec.Domain.Firmware.KernelBoot.Container.Image = "docker-archive:/usr/share/kvirt/e2e/testguest-kernel.tar"
+	pod, _ = renderLauncherPod(vmi, PodConfig{Image: "img"})
+	if len(pod.Spec.InitContainers) != 0 {
+		t.Errorf("a local kernel image got init containers %+v", pod.Spec.InitContainers)
+	}
+}

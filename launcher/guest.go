@@ -179,6 +179,8 @@ func randomMAC() net.HardwareAddr {
 }
 
 // volumesExtract fetches the kernelBoot files.
-func volumesExtract(ctx context.Context, image string, paths []string, dir string, dirs spec.Dirs) (map[string]string, error) {
-	return volumes.ExtractFiles(ctx, "spec.domain.firmware.kernelBoot.container.image", image, paths, filepath.Clean(dir), dirs.ContainerDisk)
+func volumesExtract(ctx context.Context, image, pullSecret string, paths []string, dir string, dirs spec.Dirs) (map[string]string, error) {
+	opts := dirs.ContainerDisk
+	opts.PullSecret = pullSecret
+	return volumes.ExtractFiles(ctx, "spec.domain.firmware.kernelBoot.container.image", image, paths, filepath.Clean(dir), opts)
 }

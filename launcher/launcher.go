@@ -24,6 +24,7 @@ import (
 	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/kvirt/kvirt/devices/virtio/rng"
 	"github.com/kvirt/kvirt/images"
+	"github.com/kvirt/kvirt/launcher/containerdisk"
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/kvirt/kvirt/launcher/network"
@@ -360,11 +361,19 @@ func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, er
 		if m.Kernel.InitrdPath != "" {
 			paths = append(paths, m.Kernel.InitrdPath)
 		}
-		files, err := volumesExtract(ctx, m.Kernel.Image, paths, filepath.Join(r.o.Dirs.Work, ".kernel"), r.o.Dirs)
-		if err != nil {
-			return cfg, err
+		if k, i, ok := containerdisk.LocalKernelBoot(r.o.Dirs.ContainerDisks); ok {
+			// Pulled by the kubelet and copied by the pod's kernel-boot init container.
+			if m.Kernel.InitrdPath != "" && i == "" {
+				return cfg, fmt.Errorf("spec.domain.firmware.kernelBoot.container.initrdPath: the pod's kernel-boot init container copied no initrd")
+			}
+			cfg.Kernel, cfg.Initrd = k, i
+		} else {
+			files, err := volumesExtract(ctx, m.Kernel.Image, m.Kernel.PullSecret, paths, filepath.Join(r.o.Dirs.Work, ".kernel"), r.o.Dirs)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.Kernel, cfg.Initrd = files[m.Kernel.KernelPath], files[m.Kernel.InitrdPath]
 		}
-		cfg.Kernel, cfg.Initrd = files[m.Kernel.KernelPath], files[m.Kernel.InitrdPath]
 		cfg.Cmdline = vmm.DefaultCmdline
 		if m.Kernel.Cmdline != "" {
 			cfg.Cmdline = m.Kernel.Cmdline

@@ -19,7 +19,7 @@ func newContainerDiskCommand() *cobra.Command {
 		Short: "Launcher pod helpers for containerDisk volumes pulled by the kubelet (init containers)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usage("container-disk needs a subcommand: install or copy")
+			return usage("container-disk needs a subcommand: install, copy or copy-kernel")
 		},
 	}
 	var to string
@@ -62,6 +62,27 @@ func newContainerDiskCommand() *cobra.Command {
 	cp.Flags().StringVar(&dst, "to", "", "destination directory (the volume's directory in the pod's disks emptyDir)")
 	cp.Flags().StringVar(&path, "path", "", "the disk file inside the image (containerDisk.path; default: the single file in /disk)")
 	cp.Flags().StringVar(&root2, "root", "/", "the image's root directory (tests)")
-	root.AddCommand(install, cp)
+	var kernel, initrd, kdst, kroot string
+	ck := &cobra.Command{
+		Use:   "copy-kernel --to DIR --kernel PATH [--initrd PATH]",
+		Short: "Copy firmware.kernelBoot.container's kernel (and initrd) from this image to DIR/" + containerdisk.KernelFile + " (and " + containerdisk.InitrdFile + ")",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kdst == "" || kernel == "" {
+				return usage("container-disk copy-kernel: --to DIR and --kernel PATH are required")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if err := containerdisk.CopyKernelBoot(ctx, kroot, kernel, initrd, kdst, os.Stdout); err != nil {
+				return exitError{2, fmt.Errorf("container-disk copy-kernel: %w", err)}
+			}
+			return nil
+		},
+	}
+	ck.Flags().StringVar(&kdst, "to", "", "destination directory (in the pod's disks emptyDir)")
+	ck.Flags().StringVar(&kernel, "kernel", "", "kernelBoot.container.kernelPath")
+	ck.Flags().StringVar(&initrd, "initrd", "", "kernelBoot.container.initrdPath")
+	ck.Flags().StringVar(&kroot, "root", "/", "the image's root directory (tests)")
+	root.AddCommand(install, cp, ck)
 	return root
 }

@@ -31,6 +31,11 @@ func TestContainerDiskInstallAndCopy(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dst, "disk.img")); err != nil || !bytes.Equal(b, disk) {
 		t.Fatalf("copied disk differs: %v", err)
 	}
+	kdst := filepath.Join(dir, "disks", ".kernel-boot")
+	out, err = exec.Command(helper, "container-disk", "copy-kernel", "--root", root, "--to", kdst, "--kernel", "/disk/fedora.qcow2").CombinedOutput()
+	if b, rerr := os.ReadFile(filepath.Join(kdst, "kernel")); err != nil || rerr != nil || !bytes.Equal(b, disk) {
+		t.Fatalf("copy-kernel: %v %v\n%s", err, rerr, out)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -39,7 +44,9 @@ func TestContainerDiskInstallAndCopy(t *testing.T) {
 		{[]string{"container-disk", "copy", "--root", root}, 2, "--to DIR is required"},
 		{[]string{"container-disk", "copy", "--root", dir, "--to", dst}, 2, "/disk/disk.img"},
 		{[]string{"container-disk", "copy", "--root", root, "--path", "/disk/other.img", "--to", dst}, 2, "containerDisk.path"},
-		{[]string{"container-disk"}, 2, "install or copy"},
+		{[]string{"container-disk"}, 2, "install, copy or copy-kernel"},
+		{[]string{"container-disk", "copy-kernel", "--to", dst}, 2, "--kernel PATH are required"},
+		{[]string{"container-disk", "copy-kernel", "--root", root, "--to", dst, "--kernel", "/boot/vmlinuz"}, 2, "kernelPath"},
 	} {
 		out, err := exec.Command(helper, tc.args...).CombinedOutput()
 		if code := exitCodeOf(err); code != tc.code || !strings.Contains(string(out), tc.want) {

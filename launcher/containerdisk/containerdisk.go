@@ -52,7 +52,58 @@ const (
 	DiskFile = "disk.img"
 	// ImageDiskDir is where a containerDisk image keeps its disk.
 	ImageDiskDir = "/disk"
+	// KernelBootDir is the directory under DisksDir where the "kernel-boot" init container copies the
+	// kernel (KernelFile) and initrd (InitrdFile) of firmware.kernelBoot.container (no volume can have this
+	// name: volume names are DNS labels).
+	KernelBootDir = ".kernel-boot"
+	KernelFile    = "kernel"
+	InitrdFile    = "initrd"
 )
+
+// LocalKernelBoot returns the kernel and, if copied, the initrd that the pod's kernel-boot init container
+// left under disksDir.
+func LocalKernelBoot(disksDir string) (kernel, initrd string, ok bool) {
+	if disksDir == "" {
+		return "", "", false
+	}
+	dir := filepath.Join(disksDir, KernelBootDir)
+	regular := func(p string) bool {
+		st, err := os.Stat(p)
+		return err == nil && st.Mode().IsRegular()
+	}
+	kernel = filepath.Join(dir, KernelFile)
+	if !regular(kernel) {
+		return "", "", false
+	}
+	if p := filepath.Join(dir, InitrdFile); regular(p) {
+		initrd = p
+	}
+	return kernel, initrd, true
+}
+
+// CopyKernelBoot copies the kernel (and the initrd, when initrdPath is set) at their paths inside the image
+// whose filesystem is at root into dstDir as KernelFile and InitrdFile, each complete before it appears.
+func CopyKernelBoot(ctx context.Context, root, kernelPath, initrdPath, dstDir string, progress io.Writer) error {
+	files := [][2]string{{kernelPath, KernelFile}}
+	if initrdPath != "" {
+		files = append(files, [2]string{initrdPath, InitrdFile})
+	}
+	if kernelPath == "" {
+		return errors.New("kernelBoot.container.kernelPath is empty")
+	}
+	// Initrd first: the kernel's presence is what marks the copy as complete (LocalKernelBoot).
+	for i := len(files) - 1; i >= 0; i-- {
+		f := files[i]
+		src := filepath.Join(root, path.Clean("/"+f[0]))
+		if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("kernelBoot.container: %s is not a regular file in the image (%v): check kernelPath/initrdPath", f[0], err)
+		}
+		if _, err := copyFile(ctx, src, dstDir, f[1], progress); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // VolumeDir is the directory of volume's disk under disksDir.
 func VolumeDir(disksDir, volume string) string { return filepath.Join(disksDir, volume) }
@@ -151,6 +202,10 @@ func FindDisk(root, want string) (string, error) {
 // syncs it, makes it read-only (0444) and renames it into place only when complete. progress, if not nil,
 // receives a few plain lines (start, every GiB, end). It returns the destination path.
 func Copy(ctx context.Context, src, dstDir string, progress io.Writer) (string, error) {
+	return copyFile(ctx, src, dstDir, DiskFile, progress)
+}
+
+func copyFile(ctx context.Context, src, dstDir, name string, progress io.Writer) (string, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -169,7 +224,7 @@ func Copy(ctx context.Context, src, dstDir string, progress io.Writer) (string, 
 	if err := os.MkdirAll(dstDir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s (is the emptyDir mounted?): %w", dstDir, err)
 	}
-	dst := filepath.Join(dstDir, DiskFile)
+	dst := filepath.Join(dstDir, name)
 	tmp := dst + ".partial"
 	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

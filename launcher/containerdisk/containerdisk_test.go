@@ -144,3 +144,37 @@ func TestInstallAndLocalDisk(t *testing.T) {
 		}
 	}
 }
+
+func TestCopyKernelBoot(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
+	os.WriteFile(filepath.Join(root, "boot", "vmlinuz"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(root, "boot", "initrd.img"), []byte("initrd"), 0o644)
+	disks := t.TempDir()
+	if _, _, ok := LocalKernelBoot(disks); ok {
+		t.Fatal("kernel found before the copy")
+	}
+	dst := filepath.Join(disks, KernelBootDir)
+	if err := CopyKernelBoot(context.Background(), root, "/boot/nope", "", dst, nil); err == nil || !strings.Contains(err.Error(), "kernelPath") {
+		t.Errorf("missing kernel: %v", err)
+	}
+	if err := CopyKernelBoot(context.Background(), root, "/boot/vmlinuz", "/boot/none", dst, nil); err == nil {
+		t.Error("missing initrd accepted")
+	}
+	if _, _, ok := LocalKernelBoot(disks); ok {
+		t.Fatal("a failed copy left a kernel")
+	}
+	if err := CopyKernelBoot(context.Background(), root, "/boot/vmlinuz", "boot/initrd.img", dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	k, i, ok := LocalKernelBoot(disks)
+	if !ok || k != filepath.Join(dst, KernelFile) || i != filepath.Join(dst, InitrdFile) {
+		t.Fatalf("LocalKernelBoot = %q %q %v", k, i, ok)
+	}
+	if b, _ := os.ReadFile(i); string(b) != "initrd" {
+		t.Errorf("initrd %q", b)
+	}
+	if _, _, ok := LocalKernelBoot(""); ok {
+		t.Error("found without a directory")
+	}
+}

@@ -70,6 +70,7 @@ type KernelBoot struct {
 	KernelPath string // path inside the image
 	InitrdPath string
 	Cmdline    string // kernelBoot.kernelArgs
+	PullSecret string // kernelBoot.container.imagePullSecret
 }
 
 // VolumeKind is the source of a disk.
@@ -238,9 +239,9 @@ func (t *translator) firmware(m *Machine) {
 		if c.KernelPath == "" {
 			t.fail(kp.Child("container", "kernelPath"), c.KernelPath, "required: the kernel's path inside the image")
 		}
-		if c.ImagePullSecret != "" {
-			t.unsupported(kp.Child("container", "imagePullSecret"), "the launcher has no API credentials to read pull secrets; use an image the pod can pull anonymously")
-		}
+		// imagePullSecret: the kubelet pulls the image with it in a cluster (the kernel-boot init container,
+		// launcher/containerdisk); a launcher that must pull the image itself refuses it.
+		m.Kernel.PullSecret = c.ImagePullSecret
 	}
 	if m.FirmwareUUID != "" && !uuidLike(m.FirmwareUUID) {
 		t.fail(fp.Child("uuid"), m.FirmwareUUID, "not a UUID (8-4-4-4-12 hexadecimal)")
