@@ -8,6 +8,9 @@
 //     is chosen over a reflink/sparse copy because it works on every filesystem, costs space only for written
 //     blocks, starts instantly for large images, and makes "the base is never written" true by construction
 //     (the base is opened O_RDONLY). The overlay is ephemeral, like a containerDisk: it lives as long as the pod.
+//     In a launcher pod the kubelet pulls containerDisk images instead (init containers copy each disk into
+//     an emptyDir, launcher/containerdisk) and OpenContainerDisk puts the same overlay over that copy; the
+//     launcher's own fetch remains for local runs and for oci:/docker-archive: references.
 //   - qcow2 (version 2 and 3, zlib-compressed clusters, no encryption, no backing file, no external data file)
 //     is read through a read-only QCOW2 backend; writes go to the overlay above it.
 //   - emptyDisk: a sparse raw file of `capacity` in the work directory.
