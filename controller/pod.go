@@ -45,10 +45,13 @@ const (
 //	Linux, 128Mi, 2 vCPUs, emptyDisk + cloudInitNoCloud disks:    15.3 MiB (process RSS 49.1 MiB)
 //
 // About 11 MiB of that are the launcher binary's own file pages, the rest Go heap, stacks and device
-// state; an extra vCPU and two disks added 0.5 MiB. 32Mi is ~2x the largest figure: the margin covers
-// what RSS does not show but the pod's memory cgroup charges (KVM's kernel objects, tap and socket
-// buffers of the pod network, nftables for masquerade), larger virtqueues under load and Go GC
-// headroom. KubeVirt's libvirt+QEMU stack budgets 240Mi fixed plus 8Mi per vCPU for the same job.
+// state; an extra vCPU and two disks added 0.5 MiB. What the kubelet enforces is the pod's memory cgroup:
+// on the local cluster (just cluster-up, cgroup v1) ten launcher pods of test guests (64Mi, masquerade)
+// showed memory.max_usage_in_bytes 5.5–5.9 MiB each, of it 1.6 MiB kernel memory (memory.kmem: KVM's
+// objects, tap, sockets) — the binary's file pages were charged to the first reader, not each pod. 32Mi
+// is ~2x the largest RSS figure: the margin covers a pod that is charged the binary's pages, kernel
+// memory, larger virtqueues under load and Go GC headroom. KubeVirt's libvirt+QEMU stack budgets 240Mi
+// fixed plus 8Mi per vCPU for the same job.
 var LauncherMemoryOverhead = resource.MustParse("32Mi")
 
 // launcherOverhead is the memory a launcher pod requests on top of guest memory: LauncherMemoryOverhead
