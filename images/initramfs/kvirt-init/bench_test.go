@@ -219,3 +219,25 @@ func TestTCPRecvWaitsForSlowHandshake(t *testing.T) {
 		t.Fatalf("tcprecv printed %q", s)
 	}
 }
+
+// The benchmark actions' arguments come from the kernel command line: any string gives a spec or an error.
+func FuzzBenchArgs(f *testing.F) {
+	for _, s := range []string{"/dev/vda:10", "/dev/vda:10:8", "10.0.2.1:8080", "10.0.2.1:8081:16", "::", "/dev/:1:99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if r, err := parseRandread(s); err == nil && (r.seconds < 1 || r.depth < 1 || r.depth > 64 || !strings.HasPrefix(r.dev, "/dev/")) {
+			t.Fatalf("parseRandread(%q) accepted %+v", s, r)
+		}
+		if f, err := benchArgs("tcpsend", s, 3, 1); err == nil {
+			if len(f) < 2 || len(f) > 3 {
+				t.Fatalf("benchArgs(%q) gave %d fields", s, len(f))
+			}
+			if _, err := hostPort("tcpsend", f[0], f[1]); err == nil {
+				if p, _ := strconv.Atoi(f[1]); p < 1 || p > 65535 {
+					t.Fatalf("hostPort accepted port %q", f[1])
+				}
+			}
+		}
+	})
+}
