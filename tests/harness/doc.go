@@ -2,8 +2,9 @@
 // kube-controller-manager) for integration tests, and a full single-node cluster for `just cluster-up`.
 //
 // The components come from one multi-call binary built from upstream sources by `just cluster-build`
-// (tests/cluster). Every process listens on 127.0.0.1 only, on free ports, with a PKI generated for the
-// run; nothing outside the run's directory is touched.
+// (tests/cluster). Every process of a test control plane listens on 127.0.0.1 only, on free ports, with a
+// PKI generated for the run; nothing outside the run's directory is touched. (The node of Up also serves
+// Services on its pod bridge: see serviceproxy.go.)
 //
 // One control plane per test:
 //

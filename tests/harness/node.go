@@ -37,8 +37,8 @@ import (
 // Everything listens on 127.0.0.1, except the service proxy (serviceproxy.go), which serves ClusterIPs
 // (a local route for 10.96.0.0/16 on the bridge) and the apiserver for pods on the bridge address. Pod cgroups live under /sys/fs/cgroup/<controller>/kvirt-cluster,
 // pod network namespaces under containerd/state/io.containerd.grpc.v1.cri/netns. The pod bridge is
-// kvirt0 with 10.244.0.1/24 on the host side, so host processes (hostNetwork pods such as the
-// controller) reach pod IPs; pods get no default route and no masquerade (only a route to the
+// kvirt0 with 10.244.0.1/24 on the host side, so host processes (the kubelet's probes, the service
+// proxy, tests) reach pod IPs; pods get no default route and no masquerade (only a route to the
 // service range via the host), so their traffic stays on this machine. Pods reach the API as in any
 // cluster, through the `kubernetes` Service (10.96.0.1:443); there is no kube-proxy and no DNS.
 const (
@@ -49,9 +49,9 @@ const (
 	BridgeName     = "kvirt0"
 	CNINetworkName = "kvirt"
 	PodSubnet      = "10.244.0.0/24"
-	// BridgeAddress is the host's address on the pod bridge: processes on the host (the controller
-	// runs with hostNetwork to reach the apiserver on 127.0.0.1) reach pod IPs through it. Pods get no
-	// default route, so their traffic cannot leave this machine.
+	// BridgeAddress is the host's address on the pod bridge: processes on the host reach pod IPs
+	// through it, and pods reach the service range (the service proxy) via it. Pods get no default
+	// route, so their traffic cannot leave this machine.
 	BridgeAddress  = "10.244.0.1"
 	etcdClientPort = 2379
 	etcdPeerPort   = 2380
