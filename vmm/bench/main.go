@@ -133,6 +133,23 @@ func main() {
 	}
 	fmt.Printf("bench: exec → first KVM_RUN: kvirt-vmm %.1f ms, virt-launcher boot %.1f ms (medians of %d)\n",
 		ms(medianStep(vs, "first-kvm-run")), ms(medianStep(ls, "first-kvm-run")), *starts)
+	// The same, for kvirt-vmm and QEMU alike, seen from outside: a thread of the process in KVM_RUN.
+	var ko, qo []float64
+	for i := 0; i < *starts; i++ {
+		for _, c := range []struct {
+			args []string
+			out  *[]float64
+		}{{kvirtArgs, &ko}, {qemuArgs, &qo}} {
+			d, err := observedStart(c.args)
+			if err != nil {
+				fatalf("start %s: %v", c.args[0], err)
+			}
+			*c.out = append(*c.out, float64(d))
+		}
+	}
+	observed := [2]time.Duration{time.Duration(median(ko)), time.Duration(median(qo))}
+	fmt.Printf("bench: exec → thread seen in KVM_RUN: kvirt-vmm %.1f ms, QEMU %.1f ms (medians of %d)\n",
+		ms(observed[0]), ms(observed[1]), *starts)
 
 	var ks, qs []sample
 	for i := 0; i < *runs; i++ { // interleaved so machine noise hits both alike
@@ -151,7 +168,7 @@ func main() {
 		fmt.Printf("bench:   qemu ready %v, overhead %d KiB (anonymous %d KiB)\n", s.ready.Round(time.Millisecond), s.overheadKiB, s.anonOverheadKiB)
 		qs = append(qs, s)
 	}
-	report := render(ks, qs, vs, ls, *memMiB, *runs, *starts)
+	report := render(ks, qs, vs, ls, observed, *memMiB, *runs, *starts)
 	if err := benchdoc.WriteSection(*doc, "vmm", report); err != nil {
 		fatalf("write report: %v", err)
 	}
@@ -165,6 +182,45 @@ func fatalf(format string, args ...any) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// observeFirstRun polls /proc/PID/task/*/syscall until a thread of pid is inside ioctl(_, KVM_RUN) and
+// returns the time since start. It works for any VMM (QEMU has no start-up trace of its own); its resolution
+// is one polling round (~0.1-0.2 ms), a vCPU thread spends nearly all its time in KVM_RUN, and the polling
+// itself takes CPU from the VMM on a busy host, so the figure is for comparing VMMs measured alike.
+func observeFirstRun(pid int, start time.Time, limit time.Duration) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	for time.Since(start) < limit {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range ents {
+			b, err := os.ReadFile(dir + "/" + e.Name() + "/syscall")
+			if err != nil {
+				continue // the thread ended
+			}
+			if f := strings.Fields(string(b)); len(f) >= 3 && f[0] == "16" && f[2] == "0xae80" {
+				return time.Since(start), nil
+			}
+		}
+		time.Sleep(100 * time.Microsecond) // leave the CPU to the VMM between rounds
+	}
+	return 0, fmt.Errorf("no thread in KVM_RUN within %v", limit)
+}
+
+// observedStart runs a VMM until a thread is seen in KVM_RUN and kills it.
+func observedStart(args []string) (time.Duration, error) {
+	cmd := exec.Command(args[0], args[1:]...)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	return observeFirstRun(cmd.Process.Pid, start, 30*time.Second)
+}
 
 // quickStart runs a kvirt VMM until its first KVM_RUN and kills it.
 func quickStart(args []string) (*vmmOutput, error) {
@@ -364,7 +420,7 @@ func medianStep(outs []*vmmOutput, step string) time.Duration {
 	return time.Duration(median(v))
 }
 
-func render(ks, qs []sample, vs, ls []*vmmOutput, memMiB, runs, starts int) string {
+func render(ks, qs []sample, vs, ls []*vmmOutput, observed [2]time.Duration, memMiB, runs, starts int) string {
 	sec := func(d time.Duration) float64 { return d.Seconds() }
 	kr, qr := medianOf(ks, func(s sample) float64 { return sec(s.ready) }), medianOf(qs, func(s sample) float64 { return sec(s.ready) })
 	kf, qf := medianOf(ks, func(s sample) float64 { return sec(s.firstByte) }), medianOf(qs, func(s sample) float64 { return sec(s.firstByte) })
@@ -381,8 +437,10 @@ func render(ks, qs []sample, vs, ls []*vmmOutput, memMiB, runs, starts int) stri
 	fmt.Fprintf(&b, "| metric | kvirt | QEMU | kvirt / QEMU | target |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| exec → `kvirt-guest: ready` | %.2f s | %.2f s | %.2f | ≤ 1 |\n", kr, qr, kr/qr)
 	fmt.Fprintf(&b, "| exec → first console byte | %.3f s | %.3f s | %.2f | |\n", kf, qf, kf/qf)
-	fmt.Fprintf(&b, "| exec → first KVM_RUN (`kvirt-vmm`, median of %d starts) | %.1f ms | n/a | | ≤ 10 ms |\n", starts, kv)
-	fmt.Fprintf(&b, "| … the same command as `virt-launcher boot` (full launcher binary) | %.1f ms | n/a | | |\n", kl)
+	fmt.Fprintf(&b, "| exec → first KVM_RUN (`kvirt-vmm`'s own timestamp, median of %d starts) | %.1f ms | | | ≤ 10 ms |\n", starts, kv)
+	fmt.Fprintf(&b, "| … the same command as `virt-launcher boot` (full launcher binary) | %.1f ms | | | |\n", kl)
+	fmt.Fprintf(&b, "| exec → a thread seen in KVM_RUN (/proc polling, same method for both; median of %d) | %.1f ms | %.1f ms | %.2f | |\n",
+		starts, ms(observed[0]), ms(observed[1]), float64(observed[0])/float64(observed[1]))
 	fmt.Fprintf(&b, "| VMM memory overhead (RSS − resident guest RAM) | %.1f MiB | %.1f MiB | %.2f | ≤ 10 MiB |\n", ko/1024, qo/1024, ko/qo)
 	fmt.Fprintf(&b, "| … of it anonymous (without the binary's and libraries' file pages) | %.1f MiB | %.1f MiB | %.2f | |\n\n", ka/1024, qa/1024, ka/qa)
 	fmt.Fprintf(&b, "Start-up steps of `kvirt-vmm` and `virt-launcher boot` (median ms since exec; from KVM_CREATE_VM on, two\n")
