@@ -12,6 +12,7 @@ import (
 	kvfake "github.com/kvirt/kvirt/api/client/clientset/versioned/fake"
 	v1 "github.com/kvirt/kvirt/api/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,7 +50,48 @@ func nameAndUID(action k8stesting.Action) (bool, runtime.Object, error) {
 		m.SetUID(types.UID(fmt.Sprintf("uid-%d", n)))
 	}
 	m.SetCreationTimestamp(metav1.Now())
+	m.SetResourceVersion(fmt.Sprint(n))
 	return false, nil, nil
+}
+
+// optimisticConcurrency gives the fake tracker the apiserver's resourceVersion rules for kubevirt.io
+// objects: every write gets a new resourceVersion and an update based on an older one is a Conflict.
+// Without them a sync that read a stale cache could overwrite newer status (e.g. bring back a trimmed
+// Start request), which a real apiserver refuses.
+func optimisticConcurrency(tracker k8stesting.ObjectTracker) k8stesting.ReactionFunc {
+	def := k8stesting.ObjectReaction(tracker)
+	return func(action k8stesting.Action) (bool, runtime.Object, error) {
+		gvr, ns := action.GetResource(), action.GetNamespace()
+		switch a := action.(type) {
+		case k8stesting.UpdateAction:
+			m, err := meta.Accessor(a.GetObject())
+			if err != nil {
+				return false, nil, nil
+			}
+			cur, err := tracker.Get(gvr, ns, m.GetName())
+			if err != nil {
+				return false, nil, nil
+			}
+			cm, _ := meta.Accessor(cur)
+			if rv := m.GetResourceVersion(); rv != "" && rv != cm.GetResourceVersion() {
+				return true, nil, apierrors.NewConflict(gvr.GroupResource(), m.GetName(), fmt.Errorf("the object has been modified (resourceVersion %s, now %s)", rv, cm.GetResourceVersion()))
+			}
+			m.SetResourceVersion(fmt.Sprint(fakeSeq.Add(1)))
+			return def(action)
+		case k8stesting.PatchAction:
+			handled, obj, err := def(action)
+			if err != nil || obj == nil {
+				return handled, obj, err
+			}
+			m, _ := meta.Accessor(obj)
+			m.SetResourceVersion(fmt.Sprint(fakeSeq.Add(1)))
+			if err := tracker.Update(gvr, obj, ns); err != nil {
+				return true, nil, err
+			}
+			return true, obj, nil
+		}
+		return false, nil, nil
+	}
 }
 
 func startFake(t *testing.T) *fakeEnv {
@@ -57,6 +99,8 @@ func startFake(t *testing.T) *fakeEnv {
 	e := &fakeEnv{kube: kubefake.NewClientset(), kv: kvfake.NewSimpleClientset(), status: NewFakeStatusSource()}
 	e.kube.PrependReactor("create", "*", nameAndUID)
 	e.kv.PrependReactor("create", "*", nameAndUID)
+	e.kv.PrependReactor("update", "*", optimisticConcurrency(e.kv.Tracker()))
+	e.kv.PrependReactor("patch", "*", optimisticConcurrency(e.kv.Tracker()))
 	// Fake watches do not replay from a resourceVersion: an object created between an informer's list
 	// and its watch would be missed, so tests start only once all five watches (VMs, VMIs, pods, secrets, PVCs) are open.
 	var watches atomic.Int32
@@ -462,6 +506,7 @@ func TestFakeRerunOnFailure(t *testing.T) {
 	})
 
 	// The second one powers off cleanly: deleted, and the VM stays stopped.
+	eventually(t, "second VMI's launcher pod", 10*time.Second, func() (bool, string) { return len(e.pods(t, second)) > 0, "" })
 	e.setPodRunning(t, e.pods(t, second)[0], true)
 	eventually(t, "launcher watch", 5*time.Second, func() (bool, string) { return e.status.Watching("default", "rerun") == 1, "" })
 	e.status.Set("default", "rerun", LauncherState{Phase: GuestRunning})
