@@ -67,3 +67,41 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// firmware.kernelBoot.container named by an image the node's containerd holds (no registry, no archive in
+// the launcher image): the kubelet pulls it for the kernel-boot init container, which copies the kernel
+// into the pod; the launcher boots it.
+func TestKernelBootImagePulledByKubelet(t *testing.T) {
+	e := setup(t)
+	e.apply(`apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: kbvm}
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      terminationGracePeriodSeconds: 30
+      domain:
+        resources: {requests: {memory: 64Mi}}
+        firmware:
+          kernelBoot:
+            kernelArgs: testguest=button
+            container: {image: "kvirt.io/testguest-kernel:e2e", kernelPath: /boot/testguest}
+        devices: {autoattachPodInterface: false}
+`)
+	e.waitField("vmi/kbvm", "{.status.phase}", "Running", 3*time.Minute)
+	pod, err := e.jsonpath("pods", "{.items[0].metadata.name}")
+	if err != nil || pod == "" {
+		t.Fatalf("launcher pod: %q %v", pod, err)
+	}
+	states, _ := e.jsonpath("pod/"+pod, `{range .status.initContainerStatuses[*]}{.name}={.image}={.state.terminated.reason} {end}`)
+	if !strings.Contains(states, "kernel-boot=kvirt.io/testguest-kernel:e2e=Completed") {
+		t.Errorf("kernel-boot init container: %q", states)
+	}
+	e.eventually("the test guest booted from the kubelet-pulled kernel", 2*time.Minute, func() (bool, string) {
+		out, err := e.run(kubectl, "logs", pod, "-c", "compute", "--tail=-1")
+		return err == nil && strings.Contains(out, "kvirt-guest: ready"), lastLines(out, 10)
+	})
+	e.kubectl("delete", "vm", "kbvm")
+	e.waitGone("vmi/kbvm", 2*time.Minute)
+}

@@ -10,6 +10,7 @@
 //	                                                    Linux guest, for VMs that set kernelArgs
 //	                                                    (kvirt.test= actions of kvirt-init)
 //	kvirt.io/demo-disk:dev      /disk/disk.img, an 8 MiB ext4 disk holding /hello (examples/vm.yaml)
+//	kvirt.io/testguest-kernel:e2e  /boot/testguest (kernelBoot pulled by the kubelet)
 //
 // The controller and device-plugin images come from images/oci/cmd/kvirt-images. The output is rebuilt
 // only when its inputs (the launcher binary and guest artifacts) change: their SHA-256 is kept next to it.
@@ -35,8 +36,11 @@ const (
 	LauncherRef = "kvirt.io/virt-launcher:e2e"
 	// DemoDiskRef is the demo containerDisk of examples/vm.yaml.
 	DemoDiskRef = "kvirt.io/demo-disk:dev"
-	e2eDir      = "/usr/share/kvirt/e2e"
-	imagesDir   = "/usr/share/kvirt/images" // launcher.DefaultImagesDir
+	// KernelRef holds the test guest at /boot/testguest (firmware.kernelBoot.container), in the node's
+	// containerd and, as an archive, in the launcher image.
+	KernelRef = "kvirt.io/testguest-kernel:e2e"
+	e2eDir    = "/usr/share/kvirt/e2e"
+	imagesDir = "/usr/share/kvirt/images" // launcher.DefaultImagesDir
 )
 
 func main() {
@@ -102,9 +106,10 @@ func run(out, guest string) error {
 		return err
 	}
 	kernelTar := filepath.Join(work, "testguest-kernel.tar")
-	if err := oci.WriteTarball(kernelTar, oci.Image{Ref: "kvirt.io/testguest-kernel:e2e", Files: []oci.File{
+	kernelImg := oci.Image{Ref: KernelRef, Files: []oci.File{
 		{Path: "/boot/testguest", Source: filepath.Join(guest, images.TestGuest), Mode: 0o644},
-	}}); err != nil {
+	}}
+	if err := oci.WriteTarball(kernelTar, kernelImg); err != nil {
 		return err
 	}
 	linuxTar := filepath.Join(work, "linux-kernel.tar")
@@ -125,7 +130,7 @@ func run(out, guest string) error {
 		files = append(files, oci.File{Path: imagesDir + "/" + a, Source: filepath.Join(guest, a), Mode: 0o644})
 	}
 	launcher := oci.Image{Ref: LauncherRef, Files: files, Entrypoint: []string{"/usr/bin/virt-launcher"}}
-	if err := oci.WriteTarball(out, launcher, demo); err != nil {
+	if err := oci.WriteTarball(out, launcher, demo, kernelImg); err != nil { // kernelImg: kubelet-pulled kernelBoot (containerdisk_test.go)
 		return err
 	}
 	if err := os.WriteFile(stamp, []byte(sum), 0o644); err != nil {
