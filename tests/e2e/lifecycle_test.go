@@ -12,6 +12,9 @@ import (
 	"github.com/kvirt/kvirt/vmm"
 )
 
+// Guests that need no power button run testguest=hang (halted: no CPU); testguest=button polls its
+// power-button register and keeps a host CPU busy while it waits.
+
 // vmSpec renders a VirtualMachine. strategy is the line under spec: ("runStrategy: Always",
 // "running: false"). kernel is "testguest" (kvirt's freestanding guest: boots in well under a second)
 // or "linux" (kvirt's Linux guest with kvirt-init; ~25 s of boot on PVM hosts); args are its kernel
@@ -206,7 +209,7 @@ func TestLauncherPodKilled(t *testing.T) {
 			e := setup(t)
 			name := "kill-" + strings.ToLower(strategy)
 			w := e.watchPhases(name)
-			e.apply(vmSpec{name: name, strategy: "runStrategy: " + strategy, kernel: "testguest", args: "testguest=button"}.String())
+			e.apply(vmSpec{name: name, strategy: "runStrategy: " + strategy, kernel: "testguest", args: "testguest=hang"}.String())
 			if strategy == "Manual" {
 				e.waitField("vm/"+name, "{.status.printableStatus}", "Stopped", time.Minute)
 				e.virtctlOK("start", name)
@@ -245,11 +248,11 @@ func TestCrashLoopBackOffThenTemplateFix(t *testing.T) {
 		t.Fatalf("CrashLoopBackOff without a startFailure count: %q", n)
 	}
 	e.kubectl("patch", "vm", "crashy", "--type=json", "-p",
-		`[{"op":"replace","path":"/spec/template/spec/domain/firmware/kernelBoot/kernelArgs","value":"testguest=button"}]`)
+		`[{"op":"replace","path":"/spec/template/spec/domain/firmware/kernelBoot/kernelArgs","value":"testguest=hang"}]`)
 	// Backoff: 10-15 s after the first failure, 40-60 s after the second, 90-135 s after the third.
 	e.eventually("a VMI with the fixed kernelArgs Running", 4*time.Minute, func() (bool, string) {
 		out, err := e.jsonpath("vmi/crashy", "{.spec.domain.firmware.kernelBoot.kernelArgs} {.status.phase}")
-		return err == nil && out == "testguest=button Running", out
+		return err == nil && out == "testguest=hang Running", out
 	})
 	e.waitField("vm/crashy", "{.status.printableStatus}", "Running", time.Minute)
 	e.waitField("vm/crashy", "{.status.startFailure}", "", time.Minute)
@@ -260,7 +263,7 @@ func TestCrashLoopBackOffThenTemplateFix(t *testing.T) {
 func TestOrphanedVMIAdoptedByRecreatedVM(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	manifest := vmSpec{name: "adopt", strategy: "runStrategy: Always", kernel: "testguest", args: "testguest=button"}.String()
+	manifest := vmSpec{name: "adopt", strategy: "runStrategy: Always", kernel: "testguest", args: "testguest=hang"}.String()
 	e.apply(manifest)
 	e.waitField("vmi/adopt", "{.status.phase}", "Running", 3*time.Minute)
 	uid := e.vmiUID("adopt")
