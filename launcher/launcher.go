@@ -154,6 +154,11 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 	if err != nil {
 		return r.fail(err)
 	}
+	for flag, f := range map[string]string{"--kernel": r.o.Kernel, "--initrd": r.o.Initrd} {
+		if _, err := os.Stat(f); f != "" && err != nil {
+			return r.fail(fmt.Errorf("%s: %w", flag, err))
+		}
+	}
 	cfg, err := r.vmmConfig(ctx, m)
 	if err != nil {
 		return r.fail(err)
@@ -393,11 +398,6 @@ func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, er
 	}
 	if r.o.Initrd != "" {
 		cfg.Initrd = r.o.Initrd
-	}
-	for flag, f := range map[string]string{"--kernel": r.o.Kernel, "--initrd": r.o.Initrd} {
-		if _, err := os.Stat(f); f != "" && err != nil {
-			return cfg, fmt.Errorf("%s: %w", flag, err)
-		}
 	}
 	if r.o.Append != "" {
 		cfg.Cmdline = r.o.Append
