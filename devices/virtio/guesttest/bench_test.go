@@ -140,7 +140,7 @@ func benchTable(res map[string]map[string][]float64, rounds, netMiB int, notes m
 	}
 	for _, kind := range []string{"blk", "net"} {
 		if len(notes[kind]) > 0 {
-			fmt.Fprintf(&b, "\nkvirt %s device counters (guest notifications per queue, interrupts raised):\n\n", kind)
+			fmt.Fprintf(&b, "\nkvirt %s device counters (guest notifications per queue, interrupt edges sent, raises coalesced into an unacknowledged interrupt):\n\n", kind)
 			for _, n := range notes[kind] {
 				fmt.Fprintf(&b, "- %s\n", n)
 			}
@@ -245,7 +245,7 @@ func (g *guest) counters() string {
 	for _, tr := range g.transports {
 		c := tr.Counters()
 		name, _, _ := strings.Cut(tr.Debug(), ":")
-		s = append(s, fmt.Sprintf("%s kicks=%v interrupts=%d", name, c.Kicks, c.Interrupts))
+		s = append(s, fmt.Sprintf("%s kicks=%v interrupts=%d coalesced=%d", name, c.Kicks, c.Interrupts, c.Coalesced))
 	}
 	return strings.Join(s, "; ")
 }

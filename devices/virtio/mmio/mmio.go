@@ -19,7 +19,7 @@
 // The transport takes an Interrupt (Trigger() error), normally an irqfd bound to the device's GSI
 // (edge-triggered). InterruptStatus records why (used buffer, config change); the guest acknowledges
 // through InterruptACK. While a bit is still unacknowledged a new raise sends no further edge (for up to
-// 50 ms), as a level-triggered line would not: this relies on the driver acknowledging before it reads the
+// 50 ms), as with a level-triggered line: this relies on the driver acknowledging before it reads the
 // rings, which Linux's and FreeBSD's virtio-mmio interrupt handlers do.
 //
 // # Device lifecycle
