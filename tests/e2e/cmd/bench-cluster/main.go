@@ -402,11 +402,17 @@ func (b *bench) podMemory(ctx context.Context, vmi string) (podMemory, error) {
 	} else {
 		return m, fmt.Errorf("memory usage of %s: %v", m.cgroup, err)
 	}
-	b2, _ := os.ReadFile(filepath.Join(m.cgroup, "cgroup.procs"))
-	for _, f := range strings.Fields(string(b2)) {
-		st := readStatus("/proc/" + f + "/status")
-		m.rss += st["VmRSS:"] << 10
-	}
+	// Processes live in the containers' cgroups below the pod's.
+	_ = filepath.WalkDir(m.cgroup, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		for _, f := range strings.Fields(string(procs)) {
+			m.rss += readStatus("/proc/" + f + "/status")["VmRSS:"] << 10
+		}
+		return nil
+	})
 	return m, nil
 }
 
