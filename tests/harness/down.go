@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -436,7 +437,7 @@ func removeCgroups(progress interface{ Write([]byte) (int, error) }) {
 
 // Leftovers lists what a cluster in dir left on this machine: processes naming dir or inside the pod
 // cgroups, mounts under dir (overlay root filesystems, network namespaces, volumes), pod cgroups, the
-// bridge and CNI results. Empty means clean.
+// bridge, the service range's local route and CNI results. Empty means clean.
 func Leftovers(dir string) []string {
 	if d, err := filepath.Abs(dir); err == nil {
 		dir = d
@@ -460,6 +461,12 @@ func Leftovers(dir string) []string {
 	results, _ := filepath.Glob("/var/lib/cni/results/" + CNINetworkName + "-*")
 	for _, r := range results {
 		out = append(out, "CNI result "+r)
+	}
+	if _, svc, err := net.ParseCIDR(ServiceCIDR); err == nil {
+		routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_LOCAL, Dst: svc}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+		for _, r := range routes {
+			out = append(out, "route "+r.String())
+		}
 	}
 	sort.Strings(out)
 	return out
