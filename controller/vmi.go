@@ -227,8 +227,14 @@ func imagePullProblem(p *corev1.Pod) (string, string) {
 	if p == nil {
 		return "", ""
 	}
-	for _, cs := range p.Status.ContainerStatuses {
-		if cs.Name == LauncherContainerName && cs.State.Waiting != nil {
+	// The compute container, and the init containers whose images are the VMI's containerDisks and
+	// kernelBoot image (pulled by the kubelet, controller/poddisks.go): a typo in a disk image shows as
+	// ErrImagePull on the VM just as a bad launcher image does.
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for _, cs := range list {
+			if cs.State.Waiting == nil {
+				continue
+			}
 			switch cs.State.Waiting.Reason {
 			case v1.ErrImagePullReason, v1.ImagePullBackOffReason:
 				return cs.State.Waiting.Reason, cs.State.Waiting.Message
