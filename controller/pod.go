@@ -122,18 +122,9 @@ func guestMemory(spec *v1.VirtualMachineInstanceSpec) (resource.Quantity, bool) 
 	return resource.Quantity{}, false
 }
 
-// vcpus is sockets*cores*threads (each defaulting to 1).
+// vcpus is the guest's vCPU count (api/v1 VCPUs: the topology, else the CPU limit/request rounded up).
 func vcpus(spec *v1.VirtualMachineInstanceSpec) int64 {
-	if spec.Domain.CPU == nil {
-		return 1
-	}
-	n := int64(1)
-	for _, x := range []uint32{spec.Domain.CPU.Sockets, spec.Domain.CPU.Cores, spec.Domain.CPU.Threads} {
-		if x > 0 {
-			n *= int64(x)
-		}
-	}
-	return n
+	return int64(spec.VCPUs())
 }
 
 // gracePeriod is the VMI's terminationGracePeriodSeconds or KubeVirt's default.

@@ -128,3 +128,22 @@ func TestLauncherPodSysctls(t *testing.T) {
 		t.Errorf("bridge binding requests sysctls %v", pod.Spec.SecurityContext.Sysctls)
 	}
 }
+
+// Without a CPU topology the CPU limit sets the vCPU count (rounded up), and the launcher pod asks for a
+// tenth of a core per vCPU, as for an explicit topology.
+func TestRenderLauncherPodCPUFromLimit(t *testing.T) {
+	vmi := &v1.VirtualMachineInstance{
+		ObjectMeta: metav1.ObjectMeta{Name: "v", Namespace: "ns", UID: "u"},
+		Spec: v1.VirtualMachineInstanceSpec{Domain: v1.DomainSpec{Resources: v1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("3500m")},
+		}}},
+	}
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pod.Spec.Containers[0].Resources.Requests.Cpu().MilliValue(); got != 400 {
+		t.Fatalf("cpu request %dm, want 400m (limits.cpu 3500m = 4 vCPUs)", got)
+	}
+}

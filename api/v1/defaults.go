@@ -150,19 +150,33 @@ func setDefaultMemory(d *DomainSpec) {
 	}
 }
 
-// VCPUs is the number of vCPUs: cores × sockets × threads, each defaulting to 1.
+// VCPUs is the number of vCPUs, as KubeVirt's GetCPUTopology counts them: cores × sockets × threads, each
+// defaulting to 1; with none of the three set, resources.limits.cpu (else requests.cpu) rounded up to whole
+// CPUs (they are sockets then), else 1. Counts above 1024 are capped there (the launcher refuses them with
+// a field error; the cap only keeps arithmetic on the count safe).
 func (s *VirtualMachineInstanceSpec) VCPUs() uint32 {
+	const maxCount = 1024
 	c := s.Domain.CPU
-	if c == nil {
+	if c == nil || (c.Cores == 0 && c.Sockets == 0 && c.Threads == 0) {
+		r := s.Domain.Resources
+		for _, q := range []resource.Quantity{r.Limits["cpu"], r.Requests["cpu"]} {
+			if q.IsZero() || q.Sign() < 0 {
+				continue
+			}
+			if q.CmpInt64(maxCount) > 0 {
+				return maxCount
+			}
+			return uint32(q.Value()) // Value rounds up
+		}
 		return 1
 	}
-	one := func(v uint32) uint32 {
-		if v == 0 {
-			return 1
+	n := uint64(1)
+	for _, v := range []uint32{c.Cores, c.Sockets, c.Threads} {
+		if v > 0 {
+			n = min(n*uint64(v), maxCount)
 		}
-		return v
 	}
-	return one(c.Cores) * one(c.Sockets) * one(c.Threads)
+	return uint32(n)
 }
 
 // GuestMemory is the memory the guest sees: memory.guest, else the memory

@@ -110,6 +110,27 @@ func TestVCPUsAndGrace(t *testing.T) {
 	if s.VCPUs() != 4 {
 		t.Errorf("2x2x(0→1) = %d", s.VCPUs())
 	}
+	// Without a topology the CPU limit, else the request, rounded up, is the count (KubeVirt's sockets).
+	s.Domain.CPU = &CPU{}
+	s.Domain.Resources.Limits = k8sv1.ResourceList{"cpu": resource.MustParse("1500m")}
+	s.Domain.Resources.Requests = k8sv1.ResourceList{"cpu": resource.MustParse("4")}
+	if s.VCPUs() != 2 {
+		t.Errorf("limits.cpu 1500m = %d vCPUs, want 2", s.VCPUs())
+	}
+	delete(s.Domain.Resources.Limits, "cpu")
+	if s.VCPUs() != 4 {
+		t.Errorf("requests.cpu 4 = %d vCPUs, want 4", s.VCPUs())
+	}
+	s.Domain.Resources.Requests["cpu"] = resource.MustParse("1e20")
+	if s.VCPUs() != 1024 {
+		t.Errorf("requests.cpu 1e20 = %d vCPUs, want the 1024 cap", s.VCPUs())
+	}
+	s.Domain.Resources = ResourceRequirements{}
+	s.Domain.CPU = &CPU{Sockets: 1 << 20, Cores: 1 << 20}
+	if s.VCPUs() != 1024 {
+		t.Errorf("huge topology = %d vCPUs, want the 1024 cap", s.VCPUs())
+	}
+	s.Domain.CPU = nil
 	if _, ok := s.GuestMemory(); ok {
 		t.Error("GuestMemory without memory reported ok")
 	}
