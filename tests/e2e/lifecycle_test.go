@@ -359,3 +359,38 @@ func tailLines(s string, n int) string {
 	}
 	return strings.Join(l, "\n")
 }
+
+// kvirt runs as deployed by kustomize: the leading virt-controller is a pod on the pod network (not
+// hostNetwork) that reaches the apiserver through the kubernetes Service, and holds the Lease.
+func TestControllerRunsInCluster(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	pods, err := e.run(kubectl, "-n", "kubevirt", "get", "pods", "-l", "app.kubernetes.io/name=virt-controller",
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.status.conditions[?(@.type=="Ready")].status} {.spec.hostNetwork}{"\n"}{end}`)
+	if err != nil {
+		t.Fatalf("virt-controller pods: %v: %s", err, pods)
+	}
+	holder, err := e.run(kubectl, "-n", "kubevirt", "get", "lease", "virt-controller", "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		t.Fatalf("lease kubevirt/virt-controller: %v: %s", err, holder)
+	}
+	leader := false
+	for _, line := range strings.Split(strings.TrimSpace(pods), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		if len(f) > 3 && f[3] == "true" {
+			t.Errorf("virt-controller pod %s uses hostNetwork", f[0])
+		}
+		if !strings.HasPrefix(f[1], "10.244.") {
+			t.Errorf("virt-controller pod %s has IP %q, not on the pod network", f[0], f[1])
+		}
+		if strings.HasPrefix(holder, f[0]) && f[2] == "True" {
+			leader = true
+		}
+	}
+	if !leader {
+		t.Fatalf("no Ready virt-controller pod holds the Lease (holder %q); pods:\n%s", holder, pods)
+	}
+}
