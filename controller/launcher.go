@@ -87,7 +87,9 @@ type launcherWatcher struct {
 }
 
 func newLauncherWatchers(src StatusSource, notify func(string), log *slog.Logger) *launcherWatchers {
-	return &launcherWatchers{src: src, notify: notify, log: log, backoff: time.Second, byKey: map[string]*launcherWatcher{}}
+	// The first attempt usually comes as soon as the pod has an IP, before the launcher listens: retry
+	// soon (doubling up to maxWatchRetry), or every start waits a second more to show Running.
+	return &launcherWatchers{src: src, notify: notify, log: log, backoff: 100 * time.Millisecond, byKey: map[string]*launcherWatcher{}}
 }
 
 // Ensure makes sure a watcher for key runs against ep, replacing one that watches another endpoint.
