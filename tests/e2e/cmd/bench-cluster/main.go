@@ -54,6 +54,8 @@ type bench struct {
 	kubeconfig, ns, virtctl string
 	kube                    kubernetes.Interface
 	kv                      kvclient.Interface
+	breakdown               bool // print when each step of a start was first seen
+	steps                   bool // record the steps (sequential starts)
 }
 
 func main() {
@@ -62,20 +64,21 @@ func main() {
 	parallel := flag.Int("parallel", 20, "VMs started at once")
 	doc := flag.String("doc", "docs/benchmarks.md", "document whose section \"cluster\" is written (empty: print only)")
 	virtctl := flag.String("virtctl", "", "virtctl binary (default: go build ./cmd/virtctl)")
+	breakdown := flag.Bool("breakdown", false, "print each sequential start's steps (VMI phases, pod created, pod IP, pod Ready) as first seen")
 	flag.Parse()
-	if err := run(*kubeconfig, *starts, *parallel, *doc, *virtctl); err != nil {
+	if err := run(*kubeconfig, *starts, *parallel, *doc, *virtctl, *breakdown); err != nil {
 		fmt.Fprintf(os.Stderr, "[bench-cluster] FAILED: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, starts, parallel int, doc, virtctl string) error {
+func run(kubeconfig string, starts, parallel int, doc, virtctl string, breakdown bool) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return fmt.Errorf("%v: run `just cluster-up` and `just e2e` (or its deploy steps) first", err)
 	}
 	cfg.QPS, cfg.Burst = 500, 1000
-	b := &bench{kubeconfig: kubeconfig}
+	b := &bench{kubeconfig: kubeconfig, breakdown: breakdown}
 	if b.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
 	}
@@ -163,7 +166,12 @@ func (b *bench) virtctlRun(args ...string) error {
 }
 
 // startTiming is one start: from virtctl start to VMI Running and to the marker.
-type startTiming struct{ running, marker time.Duration }
+type startTiming struct {
+	running, marker time.Duration
+	// Sequential starts also record when the launcher pod was first seen and when it had an IP (the
+	// kubelet's part: sandbox, CNI, status update).
+	pod, podIP time.Duration
+}
 
 // start runs virtctl start name and waits for Running and the marker.
 func (b *bench) start(ctx context.Context, name string, t0 time.Time) (startTiming, error) {
@@ -174,9 +182,44 @@ func (b *bench) start(ctx context.Context, name string, t0 time.Time) (startTimi
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	var uid string
+	virtctlDone := time.Since(t0)
+	var steps []string
+	step := func(what string) { steps = append(steps, fmt.Sprintf("%s %dms", what, time.Since(t0).Milliseconds())) }
+	lastPhase, podSeen, podIP, podReady := v1.VirtualMachineInstancePhase("-"), false, false, false
 	for {
 		vmi, err := b.kv.KubevirtV1().VirtualMachineInstances(b.ns).Get(ctx, name, metav1.GetOptions{})
+		if b.steps {
+			if err == nil && vmi.Status.Phase != lastPhase {
+				lastPhase = vmi.Status.Phase
+				step("vmi=" + string(lastPhase))
+			}
+			if err == nil && !podReady {
+				pods, perr := b.kube.CoreV1().Pods(b.ns).List(ctx, metav1.ListOptions{LabelSelector: "kubevirt.io/created-by=" + string(vmi.UID)})
+				if perr == nil && len(pods.Items) == 1 {
+					p := pods.Items[0]
+					if !podSeen {
+						podSeen = true
+						st.pod = time.Since(t0)
+						step("pod")
+					}
+					if !podIP && p.Status.PodIP != "" {
+						podIP = true
+						st.podIP = time.Since(t0)
+						step("podIP")
+					}
+					for _, c := range p.Status.Conditions {
+						if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+							podReady = true
+							step("podReady")
+						}
+					}
+				}
+			}
+		}
 		if err == nil && vmi.Status.Phase == v1.Running {
+			if b.breakdown {
+				fmt.Printf("[bench-cluster]   virtctl %dms, %s\n", virtctlDone.Milliseconds(), strings.Join(steps, ", "))
+			}
 			st.running = time.Since(t0)
 			uid = string(vmi.UID)
 			break
@@ -238,6 +281,8 @@ func (b *bench) sequential(ctx context.Context, n int) ([]startTiming, error) {
 		return nil, err
 	}
 	var out []startTiming
+	b.steps = true
+	defer func() { b.steps = false }()
 	for i := 1; i <= n; i++ {
 		st, err := b.start(ctx, "seq", time.Now())
 		if err != nil {
@@ -492,6 +537,19 @@ func report(seq []startTiming, par concurrentResult, starts, parallel int) strin
 	fmt.Fprintf(&w, "| measure | p50 | p95 | target | p50 / target |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&w, "| `virtctl start` → VMI Running | %s | %s | < 1000 ms p50 | %.2f |\n", ms(percentile(running, .5)), ms(percentile(running, .95)), float64(percentile(running, .5))/float64(time.Second))
 	fmt.Fprintf(&w, "| `virtctl start` → guest marker in the launcher log | %s | %s | (none stated) | – |\n\n", ms(percentile(markers, .5)), ms(percentile(markers, .95)))
+	var toPod, podToIP, ipToRunning []time.Duration
+	for _, s := range seq {
+		if s.pod > 0 && s.podIP > s.pod && s.running > s.podIP {
+			toPod, podToIP, ipToRunning = append(toPod, s.pod), append(podToIP, s.podIP-s.pod), append(ipToRunning, s.running-s.podIP)
+		}
+	}
+	if len(toPod) > 0 {
+		fmt.Fprintf(&w, "Where the time goes (%d of the starts, each step as first seen by the poll):\n\n", len(toPod))
+		fmt.Fprintf(&w, "| step | p50 | p95 | who |\n|---|---|---|---|\n")
+		fmt.Fprintf(&w, "| `virtctl start` → launcher pod created | %s | %s | virtctl, VM and VMI controllers |\n", ms(percentile(toPod, .5)), ms(percentile(toPod, .95)))
+		fmt.Fprintf(&w, "| pod created → pod IP in its status | %s | %s | scheduler, kubelet, containerd, CNI |\n", ms(percentile(podToIP, .5)), ms(percentile(podToIP, .95)))
+		fmt.Fprintf(&w, "| pod IP → VMI Running | %s | %s | launcher start, controller's port-forward watch |\n\n", ms(percentile(ipToRunning, .5)), ms(percentile(ipToRunning, .95)))
+	}
 	var pr, pm []time.Duration
 	for _, s := range par.starts {
 		pr = append(pr, s.running)
