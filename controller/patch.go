@@ -13,8 +13,10 @@ import (
 // The controller changes VMs and VMIs it does not own the spec of with JSON patches of just the fields it
 // sets. A typed Update would send back the object as our Go types see it, and the CRDs keep fields those
 // types do not model (x-kubernetes-preserve-unknown-fields on the spec objects): an Update would silently
-// delete them. Each patch first tests metadata.resourceVersion, so it fails with a conflict (and the sync
-// retries on fresh data) exactly where an Update would have.
+// delete them. Each patch first sets metadata.resourceVersion to the version it was computed from, so
+// the apiserver's optimistic concurrency check fails it with 409 Conflict (and the sync retries on fresh
+// data) exactly where an Update would have. (A JSON-patch "test" of resourceVersion fails as 422 Invalid
+// with no details, which reads as a bad request.)
 
 type patchOp struct {
 	Op    string `json:"op"`
@@ -22,11 +24,11 @@ type patchOp struct {
 	Value any    `json:"value,omitempty"`
 }
 
-// jsonPatch encodes ops after a test of resourceVersion rv (none when rv is empty).
+// jsonPatch encodes ops after setting resourceVersion rv (none when rv is empty): stale → 409 Conflict.
 func jsonPatch(rv string, ops ...patchOp) ([]byte, error) {
 	all := make([]patchOp, 0, len(ops)+1)
 	if rv != "" {
-		all = append(all, patchOp{Op: "test", Path: "/metadata/resourceVersion", Value: rv})
+		all = append(all, patchOp{Op: "replace", Path: "/metadata/resourceVersion", Value: rv})
 	}
 	all = append(all, ops...)
 	return json.Marshal(all)

@@ -52,7 +52,7 @@ func TestABIDefaultsOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `[{"op":"test","path":"/metadata/resourceVersion","value":"42"},{"op":"add","path":"/metadata/finalizers","value":[]}]`; string(body) != want {
+	if want := `[{"op":"replace","path":"/metadata/resourceVersion","value":"42"},{"op":"add","path":"/metadata/finalizers","value":[]}]`; string(body) != want {
 		t.Fatalf("patch %s, want %s", body, want)
 	}
 	var back []map[string]any
