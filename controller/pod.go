@@ -8,7 +8,7 @@ import (
 	"sort"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
-	"github.com/kvirt/kvirt/launcher/network"
+	"github.com/kvirt/kvirt/launcher/network/podsysctl"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -149,7 +149,7 @@ func launcherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
 }
 
 // launcherSysctls are the pod-level sysctls the launcher needs: with a masquerade interface, IPv4
-// forwarding and route_localnet in the pod's network namespace (network.PodSysctls), which the launcher
+// forwarding and route_localnet in the pod's network namespace (podsysctl.Required), which the launcher
 // cannot set itself (/proc/sys is read-only in a container and the launcher has no CAP_SYS_ADMIN). They
 // are unsafe sysctls: the node's kubelet must allow them (allowedUnsafeSysctls: ["net.ipv4.ip_forward",
 // "net.ipv4.conf.default.route_localnet"]), as `just cluster-up`'s does; otherwise the kubelet rejects
@@ -163,7 +163,7 @@ func launcherSysctls(vmi *v1.VirtualMachineInstance) []corev1.Sysctl {
 		return nil
 	}
 	var out []corev1.Sysctl
-	for k, v := range network.PodSysctls {
+	for k, v := range podsysctl.Required {
 		out = append(out, corev1.Sysctl{Name: k, Value: v})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

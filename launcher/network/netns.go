@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"github.com/kvirt/kvirt/launcher/network/podsysctl"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -52,15 +53,8 @@ var SysctlDir = "/proc/sys"
 
 var writeSysctl = os.WriteFile
 
-// PodSysctls are the sysctls the launcher pod of a masquerade VMI requests (pod securityContext.sysctls;
-// virt-controller sets them): /proc/sys is read-only in a container, so the launcher cannot set them
-// itself. The node's kubelet must allow them (allowedUnsafeSysctls), as the harness's cluster does.
-// net.ipv4.conf.default.route_localnet is inherited by the bridge the launcher creates (its
-// net.ipv4.conf.k6t-eth0.route_localnet), which kubectl port-forward to the guest needs.
-var PodSysctls = map[string]string{
-	"net.ipv4.ip_forward":                  "1",
-	"net.ipv4.conf.default.route_localnet": "1",
-}
+// PodSysctls are the sysctls the launcher pod of a masquerade VMI requests (podsysctl.Required).
+var PodSysctls = podsysctl.Required
 
 // ErrSysctl is wrapped by the error of ensureSysctl when a sysctl is off and cannot be turned on.
 var ErrSysctl = errors.New("sysctl is 0 in the pod's network namespace and cannot be set from inside the pod")
