@@ -39,8 +39,6 @@ func run(a action, cfg config, rp *reaper) error {
 		return disk(cfg)
 	case "disks", "cidata":
 		return cidataAction(a.Name)
-	case "listen":
-		return listenAction(a.Arg)
 	case "net":
 		return network(cfg, rp)
 	case "wait":
@@ -62,8 +60,8 @@ func run(a action, cfg config, rp *reaper) error {
 			return err
 		}
 		say("sh exit=%d", code)
-	case "serve":
-		return serve(a.Arg)
+	case "serve", "listen":
+		return serve(a.Name, a.Arg)
 	case "echo":
 		say("%s", a.Arg)
 	case "sleep":
