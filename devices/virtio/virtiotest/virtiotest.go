@@ -366,22 +366,30 @@ type Used struct {
 func (q *VQ) Reap() []Used {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	idx := binary.LittleEndian.Uint16(q.d.Mem.Bytes(q.used+2, 2))
 	var out []Used
-	for q.lastUsed != idx {
-		e := q.d.Mem.Bytes(q.used+4+8*uint64(q.lastUsed%q.Size), 8)
-		u := Used{Head: uint16(binary.LittleEndian.Uint32(e)), Len: binary.LittleEndian.Uint32(e[4:])}
-		q.lastUsed++
-		if ids, ok := q.chains[u.Head]; ok {
-			q.free = append(q.free, ids...)
-			delete(q.chains, u.Head)
+	for {
+		idx := binary.LittleEndian.Uint16(q.d.Mem.Bytes(q.used+2, 2))
+		for q.lastUsed != idx {
+			e := q.d.Mem.Bytes(q.used+4+8*uint64(q.lastUsed%q.Size), 8)
+			u := Used{Head: uint16(binary.LittleEndian.Uint32(e)), Len: binary.LittleEndian.Uint32(e[4:])}
+			q.lastUsed++
+			if ids, ok := q.chains[u.Head]; ok {
+				q.free = append(q.free, ids...)
+				delete(q.chains, u.Head)
+			}
+			out = append(out, u)
 		}
-		out = append(out, u)
-	}
-	if q.eventIdx {
+		if !q.eventIdx {
+			return out
+		}
+		// As Linux's virtqueue_enable_cb: publish used_event, then look again. An entry the device
+		// pushed before it could see the new used_event earns no interrupt (it checked the old one),
+		// so a driver that slept now would wait for the next completion.
 		q.SetUsedEvent(q.lastUsed)
+		if binary.LittleEndian.Uint16(q.d.Mem.Bytes(q.used+2, 2)) == q.lastUsed {
+			return out
+		}
 	}
-	return out
 }
 
 // Wait reaps until at least n completions arrived or the timeout passes, sleeping on the interrupt line
@@ -403,6 +411,8 @@ func (q *VQ) Wait(n int, timeout time.Duration) ([]Used, error) {
 		case <-q.d.IRQ.C:
 			q.d.w32(regIntACK, q.d.r32(regIntStatus))
 		case <-time.After(left):
+			all = append(all, q.Reap()...)
+			return all, fmt.Errorf("queue %d: %d of %d completions and no further interrupt within %v", q.Index, len(all), n, timeout)
 		}
 	}
 }
