@@ -203,23 +203,27 @@ func (d *Device) Activate(env *mmio.Env) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel, d.running = cancel, true
 	jobs := make(chan job, d.cfg.Workers)
+	serve := func(c *queue.Chain) {
+		written, status := d.Handle(c)
+		if len(c.Writable) > 0 {
+			setStatus(c.Writable, status)
+		}
+		if err := env.Complete(0, c.Head, written); err != nil {
+			env.Fail(err)
+		}
+		d.inflight.Add(-1)
+	}
 	var workers sync.WaitGroup
 	for i := 0; i < d.cfg.Workers; i++ {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
 			for j := range jobs {
-				written, status := d.Handle(j.c)
-				if len(j.c.Writable) > 0 {
-					setStatus(j.c.Writable, status)
-				}
-				if err := env.Complete(0, j.c.Head, written); err != nil {
-					env.Fail(err)
-				}
-				d.inflight.Add(-1)
+				serve(j.c)
 			}
 		}()
 	}
+	q := env.Queues[0]
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -228,7 +232,16 @@ func (d *Device) Activate(env *mmio.Env) error {
 			if len(c.Writable) == 0 || len(c.Writable[len(c.Writable)-1]) == 0 {
 				return fmt.Errorf("virtio-blk: request %d has no status byte", c.Head)
 			}
-			d.inflight.Add(1)
+			// A lone read (nothing else in flight, nothing more available: what a guest waiting on each
+			// read does) is served here, without waking a worker: one goroutine hand-off less between the
+			// guest's kick and its interrupt. Anything more, and writes and flushes (which may wait on the
+			// host's writeback), go to the pool, in parallel.
+			if d.inflight.Add(1) == 1 && isRead(c) {
+				if more, err := q.Pending(); err == nil && !more {
+					serve(c)
+					return nil
+				}
+			}
 			select {
 			case jobs <- job{c}:
 				return nil
@@ -239,6 +252,11 @@ func (d *Device) Activate(env *mmio.Env) error {
 		})
 	}()
 	return nil
+}
+
+// isRead tells whether c's header (the first readable bytes) is a VIRTIO_BLK_T_IN request.
+func isRead(c *queue.Chain) bool {
+	return len(c.Readable) > 0 && len(c.Readable[0]) >= 4 && binary.LittleEndian.Uint32(c.Readable[0]) == TypeIn
 }
 
 // Reset stops accepting requests and waits for those in flight to complete.
