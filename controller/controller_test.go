@@ -94,9 +94,14 @@ func optimisticConcurrency(tracker k8stesting.ObjectTracker) k8stesting.Reaction
 	}
 }
 
-func startFake(t *testing.T) *fakeEnv {
+func startFake(t *testing.T) *fakeEnv { t.Helper(); return startFakeWith(t, false) }
+
+// startFakeWith starts the controller on fakes; podIPFree: the status source reaches launchers by pod
+// name (as pods/portforward does) instead of by pod IP.
+func startFakeWith(t *testing.T, podIPFree bool) *fakeEnv {
 	t.Helper()
 	e := &fakeEnv{kube: kubefake.NewClientset(), kv: kvfake.NewSimpleClientset(), status: NewFakeStatusSource()}
+	e.status.PodIPFree = podIPFree
 	e.kube.PrependReactor("create", "*", nameAndUID)
 	e.kv.PrependReactor("create", "*", nameAndUID)
 	e.kv.PrependReactor("update", "*", optimisticConcurrency(e.kv.Tracker()))
@@ -245,6 +250,47 @@ func printableIs(e *fakeEnv, t *testing.T, name string, want v1.VirtualMachinePr
 	return func() (bool, string) {
 		vm := e.vm(t, name)
 		return vm.Status.PrintableStatus == want, fmt.Sprintf("printableStatus %q status %+v", vm.Status.PrintableStatus, vm.Status)
+	}
+}
+
+// With a source that needs no pod IP (port-forward), the launcher is watched from the moment the pod is
+// bound: the VMI is Running as soon as the launcher says so, before the kubelet publishes the pod's IP or
+// phase (that status write waits for the kubelet's next PLEG relist, up to a second). With the pod-IP
+// source nothing is watched until the IP is known.
+func TestFakeWatchBeforePodIP(t *testing.T) {
+	for _, podIPFree := range []bool{true, false} {
+		t.Run(fmt.Sprintf("podIPFree=%v", podIPFree), func(t *testing.T) {
+			e := startFakeWith(t, podIPFree)
+			e.createVM(t, testVM("vm1", v1.RunStrategyAlways))
+			eventually(t, "VMI Scheduling with a launcher pod", 10*time.Second, phaseIs(e, "vm1", v1.Scheduling))
+			vmi := e.vmi("vm1")
+			pods := e.pods(t, vmi)
+			if len(pods) != 1 {
+				t.Fatalf("%d launcher pods", len(pods))
+			}
+			bound := pods[0].DeepCopy()
+			bound.Spec.NodeName = "node1" // what the scheduler's binding does; no status from a kubelet yet
+			if _, err := e.kube.CoreV1().Pods(bound.Namespace).Update(context.Background(), bound, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if podIPFree {
+				eventually(t, "a launcher watch of the bound pod without an IP", 10*time.Second, func() (bool, string) {
+					return e.status.Watching("default", "vm1") == 1, fmt.Sprintf("%d watches", e.status.Watching("default", "vm1"))
+				})
+				e.status.Set("default", "vm1", LauncherState{Phase: GuestRunning})
+				eventually(t, "VMI Running before the pod has an IP", 10*time.Second, phaseIs(e, "vm1", v1.Running))
+				return
+			}
+			eventually(t, "pod-IP mode: no watch of a pod without an IP", 2*time.Second, func() (bool, string) {
+				return e.vmi("vm1").Status.Phase == v1.Scheduling && e.status.Watching("default", "vm1") == 0, fmt.Sprintf("phase %s, watches %d", e.vmi("vm1").Status.Phase, e.status.Watching("default", "vm1"))
+			})
+			e.setPodRunning(t, pods[0], true)
+			eventually(t, "a launcher watch once the pod has an IP", 10*time.Second, func() (bool, string) {
+				return e.status.Watching("default", "vm1") == 1, ""
+			})
+			e.status.Set("default", "vm1", LauncherState{Phase: GuestRunning})
+			eventually(t, "VMI Running once the pod has an IP", 10*time.Second, phaseIs(e, "vm1", v1.Running))
+		})
 	}
 }
 

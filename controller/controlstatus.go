@@ -44,6 +44,9 @@ func NewPortForwardStatusSource(cfg *rest.Config) (StatusSource, error) {
 	return controlStatusSource{pf: pf}, nil
 }
 
+// NeedsPodIP: only the direct mode dials the pod IP; port-forward names the pod.
+func (s controlStatusSource) NeedsPodIP() bool { return s.pf == nil }
+
 func (s controlStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error {
 	port := ep.Port
 	if port == 0 {

@@ -18,7 +18,13 @@ type FakeStatusSource struct {
 	watches map[string]int
 	uids    map[string]types.UID
 	def     *LauncherState
+	// PodIPFree makes the fake reach launchers by pod name as the port-forward source does (the
+	// controller watches once the pod is bound, without a pod IP). Set before the controller starts.
+	PodIPFree bool
 }
+
+// NeedsPodIP is false with PodIPFree (see podIPFreeSource).
+func (f *FakeStatusSource) NeedsPodIP() bool { return !f.PodIPFree }
 
 // SetDefault makes every launcher without a state of its own report s (benchmarks: all guests run).
 func (f *FakeStatusSource) SetDefault(s LauncherState) {

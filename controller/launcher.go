@@ -15,6 +15,12 @@ import (
 // listen yet, and its first report should not wait long once it does.
 const maxWatchRetry = 5 * time.Second
 
+// fastRetryWindow is how long after a watcher starts (or last heard from its launcher) it retries at the
+// base delay instead of backing off: a watch started when the pod is bound fails until the kubelet has the
+// sandbox and the launcher listens (typically 0.3–1 s), and each doubling there would be paid by every
+// start as time to Running.
+const fastRetryWindow = 5 * time.Second
+
 // DefaultControlPort is the TCP port the launcher serves its control API on (on the pod IP).
 const DefaultControlPort = 8186
 
@@ -65,6 +71,22 @@ type StatusSource interface {
 	Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error
 }
 
+// podIPFreeSource is implemented by StatusSources that reach a launcher without its pod IP (through
+// pods/portforward): the controller then watches as soon as the pod is bound to a node, without waiting
+// for the kubelet to publish the pod IP (its status update follows the next PLEG relist, up to a second
+// after the containers started). Sources that don't implement it need LauncherEndpoint.PodIP.
+type podIPFreeSource interface {
+	NeedsPodIP() bool
+}
+
+// needsPodIP reports whether src needs a launcher's pod IP to reach it.
+func needsPodIP(src StatusSource) bool {
+	if s, ok := src.(podIPFreeSource); ok {
+		return s.NeedsPodIP()
+	}
+	return true
+}
+
 // launcherWatchers owns one goroutine per VMI that keeps a StatusSource.Watch open, caches the latest
 // state and tells the VMI controller about every change. A watcher lives until Stop (the VMI is final or
 // gone), StopAll (the controller stops) or a changed endpoint (a new pod) replaces it.
@@ -87,8 +109,8 @@ type launcherWatcher struct {
 }
 
 func newLauncherWatchers(src StatusSource, notify func(string), log *slog.Logger) *launcherWatchers {
-	// The first attempt usually comes as soon as the pod has an IP, before the launcher listens: retry
-	// soon (doubling up to maxWatchRetry), or every start waits a second more to show Running.
+	// The first attempt usually comes before the launcher listens: retry at the base delay for
+	// fastRetryWindow, then double up to maxWatchRetry, or every start waits a second more to show Running.
 	return &launcherWatchers{src: src, notify: notify, log: log, backoff: 100 * time.Millisecond, byKey: map[string]*launcherWatcher{}}
 }
 
@@ -115,7 +137,10 @@ func (w *launcherWatchers) Ensure(key string, ep LauncherEndpoint) {
 func (w *launcherWatchers) run(ctx context.Context, key string, lw *launcherWatcher) {
 	defer w.wg.Done()
 	delay := w.backoff
+	var mu sync.Mutex // guards heard (written by report, read by this loop)
+	heard := time.Now()
 	for {
+		attempt := time.Now()
 		err := w.src.Watch(ctx, lw.ep, func(s LauncherState) {
 			w.mu.Lock()
 			if w.byKey[key] != lw { // replaced or stopped
@@ -125,12 +150,19 @@ func (w *launcherWatchers) run(ctx context.Context, key string, lw *launcherWatc
 			st := s
 			lw.state = &st
 			w.mu.Unlock()
-			delay = w.backoff
+			mu.Lock()
+			heard = time.Now()
+			mu.Unlock()
 			w.notify(key)
 		})
 		if ctx.Err() != nil {
 			return
 		}
+		mu.Lock()
+		if heard.After(attempt) || time.Since(heard) < fastRetryWindow {
+			delay = w.backoff
+		}
+		mu.Unlock()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			w.log.Debug("launcher watch ended; retrying", "vmi", key, "pod", lw.ep.PodName, "err", err, "retryIn", delay)
 		}

@@ -57,10 +57,12 @@ type VMIController struct {
 	recorder record.EventRecorder
 	podExp   *Expectations
 	watchers *launcherWatchers
-	cfg      PodConfig
-	log      *slog.Logger
-	metrics  *Metrics
-	now      func() time.Time
+	// needIP: the StatusSource dials the pod IP (direct mode), so watching waits for the pod's IP.
+	needIP  bool
+	cfg     PodConfig
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
 }
 
 func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, podInf, secretInf cache.SharedIndexInformer,
@@ -80,6 +82,7 @@ func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, 
 		now:      time.Now,
 	}
 	c.watchers = newLauncherWatchers(src, c.queue.Add, c.log)
+	c.needIP = needsPodIP(src)
 	if _, err := vmiInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
 		UpdateFunc: func(_, n any) { c.enqueue(n) },
@@ -336,11 +339,18 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 	}
 	c.computeStatus(vmi, newStatus, pod, state)
 
-	// Keep a launcher watcher while the pod can serve the control API.
-	if pod != nil && pod.Status.PodIP != "" && pod.DeletionTimestamp == nil && !podTerminated(pod) && !isFinalPhase(newStatus.Phase) {
+	// Keep a launcher watcher while the pod can serve the control API: from the moment the pod is bound
+	// to a node when the launcher is reached by pod name (port-forward), else once it has an IP. The
+	// endpoint carries the IP only when it is used, so the IP's arrival does not restart a working watch.
+	podIP := ""
+	if c.needIP && pod != nil {
+		podIP = pod.Status.PodIP
+	}
+	reachable := podIP != "" || (!c.needIP && pod != nil && pod.Spec.NodeName != "")
+	if reachable && pod.DeletionTimestamp == nil && !podTerminated(pod) && !isFinalPhase(newStatus.Phase) {
 		if tok, err := c.token(vmi); err == nil {
 			c.watchers.Ensure(key, LauncherEndpoint{
-				Namespace: ns, VMIName: name, VMIUID: vmi.UID, PodName: pod.Name, PodIP: pod.Status.PodIP,
+				Namespace: ns, VMIName: name, VMIUID: vmi.UID, PodName: pod.Name, PodIP: podIP,
 				Port: c.controlPort(), Token: tok,
 			})
 		} else {
