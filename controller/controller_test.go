@@ -567,3 +567,64 @@ func TestFakeRerunOnFailure(t *testing.T) {
 		t.Fatal("RerunOnFailure reran a VMI that succeeded")
 	}
 }
+
+// A VM deleted with propagation Orphan, seen after the garbage collector removed the orphan finalizer
+// but beside a cached VMI that still names the VM as owner (the collector has already released it),
+// must not delete that VMI: the delete carries the cached resourceVersion and the apiserver refuses
+// it. This was e2e's TestOrphanedVMIAdoptedByRecreatedVM failing about once in twenty CI runs.
+func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
+	e := startFake(t)
+	// The tracker's delete ignores preconditions; give it the apiserver's.
+	e.kv.PrependReactor("delete", "virtualmachineinstances", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		a := action.(k8stesting.DeleteAction)
+		pre := a.GetDeleteOptions().Preconditions
+		cur, err := e.kv.Tracker().Get(a.GetResource(), a.GetNamespace(), a.GetName())
+		if err != nil || pre == nil {
+			return false, nil, nil
+		}
+		m, _ := meta.Accessor(cur)
+		if (pre.UID != nil && *pre.UID != m.GetUID()) || (pre.ResourceVersion != nil && *pre.ResourceVersion != m.GetResourceVersion()) {
+			return true, nil, apierrors.NewConflict(a.GetResource().GroupResource(), a.GetName(), fmt.Errorf("precondition failed"))
+		}
+		return false, nil, nil
+	})
+	ctx := context.Background()
+	vm := testVM("keeper", v1.RunStrategyAlways)
+	vm.UID = "vm-old"
+	owned := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "keeper", Namespace: "default",
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, v1.VirtualMachineGroupVersionKind)}}}
+	stale, err := e.kv.KubevirtV1().VirtualMachineInstances("default").Create(ctx, owned, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The garbage collector releases it (a newer resourceVersion)...
+	released := stale.DeepCopy()
+	released.OwnerReferences = nil
+	if _, err := e.kv.KubevirtV1().VirtualMachineInstances("default").Update(ctx, released, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// ... and removes the orphan finalizer before the VM controller removed its own.
+	now := metav1.Now()
+	vm.DeletionTimestamp = &now
+	vm.Finalizers = []string{v1.VirtualMachineControllerFinalizer}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, stale); err != nil {
+		t.Fatal(err)
+	}
+	got := e.vmi("keeper")
+	if got == nil || got.UID != stale.UID {
+		t.Fatalf("the released VMI was deleted from a stale cache (now %v)", got)
+	}
+	// With the current version the same VM does stop it (a cascading delete).
+	cur := e.vmi("keeper")
+	cur.OwnerReferences = owned.OwnerReferences
+	if cur, err = e.kv.KubevirtV1().VirtualMachineInstances("default").Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, cur); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.vmi("keeper"); got != nil {
+		t.Fatalf("the owned VMI was not deleted: %v", got.ObjectMeta)
+	}
+}

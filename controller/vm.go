@@ -479,9 +479,18 @@ func (c *VMController) createVMI(ctx context.Context, key string, vm *v1.Virtual
 }
 
 func (c *VMController) deleteVMI(ctx context.Context, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) error {
-	uid := vmi.UID
+	uid, rv := vmi.UID, vmi.ResourceVersion
 	c.exp.ExpectDeletion(key, uid)
-	err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Delete(ctx, vmi.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	// The decision was made on this version of the VMI: if it changed since (the cache lagged), the
+	// delete is refused (Conflict) and the VMI's update event brings the VM back to decide again. The
+	// case this guards: a VM deleted with propagation Orphan whose orphan finalizer the garbage
+	// collector has already removed, seen beside a cached VMI that still names it as owner although the
+	// collector has released it — deleting would kill a VMI the user asked to keep.
+	pre := &metav1.Preconditions{UID: &uid}
+	if rv != "" {
+		pre.ResourceVersion = &rv
+	}
+	err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Delete(ctx, vmi.Name, metav1.DeleteOptions{Preconditions: pre})
 	if err != nil {
 		c.exp.DeletionObserved(key, uid)
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {

@@ -794,3 +794,32 @@ func TestControllerRestartKeepsOneVMI(t *testing.T) {
 		t.Fatalf("%d token secrets after the restart (err %v), want 1", len(secrets.Items), err)
 	}
 }
+
+// The VM controller deletes a VMI with the resourceVersion it decided on as a precondition (a stale
+// cache must not delete a VMI the garbage collector released from an orphaned VM); the real apiserver
+// enforces that precondition for the VMI custom resource.
+func TestStaleVMIDeleteRefused(t *testing.T) {
+	e := startEnv(t, 1, false)
+	ctx := context.Background()
+	vmis := e.kv.KubevirtV1().VirtualMachineInstances(e.ns)
+	old, err := vmis.Create(ctx, &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "stale", Labels: map[string]string{"v": "1"}},
+		Spec: newVM("stale", v1.RunStrategyAlways).Spec.Template.Spec}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := old.DeepCopy()
+	upd.Labels["v"] = "2"
+	if upd, err = vmis.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = vmis.Delete(ctx, "stale", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID, ResourceVersion: &old.ResourceVersion}})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("delete with the old resourceVersion: %v, want Conflict", err)
+	}
+	if _, err := vmis.Get(ctx, "stale", metav1.GetOptions{}); err != nil {
+		t.Fatalf("VMI gone after a refused delete: %v", err)
+	}
+	if err := vmis.Delete(ctx, "stale", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &upd.UID, ResourceVersion: &upd.ResourceVersion}}); err != nil {
+		t.Fatalf("delete with the current resourceVersion: %v", err)
+	}
+}
