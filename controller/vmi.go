@@ -392,7 +392,11 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		}
 		// Events only for what was written (a conflict retries the sync and would repeat them).
 		c.phaseEvents(old, old.Status.Phase, newStatus, state, pod)
-		log.Debug("status updated", "phase", newStatus.Phase)
+		if old.Status.Phase != newStatus.Phase {
+			log.Info("phase changed", "from", old.Status.Phase, "to", newStatus.Phase, "reason", newStatus.Reason)
+		} else {
+			log.Debug("status updated", "phase", newStatus.Phase)
+		}
 	}
 	if isFinalPhase(newStatus.Phase) && pod != nil && pod.DeletionTimestamp == nil && !podTerminated(pod) {
 		return 0, c.deletePod(ctx, vmi, pod)

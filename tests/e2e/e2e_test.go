@@ -68,6 +68,21 @@ func setup(t *testing.T) *env {
 		if t.Failed() {
 			out, _ := e.run(kubectl, "get", "vm,vmi,pods,events", "-o", "wide")
 			t.Logf("namespace %s at failure:\n%s", e.ns, out)
+			// Last, as CI keeps the tail of a failure: the VMIs' phase history and the controller's log
+			// lines about this namespace.
+			out, _ = e.run(kubectl, "get", "vmi", "-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.phase} {.status.reason} {.status.phaseTransitionTimestamps}{"\n"}{end}`)
+			t.Logf("VMIs: %s", out)
+			logs, _ := e.run(kubectl, "logs", "-n", "kubevirt", "-l", "kubevirt.io=virt-controller", "--tail=-1")
+			var mine []string
+			for _, l := range strings.Split(logs, "\n") {
+				if strings.Contains(l, e.ns) {
+					mine = append(mine, l)
+				}
+			}
+			if len(mine) > 60 {
+				mine = mine[len(mine)-60:]
+			}
+			t.Logf("virt-controller log lines for %s:\n%s", e.ns, strings.Join(mine, "\n"))
 		}
 		e.run(kubectl, "delete", "namespace", e.ns, "--wait=false")
 	})
