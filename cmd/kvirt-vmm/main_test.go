@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,3 +64,56 @@ func TestLean(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownTimeout: a guest that ignores the power button (testguest=hang) is stopped
+// --shutdown-timeout after SIGTERM (exit 5), instead of keeping the VMM alive for ever.
+func TestShutdownTimeout(t *testing.T) {
+	testenv.RequireKVM(t)
+	kernel := testenv.Image(t, "testguest")
+	bin := filepath.Join(t.TempDir(), "kvirt-vmm")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--kernel", kernel, "--memory", "64Mi", "--append", "testguest=hang", "--shutdown-timeout", "1s")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(out.String(), "kvirt-guest: ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready line within a minute:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sent := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != bootcmd.ExitStopped {
+		t.Fatalf("after SIGTERM: %v, want exit %d\n%s", err, bootcmd.ExitStopped, out.String())
+	}
+	if d := time.Since(sent); d < time.Second || d > 30*time.Second {
+		t.Errorf("stopped %v after SIGTERM, want about the 1s timeout", d)
+	}
+	if !strings.Contains(out.String(), "shutdown-timeout") {
+		t.Errorf("the stop does not name --shutdown-timeout:\n%s", out.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

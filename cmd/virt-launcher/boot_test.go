@@ -13,7 +13,7 @@ import (
 func TestBootCommandFlags(t *testing.T) {
 	cmd := newBootCommand()
 	for _, name := range []string{"kernel", "initrd", "append", "memory", "cpus", "no-acpi", "cpu-disable", "uuid",
-		"serial", "on-reboot", "compat", "disk", "tap", "rng", "print-start-timing"} {
+		"serial", "on-reboot", "compat", "disk", "tap", "rng", "print-start-timing", "shutdown-timeout"} {
 		if cmd.Flags().Lookup(name) == nil {
 			t.Errorf("boot has no --%s", name)
 		}

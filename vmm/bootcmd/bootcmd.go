@@ -32,7 +32,7 @@ const (
 	ExitUsage      = 2 // bad flags or arguments
 	ExitCrashed    = 3 // the guest crashed (triple fault, emulation failure)
 	ExitVMMError   = 4 // the VMM failed (KVM unavailable, bad kernel, internal error)
-	ExitStopped    = 5 // hard stop (second Ctrl-C / SIGTERM twice)
+	ExitStopped    = 5 // hard stop (second Ctrl-C / SIGTERM twice, or the shutdown timeout)
 	ExitRebooted   = 6 // the guest rebooted and --on-reboot=exit
 )
 
@@ -46,7 +46,8 @@ const Short = "Boot a Linux kernel with the console on this terminal"
 const Long = `Boot a Linux kernel (vmlinux ELF or bzImage) directly on kvirt's VMM, with the guest's serial console
 (COM1) on this terminal. Stdin is put in raw mode only when it is a terminal.
 
-Ctrl-C (SIGINT) or SIGTERM presses the ACPI power button so the guest shuts down cleanly; a second one stops
+Ctrl-C (SIGINT) or SIGTERM presses the ACPI power button so the guest shuts down cleanly; a second one, or
+--shutdown-timeout (30s) without the guest powering off (a guest still booting misses the button), stops
 the machine at once. SIGUSR1 prints every vCPU's registers to stderr (diagnosing a hung guest).
 
 Exit codes:
@@ -54,8 +55,11 @@ Exit codes:
   2  bad flags or arguments
   3  the guest crashed (triple fault, emulation failure, failed VM entry); registers are printed
   4  VMM error (KVM unavailable, unreadable or invalid kernel, internal error)
-  5  hard stop (second Ctrl-C or SIGTERM)
+  5  hard stop (second Ctrl-C or SIGTERM, or --shutdown-timeout after the first)
   6  the guest rebooted and --on-reboot=exit`
+
+// DefaultShutdownTimeout is how long a guest has to power off after the first Ctrl-C or SIGTERM.
+const DefaultShutdownTimeout = 30 * time.Second
 
 // ExitError carries the exit code for an error.
 type ExitError struct {
@@ -82,6 +86,7 @@ type Flags struct {
 	Disks, Taps            []string
 	RNG                    bool
 	PrintStart             bool
+	ShutdownTimeout        time.Duration
 }
 
 // AddFlags defines the command's flags on fs and returns where they land.
@@ -104,6 +109,7 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringArrayVar(&f.Disks, "disk", nil, "virtio-blk disk PATH[,ro][,serial=S][,direct] (repeatable: /dev/vda, /dev/vdb, ...)")
 	fs.StringArrayVar(&f.Taps, "tap", nil, "virtio-net NIC on tap NAME[,mac=M] in this network namespace, created if missing (repeatable)")
 	fs.BoolVar(&f.RNG, "rng", true, "virtio-rng entropy device")
+	fs.DurationVar(&f.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "after Ctrl-C or SIGTERM, how long the guest has to power off before the machine is stopped (0: wait for ever)")
 	return f
 }
 
@@ -250,8 +256,13 @@ func Run(f *Flags, name string) error {
 	defer signal.Stop(dump)
 	go func() {
 		n := 0
+		var grace <-chan time.Time
 		for {
 			select {
+			case <-grace:
+				logger.Printf("the guest did not power off within --shutdown-timeout %v: stopping the machine", f.ShutdownTimeout)
+				m.Stop()
+				grace = nil
 			case <-dump:
 				st, err := m.DumpState()
 				if err != nil {
@@ -265,6 +276,8 @@ func Run(f *Flags, name string) error {
 					if err := m.RequestShutdown(); err != nil {
 						logger.Printf("%v; stopping at once", err)
 						m.Stop()
+					} else if f.ShutdownTimeout > 0 {
+						grace = time.After(f.ShutdownTimeout)
 					}
 				} else {
 					logger.Printf("%v again: stopping the machine", s)
