@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -127,6 +128,19 @@ func parseCmdline(s string) (config, error) {
 	return cfg, nil
 }
 
+// knownActionList names every action, those taking an argument as name:ARG, sorted.
+func knownActionList() string {
+	names := make([]string, 0, len(knownActions))
+	for name, takesArg := range knownActions {
+		if takesArg {
+			name += ":ARG"
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
+}
+
 // parseActions parses a comma-separated list such as "nproc,uuid,sh:uname -a,poweroff".
 func parseActions(s string) ([]action, error) {
 	if s == "" {
@@ -138,7 +152,7 @@ func parseActions(s string) ([]action, error) {
 		takesArg, known := knownActions[name]
 		switch {
 		case !known:
-			return nil, fmt.Errorf("unknown action %q (known: nproc uuid topology ticks disk net wait poweroff reboot crash sh:CMD echo:TEXT serve:PORT sleep:DURATION)", name)
+			return nil, fmt.Errorf("unknown action %q (known: %s)", name, knownActionList())
 		case takesArg && (!hasArg || arg == ""):
 			return nil, fmt.Errorf("action %q needs an argument: %s:<value>", name, name)
 		case !takesArg && hasArg:

@@ -190,3 +190,20 @@ func FuzzDefaultGateway(f *testing.F) {
 		}
 	})
 }
+
+// The unknown-action error lists every action, including those registered by other files.
+func TestUnknownActionListsAll(t *testing.T) {
+	_, err := parseActions("fly")
+	if err == nil {
+		t.Fatal("fly accepted")
+	}
+	for name, takesArg := range knownActions {
+		want := name
+		if takesArg {
+			want += ":ARG"
+		}
+		if !strings.Contains(err.Error(), " "+want) {
+			t.Errorf("error %q does not list %s", err, want)
+		}
+	}
+}
