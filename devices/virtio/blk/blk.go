@@ -164,10 +164,14 @@ func (d *Device) Capacity() uint64 { return d.capacity }
 
 func (*Device) DeviceID() uint32 { return DeviceID }
 
-// Features offered to the driver.
+// Features offered to the driver. VIRTIO_RING_F_INDIRECT_DESC is not offered: Linux
+// then puts a request's header, data and status straight into the ring instead of allocating and freeing
+// an indirect table per request, which is guest work on every I/O — measured on a PVM host (where guest
+// kernel code is slow) as +12% 4 KiB random-read IOPS at 8 in flight and a few % on sequential I/O. A
+// request still fits the ring: SegMax is the ring size minus header and status.
 func (d *Device) Features() uint64 {
 	f := uint64(1<<FeatureSizeMax | 1<<FeatureSegMax | 1<<FeatureBlkSize | 1<<FeatureFlush |
-		1<<queue.FeatureIndirectDesc | 1<<queue.FeatureEventIdx)
+		1<<queue.FeatureEventIdx)
 	if d.cfg.ReadOnly {
 		f |= 1 << FeatureRO
 	} else {

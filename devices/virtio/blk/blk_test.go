@@ -92,7 +92,7 @@ const allFeatures = ^uint64(0)
 
 // do submits a request and returns the status and used length. data are the data buffers (for IN they are
 // device-writable).
-func (r *rig) do(typ uint32, sector uint64, data [][]byte, indirect bool) (byte, uint32) {
+func (r *rig) do(typ uint32, sector uint64, data [][]byte) (byte, uint32) {
 	r.t.Helper()
 	hdr := make([]byte, 16)
 	binary.LittleEndian.PutUint32(hdr, typ)
@@ -106,13 +106,7 @@ func (r *rig) do(typ uint32, sector uint64, data [][]byte, indirect bool) (byte,
 	}
 	st := r.d.Mem.Put([]byte{0xff})
 	bufs = append(bufs, virtiotest.Buf{Addr: st, Len: 1, Write: true})
-	var err error
-	if indirect {
-		_, err = r.q.AddIndirect(bufs)
-	} else {
-		_, err = r.q.Add(bufs)
-	}
-	if err != nil {
+	if _, err := r.q.Add(bufs); err != nil {
 		r.t.Fatal(err)
 	}
 	r.q.Kick()
@@ -140,26 +134,24 @@ func TestReadWrite(t *testing.T) {
 	if got := binary.LittleEndian.Uint64(r.d.ReadConfig(0, 8)); got != 2048 {
 		t.Fatalf("capacity %d", got)
 	}
-	for _, indirect := range []bool{false, true} {
-		w := [][]byte{pattern(512, 1), pattern(1024, 2), pattern(512, 3)}
-		if st, _ := r.do(TypeOut, 10, w, indirect); st != StatusOK {
-			t.Fatalf("write status %d", st)
-		}
-		if !bytes.Equal(disk.bytes(10*512, 10*512+2048), bytes.Join(w, nil)) {
-			t.Fatal("disk content differs from written data")
-		}
-		rd := [][]byte{make([]byte, 1536), make([]byte, 512)}
-		st, n := r.do(TypeIn, 10, rd, indirect)
-		if st != StatusOK || n != 2049 {
-			t.Fatalf("read status %d len %d", st, n)
-		}
-		if !bytes.Equal(bytes.Join(rd, nil), bytes.Join(w, nil)) {
-			t.Fatal("read back differs")
-		}
+	w := [][]byte{pattern(512, 1), pattern(1024, 2), pattern(512, 3)}
+	if st, _ := r.do(TypeOut, 10, w); st != StatusOK {
+		t.Fatalf("write status %d", st)
+	}
+	if !bytes.Equal(disk.bytes(10*512, 10*512+2048), bytes.Join(w, nil)) {
+		t.Fatal("disk content differs from written data")
+	}
+	rd := [][]byte{make([]byte, 1536), make([]byte, 512)}
+	st, n := r.do(TypeIn, 10, rd)
+	if st != StatusOK || n != 2049 {
+		t.Fatalf("read status %d len %d", st, n)
+	}
+	if !bytes.Equal(bytes.Join(rd, nil), bytes.Join(w, nil)) {
+		t.Fatal("read back differs")
 	}
 	// FLUSH syncs the backend.
 	before, _ := disk.state()
-	if st, _ := r.do(TypeFlush, 0, nil, false); st != StatusOK {
+	if st, _ := r.do(TypeFlush, 0, nil); st != StatusOK {
 		t.Fatalf("flush status %d", st)
 	}
 	if after, _ := disk.state(); after != before+1 {
@@ -167,20 +159,20 @@ func TestReadWrite(t *testing.T) {
 	}
 	// GET_ID.
 	id := [][]byte{make([]byte, 20)}
-	if st, n := r.do(TypeGetID, 0, id, false); st != StatusOK || n != 21 || string(bytes.TrimRight(id[0], "\x00")) != "disk-serial-1" {
+	if st, n := r.do(TypeGetID, 0, id); st != StatusOK || n != 21 || string(bytes.TrimRight(id[0], "\x00")) != "disk-serial-1" {
 		t.Fatalf("get id status %d len %d %q", st, n, id[0])
 	}
 	// Out of range, unaligned, unknown.
-	if st, _ := r.do(TypeIn, 2047, [][]byte{make([]byte, 1024)}, false); st != StatusIOErr {
+	if st, _ := r.do(TypeIn, 2047, [][]byte{make([]byte, 1024)}); st != StatusIOErr {
 		t.Fatalf("read past end: status %d", st)
 	}
-	if st, _ := r.do(TypeIn, ^uint64(0)>>1, [][]byte{make([]byte, 512)}, false); st != StatusIOErr {
+	if st, _ := r.do(TypeIn, ^uint64(0)>>1, [][]byte{make([]byte, 512)}); st != StatusIOErr {
 		t.Fatalf("huge sector: status %d", st)
 	}
-	if st, _ := r.do(TypeOut, 0, [][]byte{make([]byte, 100)}, false); st != StatusIOErr {
+	if st, _ := r.do(TypeOut, 0, [][]byte{make([]byte, 100)}); st != StatusIOErr {
 		t.Fatalf("unaligned write: status %d", st)
 	}
-	if st, _ := r.do(99, 0, nil, false); st != StatusUnsupp {
+	if st, _ := r.do(99, 0, nil); st != StatusUnsupp {
 		t.Fatalf("unknown type: status %d", st)
 	}
 	// Close syncs.
@@ -197,20 +189,50 @@ func TestReadWrite(t *testing.T) {
 	}
 }
 
+// VIRTIO_RING_F_INDIRECT_DESC is not offered (see Features); a driver that posts an indirect chain anyway
+// breaks the device (DEVICE_NEEDS_RESET) and the request is not served.
+func TestIndirectNotOffered(t *testing.T) {
+	disk := &memDisk{b: make([]byte, 64<<10)}
+	r := newRig(t, Config{Backend: disk, Size: 64 << 10}, allFeatures)
+	if r.d.Features&(1<<queue.FeatureIndirectDesc) != 0 {
+		t.Fatal("VIRTIO_RING_F_INDIRECT_DESC negotiated")
+	}
+	hdr := make([]byte, 16)
+	binary.LittleEndian.PutUint32(hdr, TypeOut)
+	if _, err := r.q.AddIndirect([]virtiotest.Buf{
+		{Addr: r.d.Mem.Put(hdr), Len: 16},
+		{Addr: r.d.Mem.Put(pattern(512, 4)), Len: 512},
+		{Addr: r.d.Mem.Put([]byte{0xff}), Len: 1, Write: true},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.q.Kick()
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.tr.NeedsReset() {
+		if time.Now().After(deadline) {
+			t.Fatal("an indirect chain without the feature did not break the device")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !bytes.Equal(disk.bytes(0, 512), make([]byte, 512)) {
+		t.Fatal("the refused request was written")
+	}
+}
+
 func TestReadOnly(t *testing.T) {
 	disk := &memDisk{b: pattern(64<<10, 9)}
 	r := newRig(t, Config{Backend: disk, Size: 64 << 10, ReadOnly: true}, allFeatures)
 	if r.d.Features&(1<<FeatureRO) == 0 {
 		t.Fatal("VIRTIO_BLK_F_RO not negotiated")
 	}
-	if st, _ := r.do(TypeOut, 0, [][]byte{make([]byte, 512)}, false); st != StatusIOErr {
+	if st, _ := r.do(TypeOut, 0, [][]byte{make([]byte, 512)}); st != StatusIOErr {
 		t.Fatalf("write to read-only disk: status %d", st)
 	}
 	if !bytes.Equal(disk.bytes(0, 64<<10), pattern(64<<10, 9)) {
 		t.Fatal("read-only disk modified")
 	}
 	rd := [][]byte{make([]byte, 512)}
-	if st, _ := r.do(TypeIn, 0, rd, false); st != StatusOK || !bytes.Equal(rd[0], disk.bytes(0, 512)) {
+	if st, _ := r.do(TypeIn, 0, rd); st != StatusOK || !bytes.Equal(rd[0], disk.bytes(0, 512)) {
 		t.Fatal("read from read-only disk failed")
 	}
 }
@@ -286,10 +308,10 @@ func TestFileBackend(t *testing.T) {
 			for i := 0; i < len(data); i += 64 << 10 {
 				bufs = append(bufs, data[i:i+64<<10])
 			}
-			if st, _ := r.do(TypeOut, 2048, bufs, true); st != StatusOK {
+			if st, _ := r.do(TypeOut, 2048, bufs); st != StatusOK {
 				t.Fatalf("write status %d", st)
 			}
-			if st, _ := r.do(TypeFlush, 0, nil, false); st != StatusOK {
+			if st, _ := r.do(TypeFlush, 0, nil); st != StatusOK {
 				t.Fatalf("flush status %d", st)
 			}
 			got, _ := os.ReadFile(path)
@@ -303,7 +325,7 @@ func TestFileBackend(t *testing.T) {
 			seg := make([]byte, 16)
 			binary.LittleEndian.PutUint64(seg, 2048)
 			binary.LittleEndian.PutUint32(seg[8:], 1024) // first 512 KiB
-			if st, _ := r.do(TypeDiscard, 0, [][]byte{seg}, false); st != StatusOK {
+			if st, _ := r.do(TypeDiscard, 0, [][]byte{seg}); st != StatusOK {
 				t.Fatalf("discard status %d", st)
 			}
 			if a := allocated(t, path); a > full-(512<<10) {
@@ -311,11 +333,11 @@ func TestFileBackend(t *testing.T) {
 			}
 			binary.LittleEndian.PutUint64(seg, 3072)
 			binary.LittleEndian.PutUint32(seg[8:], 8)
-			if st, _ := r.do(TypeWriteZeroes, 0, [][]byte{seg}, false); st != StatusOK {
+			if st, _ := r.do(TypeWriteZeroes, 0, [][]byte{seg}); st != StatusOK {
 				t.Fatalf("write zeroes status %d", st)
 			}
 			rd := [][]byte{make([]byte, 1<<20)}
-			if st, _ := r.do(TypeIn, 2048, rd, false); st != StatusOK {
+			if st, _ := r.do(TypeIn, 2048, rd); st != StatusOK {
 				t.Fatalf("read status %d", st)
 			}
 			want := append(make([]byte, 512<<10+4096), data[512<<10+4096:]...)
@@ -325,7 +347,7 @@ func TestFileBackend(t *testing.T) {
 			// Bad discard segment: beyond the end, or with unknown flags.
 			binary.LittleEndian.PutUint64(seg, 16383)
 			binary.LittleEndian.PutUint32(seg[8:], 2)
-			if st, _ := r.do(TypeDiscard, 0, [][]byte{seg}, false); st != StatusIOErr {
+			if st, _ := r.do(TypeDiscard, 0, [][]byte{seg}); st != StatusIOErr {
 				t.Fatalf("discard past end: status %d", st)
 			}
 		})
