@@ -14,24 +14,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// bridgeMAC is the pod bridge's own, fixed, locally administered MAC. A Linux bridge without one takes
+// the lowest MAC of its ports, so it changed whenever a pod's veth came or went: pods kept the old MAC for
+// 10.244.0.1 in their neighbour tables and could not reach the host (service proxy, kubelet probe
+// replies) until it went stale; e2e saw the leading virt-controller cut off for over 10 s and lose
+// its Lease.
+var bridgeMAC = net.HardwareAddr{0x02, 0x6b, 0x76, 0x69, 0x72, 0x01}
+
 // ensureBridge creates the pod bridge with BridgeAddress/24 before the first pod, so the host has a
 // route to the pods. The CNI bridge plugin (isGateway false) adopts the existing bridge and neither
 // adds a pod default route nor touches net.ipv4.ip_forward.
 func ensureBridge() error {
-	br, err := netlink.LinkByName(BridgeName)
+	br, err := fixedMACBridge(BridgeName, bridgeMAC)
 	if err != nil {
-		var notFound netlink.LinkNotFoundError
-		if !errors.As(err, &notFound) {
-			return fmt.Errorf("bridge %s: %w", BridgeName, err)
-		}
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = BridgeName
-		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
-			return fmt.Errorf("create bridge %s: %w", BridgeName, err)
-		}
-		if br, err = netlink.LinkByName(BridgeName); err != nil {
-			return fmt.Errorf("bridge %s: %w", BridgeName, err)
-		}
+		return err
 	}
 	addr, err := netlink.ParseAddr(BridgeAddress + "/24")
 	if err != nil {
@@ -54,6 +50,33 @@ func ensureBridge() error {
 		return fmt.Errorf("local route %s on %s: %w", ServiceCIDR, BridgeName, err)
 	}
 	return nil
+}
+
+// fixedMACBridge returns the bridge name, created if missing, with its MAC set to mac (so that ports
+// joining or leaving never change it).
+func fixedMACBridge(name string, mac net.HardwareAddr) (netlink.Link, error) {
+	br, err := netlink.LinkByName(name)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if !errors.As(err, &notFound) {
+			return nil, fmt.Errorf("bridge %s: %w", name, err)
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.HardwareAddr = name, mac
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if br, err = netlink.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("bridge %s: %w", name, err)
+		}
+	}
+	if br.Attrs().HardwareAddr.String() != mac.String() {
+		// A bridge from before the fixed MAC (or one that followed its ports).
+		if err := netlink.LinkSetHardwareAddr(br, mac); err != nil {
+			return nil, fmt.Errorf("set MAC %s on bridge %s: %w", mac, name, err)
+		}
+	}
+	return br, nil
 }
 
 // ping sends ICMP echo requests to ip until one is answered or ctx ends.
