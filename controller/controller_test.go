@@ -100,6 +100,33 @@ func startFake(t *testing.T) *fakeEnv { t.Helper(); return startFakeWith(t, fals
 // name (as pods/portforward does) instead of by pod IP.
 func startFakeWith(t *testing.T, podIPFree bool) *fakeEnv {
 	t.Helper()
+	e, watches := newFake(t, podIPFree)
+	c := e.c
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("controller: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("controller did not stop within 10s of its context ending")
+		}
+	})
+	eventually(t, "informers synced and watching", 10*time.Second, func() (bool, string) {
+		return c.Ready() && watches.Load() >= 5, fmt.Sprintf("ready %v, %d watches", c.Ready(), watches.Load())
+	})
+	return e
+}
+
+// newFake builds the fake clients and a controller that is not running: tests that call one sync step
+// directly use it, so no running loop changes their objects underneath them. watches counts the watches
+// opened on the fakes.
+func newFake(t *testing.T, podIPFree bool) (*fakeEnv, *atomic.Int32) {
+	t.Helper()
 	e := &fakeEnv{kube: kubefake.NewClientset(), kv: kvfake.NewSimpleClientset(), status: NewFakeStatusSource()}
 	e.status.PodIPFree = podIPFree
 	e.kube.PrependReactor("create", "*", nameAndUID)
@@ -122,24 +149,7 @@ func startFakeWith(t *testing.T, podIPFree bool) *fakeEnv {
 	}
 	c.vmi.watchers.backoff = 50 * time.Millisecond
 	e.c = c
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("controller did not stop within 10s of its context ending")
-		}
-	})
-	eventually(t, "informers synced and watching", 10*time.Second, func() (bool, string) {
-		return c.Ready() && watches.Load() >= 5, fmt.Sprintf("ready %v, %d watches", c.Ready(), watches.Load())
-	})
-	return e
+	return e, &watches
 }
 
 type testWriter struct{ t *testing.T }
@@ -573,7 +583,7 @@ func TestFakeRerunOnFailure(t *testing.T) {
 // must not delete that VMI: the delete carries the cached resourceVersion and the apiserver refuses
 // it. This was e2e's TestOrphanedVMIAdoptedByRecreatedVM failing about once in twenty CI runs.
 func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
-	e := startFake(t)
+	e, _ := newFake(t, false) // not running: the VMI controller would patch the VMI between our steps
 	// The tracker's delete ignores preconditions; give it the apiserver's.
 	e.kv.PrependReactor("delete", "virtualmachineinstances", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		a := action.(k8stesting.DeleteAction)
@@ -608,7 +618,7 @@ func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
 	vm.DeletionTimestamp = &now
 	vm.Finalizers = []string{v1.VirtualMachineControllerFinalizer}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, stale); err != nil {
+	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, stale, true); err != nil {
 		t.Fatal(err)
 	}
 	got := e.vmi("keeper")
@@ -621,7 +631,7 @@ func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
 	if cur, err = e.kv.KubevirtV1().VirtualMachineInstances("default").Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, cur); err != nil {
+	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, cur, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.vmi("keeper"); got != nil {

@@ -201,6 +201,9 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 	vm := cached.DeepCopy()
 	strategy, stratErr := vm.RunStrategy()
 
+	// Expectations before the VMI cache (see VMIController.sync): a VMI we created or deleted and whose
+	// event arrives after this read is already in the cache read next.
+	satisfied := c.exp.Satisfied(key)
 	vmi, err := c.ownedVMI(ctx, log, vm)
 	if err != nil {
 		return 0, err
@@ -208,7 +211,7 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 
 	// Deletion: orphan keeps the VMI (GC strips its ownerRef), anything else stops it first.
 	if vm.DeletionTimestamp != nil {
-		return 0, c.syncDeletingVM(ctx, log, key, vm, vmi)
+		return 0, c.syncDeletingVM(ctx, log, key, vm, vmi, satisfied)
 	}
 	// The finalizer and the ABI defaults (firmware UUID, MACs) are written once, in one patch of just
 	// those fields (see patch.go).
@@ -231,7 +234,7 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 	status := vm.Status.DeepCopy()
 	if stratErr == nil {
 		acts := decideRunStrategy(vm, strategy, vmi, c.now())
-		if !c.exp.Satisfied(key) {
+		if !satisfied {
 			// A create or delete we issued is not in the cache yet: do nothing that depends on it.
 			acts.create, acts.deleteVMI = false, false
 		}
@@ -331,10 +334,12 @@ func (c *VMController) ownedVMI(ctx context.Context, log *slog.Logger, vm *v1.Vi
 	return adopted, nil
 }
 
-func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) error {
+// syncDeletingVM stops the VMI of a VM being deleted (unless orphaned) and removes the VM finalizer once
+// that is done; satisfied: the VM's expectations were met before vmi was read from the cache.
+func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, satisfied bool) error {
 	orphan := hasFinalizer(vm, metav1.FinalizerOrphanDependents)
 	if vmi != nil && !orphan {
-		if vmi.DeletionTimestamp == nil && c.exp.Satisfied(key) {
+		if vmi.DeletionTimestamp == nil && satisfied {
 			if err := c.deleteVMI(ctx, key, vm, vmi); err != nil {
 				return err
 			}

@@ -283,6 +283,10 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		return 0, err
 	}
 	vmi := cached.DeepCopy()
+	// Expectations before the pod cache, as Kubernetes' ReplicaSet controller does: a creation observed
+	// after this read is already in the cache read next. The other order lets a pod we created land in
+	// the cache (and satisfy the expectation) between the two reads, and a second pod would be created.
+	createPending, _ := c.podExp.Pending(key)
 	pods, err := c.podsOf(vmi)
 	if err != nil {
 		return 0, err
@@ -319,7 +323,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 	}
 
 	if pod == nil && (vmi.Status.Phase == v1.VmPhaseUnset || vmi.Status.Phase == v1.Pending) {
-		if adds, _ := c.podExp.Pending(key); adds {
+		if createPending {
 			return 0, nil // the pod we created is not in the cache yet
 		}
 		if err := c.ensureTokenSecret(ctx, vmi); err != nil {
