@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
@@ -52,16 +53,32 @@ func (s controlStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, rep
 	if port == 0 {
 		port = control.DefaultPort
 	}
-	var cl *control.Client
-	if s.pf != nil {
-		name := fmt.Sprintf("pod %s/%s port %d (port-forward)", ep.Namespace, ep.PodName, port)
-		cl = control.NewDialClient(name, func(ctx context.Context) (net.Conn, error) {
-			return s.pf.Dial(ctx, ep.Namespace, ep.PodName, port)
-		}, ep.Token)
-	} else {
-		cl = control.NewClient(net.JoinHostPort(ep.PodIP, strconv.Itoa(port)), ep.Token)
+	if s.pf == nil {
+		cl := control.NewClient(net.JoinHostPort(ep.PodIP, strconv.Itoa(port)), ep.Token)
+		return cl.Watch(ctx, func(s control.Status) { report(fromControlStatus(s)) })
 	}
-	return cl.Watch(ctx, func(s control.Status) { report(fromControlStatus(s)) })
+	var last atomic.Pointer[pfConn]
+	name := fmt.Sprintf("pod %s/%s port %d (port-forward)", ep.Namespace, ep.PodName, port)
+	cl := control.NewDialClient(name, func(ctx context.Context) (net.Conn, error) {
+		c, err := s.pf.Dial(ctx, ep.Namespace, ep.PodName, port)
+		if err != nil {
+			return nil, err
+		}
+		last.Store(c)
+		return c, nil
+	}, ep.Token)
+	err := cl.Watch(ctx, func(s control.Status) { report(fromControlStatus(s)) })
+	// When the kubelet refuses the forward, it closes the data stream and says why on the error stream;
+	// the HTTP client may fail first on the closed stream (a write error, an EOF). The kubelet's reason
+	// is the one that tells the user what to do.
+	if err != nil && ctx.Err() == nil {
+		if c := last.Load(); c != nil {
+			if kerr := c.errFromKubelet(); kerr != nil {
+				return kerr
+			}
+		}
+	}
+	return err
 }
 
 // podPortForwarder opens connections to a TCP port inside a pod through the apiserver (SPDY, the
@@ -91,7 +108,7 @@ var pfDialTimeout = 30 * time.Second
 // Dial returns a connection to 127.0.0.1:port in pod namespace/name's network namespace. Closing it
 // closes the port-forward session. An error the kubelet reports (nothing listens there, pod gone) is
 // returned by the connection's next Read.
-func (p *podPortForwarder) Dial(ctx context.Context, namespace, name string, port int) (net.Conn, error) {
+func (p *podPortForwarder) Dial(ctx context.Context, namespace, name string, port int) (*pfConn, error) {
 	u := p.rest.Post().Namespace(namespace).Resource("pods").Name(name).SubResource("portforward").URL()
 	d := spdy.NewDialer(p.upgrader, &http.Client{Transport: p.rt, Timeout: pfDialTimeout}, http.MethodPost, u)
 	type result struct {
@@ -183,7 +200,15 @@ func (c *pfConn) errFromKubelet() error {
 	return c.remoteErr
 }
 
-func (c *pfConn) Write(b []byte) (int, error) { return c.data.Write(b) }
+func (c *pfConn) Write(b []byte) (int, error) {
+	n, err := c.data.Write(b)
+	if err != nil {
+		if rerr := c.errFromKubelet(); rerr != nil {
+			return n, rerr
+		}
+	}
+	return n, err
+}
 
 func (c *pfConn) Close() error {
 	var err error
