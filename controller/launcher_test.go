@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -53,7 +54,12 @@ func TestLauncherWatchers(t *testing.T) {
 		return ok && s.Message == "pod2" && src.open.Load() == 1, ""
 	})
 	w.Ensure("ns/b", LauncherEndpoint{Namespace: "ns", VMIName: "b", PodName: "pod3"})
-	eventually(t, "two watches", 5*time.Second, func() (bool, string) { return src.open.Load() == 2, "" })
+	// open counts a watch before its first report reaches notify: wait for both.
+	eventually(t, "two watches", 5*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return src.open.Load() == 2 && notified["ns/b"] >= 1, fmt.Sprintf("%d open, notified %v", src.open.Load(), notified)
+	})
 	w.Stop("ns/a")
 	eventually(t, "one watch", 5*time.Second, func() (bool, string) { return src.open.Load() == 1, "" })
 	w.StopAll()
