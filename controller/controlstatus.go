@@ -200,15 +200,7 @@ func (c *pfConn) errFromKubelet() error {
 	return c.remoteErr
 }
 
-func (c *pfConn) Write(b []byte) (int, error) {
-	n, err := c.data.Write(b)
-	if err != nil {
-		if rerr := c.errFromKubelet(); rerr != nil {
-			return n, rerr
-		}
-	}
-	return n, err
-}
+func (c *pfConn) Write(b []byte) (int, error) { return c.data.Write(b) }
 
 func (c *pfConn) Close() error {
 	var err error
