@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/tests/harness"
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 const kubectl = "/usr/bin/kubectl"
@@ -312,7 +313,7 @@ func TestConsoleSeesGracefulStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stdin.Close()
-	var out syncBuf
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -363,21 +364,4 @@ func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
 	e.kubectl("delete", "vm", "tgf", "--cascade=foreground", "--timeout=2m")
 	e.waitGone("vmi/tgf", time.Minute)
 	e.waitGone("vm/tgf", time.Minute)
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
