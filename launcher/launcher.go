@@ -170,13 +170,13 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 	r.guest.Store(g)
 	r.shutdown.VM = g
 	for i, d := range disks {
-		name := "vd" + string(rune('a'+i))
+		name := blk.DiskName(i)
 		dev, err := blk.New(blk.Config{Backend: d.Backend, Size: d.Backend.Size(), ReadOnly: d.ReadOnly, Serial: d.Serial, Name: name})
 		if err != nil {
 			g.abort()
 			return r.fail(fmt.Errorf("%s: disk %q: %w", d.VolumeField, d.Name, err))
 		}
-		if err := g.attach(name, dev); err != nil {
+		if _, err := g.m.AttachVirtio(name, dev); err != nil {
 			g.abort()
 			return r.fail(err)
 		}
@@ -188,7 +188,7 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 			g.abort()
 			return r.fail(err)
 		}
-		if err := g.attach("net0", dev); err != nil {
+		if _, err := g.m.AttachVirtio("net0", dev); err != nil {
 			g.abort()
 			return r.fail(err)
 		}
@@ -200,7 +200,7 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 	// RDRAND from the guest, whose getrandom() then blocks for minutes (DHCP clients stall), so the launcher
 	// supplies the entropy there too.
 	if m.RNG || kvm.PVM() {
-		if err := g.attach("rng", rng.New()); err != nil {
+		if _, err := g.m.AttachVirtio("rng", rng.New()); err != nil {
 			g.abort()
 			return r.fail(err)
 		}

@@ -2,11 +2,8 @@ package bootcmd
 
 import (
 	"fmt"
-	"os"
 
-	"github.com/kvirt/kvirt/devices/bus"
 	"github.com/kvirt/kvirt/devices/virtio/blk"
-	"github.com/kvirt/kvirt/devices/virtio/mmio"
 	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/kvirt/kvirt/devices/virtio/rng"
 	"github.com/kvirt/kvirt/vmm"
@@ -38,19 +35,6 @@ func (f *Flags) devices() ([]blk.DiskSpec, []vnet.TapSpec, error) {
 	return ds, ts, nil
 }
 
-// attachVirtio maps dev behind a virtio-mmio transport on m. The machine closes the transport (stopping
-// the device, syncing disks) before it reports the end.
-func attachVirtio(m *vmm.Machine, name string, dev mmio.Device) error {
-	_, err := m.AddVirtioMMIO(func(_ vmm.VirtioSlot, irq *vmm.IRQFD) (bus.Device, []*os.File, error) {
-		tr, err := mmio.New(name, dev, m.Memory(), irq)
-		if err != nil {
-			return nil, nil, err
-		}
-		return tr, tr.NotifyFiles(), nil
-	})
-	return err
-}
-
 // addDevices opens the disks and taps and attaches them (disks first, in order), then the RNG.
 func (f *Flags) addDevices(m *vmm.Machine) error {
 	disks, taps, err := f.devices()
@@ -58,12 +42,12 @@ func (f *Flags) addDevices(m *vmm.Machine) error {
 		return err
 	}
 	for i, d := range disks {
-		name := "vd" + string(rune('a'+i))
+		name := blk.DiskName(i)
 		dev, err := d.Open(name)
 		if err != nil {
 			return fmt.Errorf("--disk %s: %w", d, err)
 		}
-		if err := attachVirtio(m, "virtio-blk "+name, dev); err != nil {
+		if _, err := m.AttachVirtio("virtio-blk "+name, dev); err != nil {
 			dev.Close()
 			return err
 		}
@@ -73,13 +57,14 @@ func (f *Flags) addDevices(m *vmm.Machine) error {
 		if err != nil {
 			return fmt.Errorf("--tap %s: %w", t, err)
 		}
-		if err := attachVirtio(m, "virtio-net "+t.Name, dev); err != nil {
+		if _, err := m.AttachVirtio("virtio-net "+t.Name, dev); err != nil {
 			dev.Close()
 			return err
 		}
 	}
 	if f.RNG {
-		return attachVirtio(m, "virtio-rng", rng.New())
+		_, err := m.AttachVirtio("virtio-rng", rng.New())
+		return err
 	}
 	return nil
 }

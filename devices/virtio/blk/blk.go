@@ -162,6 +162,20 @@ func New(cfg Config) (*Device, error) {
 	return d, nil
 }
 
+// DiskName is the name Linux gives the i-th virtio disk (from 0) when the disks are probed in order: vda
+// to vdz, then vdaa to vdzz, vdaaa and so on (virtio_blk's virtblk_name_format). It is "" for a
+// negative i.
+func DiskName(i int) string {
+	if i < 0 {
+		return ""
+	}
+	var suffix []byte
+	for i++; i > 0; i = (i - 1) / 26 {
+		suffix = append([]byte{byte('a' + (i-1)%26)}, suffix...)
+	}
+	return "vd" + string(suffix)
+}
+
 // Capacity is the disk size in 512-byte sectors.
 func (d *Device) Capacity() uint64 { return d.capacity }
 

@@ -451,3 +451,11 @@ func TestLoneReadThenBatch(t *testing.T) {
 		}
 	}
 }
+
+func TestDiskName(t *testing.T) {
+	for i, want := range map[int]string{-1: "", 0: "vda", 1: "vdb", 25: "vdz", 26: "vdaa", 27: "vdab", 51: "vdaz", 52: "vdba", 701: "vdzz", 702: "vdaaa"} {
+		if got := DiskName(i); got != want {
+			t.Errorf("DiskName(%d) = %q, want %q", i, got, want)
+		}
+	}
+}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/kvirt/kvirt/devices/bus"
 	"github.com/kvirt/kvirt/devices/virtio/blk"
 	"github.com/kvirt/kvirt/devices/virtio/mmio"
 	vnet "github.com/kvirt/kvirt/devices/virtio/net"
@@ -230,19 +229,14 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 	var nic *vnet.Device
 	attach := func(name string, dev mmio.Device) {
 		t.Helper()
-		if _, err := m.AddVirtioMMIO(func(_ vmm.VirtioSlot, irq *vmm.IRQFD) (bus.Device, []*os.File, error) {
-			tr, err := mmio.New(name, dev, m.Memory(), irq)
-			if err != nil {
-				return nil, nil, err
-			}
-			transports = append(transports, tr)
-			return tr, tr.NotifyFiles(), nil
-		}); err != nil {
-			t.Fatalf("attach %s: %v", name, err)
+		tr, err := m.AttachVirtio(name, dev)
+		if err != nil {
+			t.Fatal(err)
 		}
+		transports = append(transports, tr)
 	}
 	for i, d := range o.Disks {
-		name := "vd" + string(rune('a'+i))
+		name := blk.DiskName(i)
 		dev, err := blk.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Direct: d.Direct}.Open(name)
 		if err != nil {
 			t.Fatal(err)
