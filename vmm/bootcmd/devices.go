@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/kvirt/kvirt/devices/virtio/blk"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/kvirt/kvirt/devices/virtio/rng"
 	"github.com/kvirt/kvirt/vmm"
 )
@@ -12,18 +11,18 @@ import (
 // devices validates the device flags without opening anything: --disk PATH[,ro][,serial=S][,direct]
 // (repeatable; /dev/vda, /dev/vdb, ... in order) and --tap NAME[,mac=M] (repeatable; the tap of that name in
 // this network namespace, created if missing).
-func (f *Flags) devices() ([]blk.DiskSpec, []vnet.TapSpec, error) {
-	var ds []blk.DiskSpec
+func (f *Flags) devices() ([]DiskSpec, []TapSpec, error) {
+	var ds []DiskSpec
 	for _, s := range f.Disks {
-		d, err := blk.ParseDiskSpec(s)
+		d, err := ParseDiskSpec(s)
 		if err != nil {
 			return nil, nil, usage("--disk: %v", err)
 		}
 		ds = append(ds, d)
 	}
-	var ts []vnet.TapSpec
+	var ts []TapSpec
 	for _, s := range f.Taps {
-		t, err := vnet.ParseTapSpec(s)
+		t, err := ParseTapSpec(s)
 		if err != nil {
 			return nil, nil, usage("--tap: %v", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/kvirt/kvirt/devices/virtio/rng"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
+	"github.com/kvirt/kvirt/vmm/bootcmd"
 )
 
 // diskOption is one virtio-blk disk, /dev/vda, /dev/vdb, ... in order.
@@ -237,7 +238,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 	}
 	for i, d := range o.Disks {
 		name := blk.DiskName(i)
-		dev, err := blk.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Direct: d.Direct}.Open(name)
+		dev, err := bootcmd.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Direct: d.Direct}.Open(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -248,7 +249,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 		// The tap lives in the test's namespace: open it from a thread inside it.
 		if err := inNs(o.NetNS, func() error {
 			var err error
-			dev, err = vnet.TapSpec{Name: o.Tap, MAC: o.MAC}.Open()
+			dev, err = bootcmd.TapSpec{Name: o.Tap, MAC: o.MAC}.Open()
 			return err
 		}); err != nil {
 			t.Fatal(err)
