@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/kvirt/kvirt/devices/virtio/blk"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
+	"github.com/kvirt/kvirt/devices/virtio/virtionet"
 )
 
 // The syntax of the repeatable device flags (--disk, --tap), kept here next to the command that parses them
@@ -127,12 +127,12 @@ func (t TapSpec) String() string {
 
 // Open attaches to (or creates) the tap in the calling thread's network namespace and builds the device.
 // Close the device to close the tap.
-func (t TapSpec) Open() (*vnet.Device, error) {
-	tap, err := vnet.OpenTap(t.Name)
+func (t TapSpec) Open() (*virtionet.Device, error) {
+	tap, err := virtionet.OpenTap(t.Name)
 	if err != nil {
 		return nil, err
 	}
-	dev, err := vnet.New(vnet.Config{Backend: tap, MAC: t.MAC, OwnBackend: true, Name: t.Name})
+	dev, err := virtionet.New(virtionet.Config{Backend: tap, MAC: t.MAC, OwnBackend: true, Name: t.Name})
 	if err != nil {
 		tap.Close()
 		return nil, err

@@ -17,8 +17,8 @@ import (
 
 	"github.com/kvirt/kvirt/devices/virtio/blk"
 	"github.com/kvirt/kvirt/devices/virtio/mmio"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/kvirt/kvirt/devices/virtio/rng"
+	"github.com/kvirt/kvirt/devices/virtio/virtionet"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
 	"github.com/kvirt/kvirt/vmm/bootcmd"
@@ -227,7 +227,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 		t.Fatal(err)
 	}
 	var transports []*mmio.Transport
-	var nic *vnet.Device
+	var nic *virtionet.Device
 	attach := func(name string, dev mmio.Device) {
 		t.Helper()
 		tr, err := m.AttachVirtio(name, dev)
@@ -245,7 +245,7 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 		attach("virtio-blk "+name, dev)
 	}
 	if o.Tap != "" {
-		var dev *vnet.Device
+		var dev *virtionet.Device
 		// The tap lives in the test's namespace: open it from a thread inside it.
 		if err := inNs(o.NetNS, func() error {
 			var err error
