@@ -311,37 +311,30 @@ func (b *File) Sync() error {
 // PunchHole deallocates [off, off+n) keeping the file size; the range then reads as zero. Where the
 // filesystem or block device cannot punch holes it writes zeroes instead.
 func (b *File) PunchHole(off, n int64) error {
-	if err := b.writable(off, n); err != nil {
-		return err
-	}
-	if n == 0 {
-		return nil
-	}
-	err := b.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-	if err == nil {
-		return nil
-	}
-	if !unsupported(err) {
-		return fmt.Errorf("punch hole %d+%d: %w", off, n, err)
-	}
-	return b.writeZeroes(off, n)
+	return b.zeroRange(unix.FALLOC_FL_PUNCH_HOLE, "punch hole", off, n)
 }
 
 // WriteZeroes zeroes [off, off+n), with FALLOC_FL_ZERO_RANGE where the filesystem has it and by writing
 // zeroes elsewhere.
 func (b *File) WriteZeroes(off, n int64) error {
+	return b.zeroRange(unix.FALLOC_FL_ZERO_RANGE, "zero range", off, n)
+}
+
+// zeroRange makes [off, off+n) read as zeroes with fallocate(mode|FALLOC_FL_KEEP_SIZE), or by writing zeroes
+// where the filesystem or device does not support mode.
+func (b *File) zeroRange(mode uint32, what string, off, n int64) error {
 	if err := b.writable(off, n); err != nil {
 		return err
 	}
 	if n == 0 {
 		return nil
 	}
-	err := b.fallocate(unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	err := b.fallocate(mode|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	if err == nil {
 		return nil
 	}
 	if !unsupported(err) {
-		return fmt.Errorf("zero range %d+%d: %w", off, n, err)
+		return fmt.Errorf("%s %d+%d: %w", what, off, n, err)
 	}
 	return b.writeZeroes(off, n)
 }
