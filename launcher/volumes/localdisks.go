@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
 // KubeVirt's layout of volumes inside the launcher pod (pkg/host-disk, pkg/virt-launcher in kubevirt/kubevirt).
@@ -33,7 +35,7 @@ func HostDiskPath(root, volume, hostPath string) string {
 // PreparePVC finds the PVC volume's disk in the pod: the block device /dev/<volume> if present, else the file
 // <VMIDisksDir>/<volume>/disk.img. root prefixes both (empty in the pod; a temp dir in tests). field names
 // the volume, e.g. "spec.volumes[2].persistentVolumeClaim".
-func PreparePVC(field, root, volume string, readOnly bool) (*FileBackend, error) {
+func PreparePVC(field, root, volume string, readOnly bool) (*blk.File, error) {
 	for _, p := range []string{PVCBlockPath(root, volume), PVCDiskPath(root, volume)} {
 		st, err := os.Stat(p)
 		if err != nil {
@@ -42,9 +44,9 @@ func PreparePVC(field, root, volume string, readOnly bool) (*FileBackend, error)
 		if st.IsDir() {
 			return nil, fieldErr(field, "%s is a directory: the PVC must hold its disk image as the file %s", p, PVCDiskFile)
 		}
-		b, err := OpenFile(p, readOnly)
+		b, err := blk.OpenFile(p, blk.FileOptions{ReadOnly: readOnly})
 		if err != nil {
-			return nil, fieldErr(field, "open %s: %w", p, err)
+			return nil, fieldErr(field, "%w", err)
 		}
 		return b, nil
 	}
@@ -62,7 +64,7 @@ const (
 
 // PrepareHostDisk opens (type Disk) or opens-or-creates (type DiskOrCreate, sparse, capacity bytes) the hostDisk
 // at its pod path. capacity may be nil for type Disk; when given for an existing disk it must not exceed it.
-func PrepareHostDisk(field, root, volume, hostPath string, typ HostDiskType, capacity *resource.Quantity, readOnly bool) (*FileBackend, error) {
+func PrepareHostDisk(field, root, volume, hostPath string, typ HostDiskType, capacity *resource.Quantity, readOnly bool) (*blk.File, error) {
 	if hostPath == "" {
 		return nil, fieldErr(field+".path", "empty: set the disk image path on the node")
 	}
@@ -84,9 +86,9 @@ func PrepareHostDisk(field, root, volume, hostPath string, typ HostDiskType, cap
 	default:
 		return nil, fieldErr(field+".type", "%q is not supported: use Disk or DiskOrCreate", typ)
 	}
-	b, err := OpenFile(p, readOnly)
+	b, err := blk.OpenFile(p, blk.FileOptions{ReadOnly: readOnly})
 	if err != nil {
-		return nil, fieldErr(field+".path", "open %s: %w", p, err)
+		return nil, fieldErr(field+".path", "%w", err)
 	}
 	if capacity != nil && capacity.Value() > b.Size() {
 		b.Close()
@@ -97,7 +99,7 @@ func PrepareHostDisk(field, root, volume, hostPath string, typ HostDiskType, cap
 }
 
 // PrepareEmptyDisk creates a sparse raw file of capacity in workDir/<volume>.img and opens it read-write.
-func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity) (*FileBackend, error) {
+func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity) (*blk.File, error) {
 	p := filepath.Join(workDir, volume+".img")
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return nil, fieldErr(field, "create work directory: %w", err)
@@ -106,7 +108,7 @@ func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity)
 	if err := CreateSparse(field+".capacity", p, capacity); err != nil {
 		return nil, err
 	}
-	b, err := OpenFile(p, false)
+	b, err := blk.OpenFile(p, blk.FileOptions{})
 	if err != nil {
 		return nil, fieldErr(field, "%w", err)
 	}

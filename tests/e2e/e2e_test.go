@@ -349,7 +349,7 @@ func TestConsoleSeesGracefulStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stdin.Close()
-	var out syncBuf
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -401,24 +401,6 @@ func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
 	e.waitGone("vmi/tgf", time.Minute)
 	e.waitGone("vm/tgf", time.Minute)
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A VM whose pod no node can hold shows KubeVirt's ErrorUnschedulable with the scheduler's reason on the
 // VMI's PodScheduled condition, and stops cleanly. It boots no guest, so it runs on hosts without KVM.
 func TestUnschedulableVMShowsErrorUnschedulable(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
 )
 
@@ -66,7 +67,7 @@ spec:
 // such as Failed before an Always VM replaces the VMI are seen.
 type phaseWatch struct {
 	cmd *exec.Cmd
-	out syncBuf
+	out testenv.SyncBuffer
 }
 
 func (e *env) watchPhases(vmi string) *phaseWatch {
