@@ -95,11 +95,11 @@ func (r *report) handle(ev event) {
 	r.done++
 	if ev.Action == "fail" {
 		r.failed = true
+		// Output outside any test: a panic, a timeout, TestMain, or a build failure. It ends with go
+		// test's own "FAIL pkg" line, which -v has printed already.
 		if !r.verbose {
-			// Output outside any test: a panic, a timeout, TestMain, or a build failure.
 			fmt.Fprint(r.w, strings.Join(lines, ""))
 		}
-		fmt.Fprintf(r.w, "FAIL\t%s\t%.1fs\n", ev.Package, ev.Elapsed)
 		return
 	}
 	if r.verbose {
@@ -145,7 +145,7 @@ func (r *report) heartbeat(now time.Time) {
 		running = strings.Join(names[:4], ", ") + fmt.Sprintf(" and %d more", len(names)-4)
 	}
 	if running == "" {
-		running = "building"
+		running = "(building test binaries)"
 	}
 	fmt.Fprintf(r.w, "[%s] %s: %d packages done, %d test results; running: %s\n",
 		r.stage, now.Sub(r.start).Round(time.Second), r.done, r.tests, running)
