@@ -4,8 +4,8 @@
 // PrepareDisks (disks.go) then turns the disks into block backends.
 //
 // Everything kvirt cannot honour is an error naming the field and why, never silently dropped. Fields that
-// do not change what the guest sees and that kvirt cannot apply (for example bootOrder under direct kernel
-// boot) are reported as warnings, which the launcher logs and `virt-launcher run` prints.
+// do not change what the guest sees and that kvirt cannot apply (for example autoattachGraphicsDevice) are
+// reported as warnings, which the launcher logs and `virt-launcher run` prints.
 //
 // Decisions not taken from KubeVirt:
 //   - With no firmware.uuid (a standalone VMI; VMs get one from the API defaults), the guest's SMBIOS UUID is
@@ -50,7 +50,13 @@ type Machine struct {
 
 	FirmwareUUID   string
 	FirmwareSerial string
-	Kernel         *KernelBoot // nil: kvirt's own guest kernel and initramfs
+	Kernel         *KernelBoot // nil: boot the OS on the boot disk (launcher/bootdisk)
+
+	// BootDisk indexes Disks: the disk with the lowest bootOrder, else the first (KubeVirt's order).
+	BootDisk int
+	// BootKernel is the kvirt.io/boot-kernel annotation: "" (automatic), BootImageKernel,
+	// BootPlatformKernel or BootBuiltIn.
+	BootKernel string
 
 	Disks      []Disk
 	Interfaces []Interface
@@ -60,6 +66,17 @@ type Machine struct {
 	StartPaused      bool // startStrategy: Paused
 	TerminationGrace time.Duration
 }
+
+// BootKernelAnnotation forces the launcher's choice of kernel for a VMI without kernelBoot (tests on either
+// kind of host; see docs/boot.md).
+const BootKernelAnnotation = "kvirt.io/boot-kernel"
+
+// Values of BootKernelAnnotation.
+const (
+	BootImageKernel    = "image"    // the OS image's own kernel and initrd
+	BootPlatformKernel = "platform" // kvirt's platform kernel with the image's root filesystem
+	BootBuiltIn        = "builtin"  // kvirt's built-in guest; the disks are data disks
+)
 
 // VCPUs is sockets × cores × threads.
 func (m *Machine) VCPUs() int { return m.Sockets * m.Cores * m.Threads }
@@ -175,6 +192,18 @@ func (t *translator) translate() *Machine {
 	t.memory(m)
 	t.cpu(m)
 	t.firmware(m)
+	if v, ok := t.vmi.Annotations[BootKernelAnnotation]; ok {
+		switch v {
+		case BootImageKernel, BootPlatformKernel, BootBuiltIn:
+			m.BootKernel = v
+		default:
+			t.fail(field.NewPath("metadata", "annotations").Key(BootKernelAnnotation), v,
+				fmt.Sprintf("want %q, %q or %q", BootImageKernel, BootPlatformKernel, BootBuiltIn))
+		}
+		if m.Kernel != nil {
+			t.warn(field.NewPath("metadata", "annotations").Key(BootKernelAnnotation), "ignored: spec.domain.firmware.kernelBoot gives the kernel")
+		}
+	}
 	if d.Machine != nil && d.Machine.Type != "" && d.Machine.Type != v1.DefaultMachineType {
 		t.warn(dp.Child("machine", "type"), fmt.Sprintf("%q is recorded but kvirt has one machine model (virtio-mmio, ACPI)", d.Machine.Type))
 	}
