@@ -17,6 +17,7 @@ package spec
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,9 +59,12 @@ type Machine struct {
 	// BootPlatformKernel or BootBuiltIn.
 	BootKernel string
 
-	Disks      []Disk
-	Interfaces []Interface
-	RNG        bool // devices.rng: a virtio-rng device
+	Disks []Disk
+	// SSHKeySecrets are spec.accessCredentials' sshPublicKey Secrets (noCloud propagation): their keys go
+	// into the cloudInitNoCloud disk's meta-data.
+	SSHKeySecrets []SecretRef
+	Interfaces    []Interface
+	RNG           bool // devices.rng: a virtio-rng device
 
 	SerialConsole    bool // devices.autoattachSerialConsole (default true)
 	StartPaused      bool // startStrategy: Paused
@@ -119,6 +123,12 @@ type Disk struct {
 	HostDiskType     volumes.HostDiskType
 }
 
+// SecretRef is a Secret named by the spec, with the field naming it (for errors).
+type SecretRef struct {
+	Field string
+	Name  string
+}
+
 // Interface is one guest NIC on the pod network.
 type Interface struct {
 	Name    string
@@ -155,6 +165,10 @@ func (t *translator) fail(p *field.Path, value any, why string) {
 
 func (t *translator) unsupported(p *field.Path, why string) {
 	t.errs = append(t.errs, &field.Error{Type: field.ErrorTypeForbidden, Field: p.String(), Detail: why})
+}
+
+func (t *translator) required(p *field.Path, why string) {
+	t.errs = append(t.errs, field.Required(p, why))
 }
 
 func (t *translator) warn(p *field.Path, why string) {
@@ -209,7 +223,48 @@ func (t *translator) translate() *Machine {
 	}
 	t.disks(m)
 	t.interfaces(m)
+	t.accessCredentials(m)
 	return m
+}
+
+// accessCredentials accepts sshPublicKey credentials propagated through NoCloud (KubeVirt puts them in the
+// NoCloud meta-data's public-keys); the guest-agent methods and config drives do not exist in kvirt.
+func (t *translator) accessCredentials(m *Machine) {
+	spec := &t.vmi.Spec
+	hasNoCloud := slices.ContainsFunc(m.Disks, func(d Disk) bool { return d.Kind == CloudInitNoCloud })
+	for i, ac := range spec.AccessCredentials {
+		p := t.root.Child("accessCredentials").Index(i)
+		switch {
+		case ac.SSHPublicKey != nil && ac.UserPassword != nil:
+			t.fail(p, "sshPublicKey, userPassword", "set only one of sshPublicKey and userPassword")
+			continue
+		case ac.UserPassword != nil:
+			t.unsupported(p.Child("userPassword"), "not supported: it is propagated by the QEMU guest agent, which kvirt has not; use sshPublicKey with propagationMethod noCloud, or cloud-init user-data")
+			continue
+		case ac.SSHPublicKey == nil:
+			t.required(p.Child("sshPublicKey"), "the public keys to put into the guest")
+			continue
+		}
+		k := ac.SSHPublicKey
+		kp := p.Child("sshPublicKey")
+		if k.Source.Secret == nil || k.Source.Secret.SecretName == "" {
+			t.required(kp.Child("source", "secret", "secretName"), "the Secret holding the public keys")
+			continue
+		}
+		pm := kp.Child("propagationMethod")
+		switch {
+		case k.PropagationMethod.QemuGuestAgent != nil:
+			t.unsupported(pm.Child("qemuGuestAgent"), "not supported: kvirt has no QEMU guest agent channel; use noCloud: {}")
+		case k.PropagationMethod.ConfigDrive != nil:
+			t.unsupported(pm.Child("configDrive"), "not supported: kvirt has no cloudInitConfigDrive volumes; use noCloud: {} with a cloudInitNoCloud volume")
+		case k.PropagationMethod.NoCloud == nil:
+			t.required(pm.Child("noCloud"), "kvirt propagates keys through the NoCloud meta-data only: set noCloud: {}")
+		case !hasNoCloud:
+			t.required(t.root.Child("volumes"), "a cloudInitNoCloud volume: its meta-data carries the keys of "+pm.Child("noCloud").String())
+		default:
+			m.SSHKeySecrets = append(m.SSHKeySecrets, SecretRef{Field: kp.Child("source", "secret", "secretName").String(), Name: k.Source.Secret.SecretName})
+		}
+	}
 }
 
 func (t *translator) memory(m *Machine) {
