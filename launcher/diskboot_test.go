@@ -252,3 +252,45 @@ spec:
 		t.Errorf("bad annotation: %v", err)
 	}
 }
+
+// TestVMMConfigFromQCOW2ContainerDisk: the boot disk as it comes in a cluster, a qcow2 inside a
+// containerDisk image, read through the launcher's containerDisk backend (qcow2 reader under the
+// copy-on-write overlay): the kernel and initrd extracted are the image's.
+func TestVMMConfigFromQCOW2ContainerDisk(t *testing.T) {
+	bt.Need(t)
+	kernel := bt.BzImage("the image's kernel")
+	img := toQCOW2(t, osDisk(t, kernel))
+	vmi, err := LoadManifest([]byte(osManifest("", diskArchive(t, img), "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := spec.Translate(vmi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.BootKernel = spec.BootImageKernel // this host's automatic choice may be either
+	dir := t.TempDir()
+	dirs := spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir}
+	disks, err := spec.PrepareDisks(context.Background(), m, dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spec.CloseDisks(disks)
+	r := &runner{o: Options{ImagesDir: t.TempDir(), Dirs: dirs}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		board: control.NewBoard(control.Status{}), hub: control.NewConsoleHub(0)}
+	defer r.hub.Close()
+	cfg, err := r.vmmConfig(context.Background(), m, disks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(cfg.Kernel); string(b) != kernel {
+		t.Errorf("kernel extracted through the containerDisk differs (%d bytes)", len(b))
+	}
+	if b, _ := os.ReadFile(cfg.Initrd); string(b) != "initrd" {
+		t.Errorf("initrd = %q", b)
+	}
+	if st := r.board.Get(); st.Boot == nil || st.Boot.Kernel != control.ImageKernel || st.Boot.Disk != "containerdisk" ||
+		!strings.Contains(st.Boot.Message, `from disk "containerdisk" (grub entry "Debian GNU/Linux" in /boot/grub/grub.cfg)`) {
+		t.Errorf("boot status %+v", st.Boot)
+	}
+}

@@ -1,0 +1,289 @@
+package launcher
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/kvirt/kvirt/images"
+	bt "github.com/kvirt/kvirt/launcher/bootdisk/bootdisktest"
+	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/launcher/grace"
+	"github.com/kvirt/kvirt/launcher/spec"
+	"github.com/kvirt/kvirt/tests/testenv"
+	"github.com/kvirt/kvirt/vmm"
+)
+
+// These tests boot an operating system from its disk through Run, as `virt-launcher run -f` does: the
+// launcher reads the disk's partition table, filesystem and GRUB entry, extracts the kernel and boots it.
+// They need KVM (they skip without it, and fail under KVIRT_REQUIRE_KVM=1); the Debian ones also need
+// `just os-images`. On PVM hosts a distribution boots slowly (its kernel is interpreted): the deadlines are
+// generous and -short skips them.
+
+// KubeVirt's vm-cirros user-data: #!/bin/sh, then echo 'printed from cloud-init userdata'.
+const cirrosUserData = "IyEvYmluL3NoCgplY2hvICdwcmludGVkIGZyb20gY2xvdWQtaW5pdCB1c2VyZGF0YScK"
+
+// diskArchive wraps a disk image file (raw or qcow2) as a KubeVirt containerDisk tarball, the file under
+// /disk/, streamed from the file (OS images are too large to hold in memory).
+func diskArchive(t *testing.T, path string) string {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			defer f.Close()
+			tw := tar.NewWriter(pw)
+			err := tw.WriteHeader(&tar.Header{Name: "disk/" + filepath.Base(path), Mode: 0o644, Size: st.Size(), Typeflag: tar.TypeReg})
+			if err == nil {
+				_, err = io.Copy(tw, f)
+			}
+			if err == nil {
+				err = tw.Close()
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "containerdisk.tar")
+	tag, _ := name.NewTag("kvirt.test/os:1")
+	if err := tarball.WriteToFile(p, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// toQCOW2 converts a raw image with qemu-img (the containerDisk format the OS images ship in), or returns
+// the raw image when qemu-img is not installed.
+func toQCOW2(t *testing.T, raw string) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Logf("qemu-img not installed: the containerDisk holds the raw image")
+		return raw
+	}
+	out := strings.TrimSuffix(raw, filepath.Ext(raw)) + ".qcow2"
+	if b, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v\n%s", err, b)
+	}
+	return out
+}
+
+func osManifest(bootKernel, image, extra string) string {
+	ann := ""
+	if bootKernel != "" {
+		ann = fmt.Sprintf(", annotations: {%s: %s}", spec.BootKernelAnnotation, bootKernel)
+	}
+	return fmt.Sprintf(`
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: vm-cirros, namespace: default, uid: 0e6f3a52-6d3b-4c53-9d4c-6a2f0b1c2d3e%s}
+spec:
+  terminationGracePeriodSeconds: 180
+  domain:
+    resources: {requests: {memory: 1Gi}}
+    firmware: {uuid: 5d307ca9-b3ef-428c-8861-06e72d69f223}
+    devices:
+      autoattachPodInterface: false
+      disks:
+      - {name: containerdisk, disk: {bus: virtio}}
+      - {name: cloudinitdisk, disk: {bus: virtio}}
+  volumes:
+  - {name: containerdisk, containerDisk: {image: "docker-archive:%s"}}
+  - name: cloudinitdisk
+    cloudInitNoCloud:
+      userDataBase64: %s
+%s`, ann, image, cirrosUserData, extra)
+}
+
+// osRun is one launcher booting an OS.
+type osRun struct {
+	console, log *syncBuf
+	sigs         chan os.Signal
+	out          chan grace.Outcome
+	sock         string
+}
+
+func startOS(t *testing.T, manifest string) *osRun {
+	t.Helper()
+	testenv.RequireKVM(t)
+	if testing.Short() {
+		t.Skip("boots an operating system (minutes, longer on PVM hosts); skipped with -short")
+	}
+	vmi, err := LoadManifest([]byte(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	r := &osRun{console: &syncBuf{}, log: &syncBuf{}, sigs: make(chan os.Signal, 2), out: make(chan grace.Outcome, 1),
+		sock: filepath.Join(dir, "launcher.sock")}
+	opts := Options{
+		VMI: vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir}, ImagesDir: testenv.ImagesDir(t),
+		Network: NetworkMode{Kind: "none"}, Console: r.console, Signals: r.sigs, ControlSocket: r.sock,
+		Log: slog.New(slog.NewTextHandler(io.MultiWriter(r.log, testWriter{t}), nil)),
+	}
+	go func() { r.out <- Run(context.Background(), opts) }()
+	t.Cleanup(func() {
+		select {
+		case o := <-r.out:
+			r.out <- o
+		default:
+			r.sigs <- syscall.SIGTERM
+			r.sigs <- syscall.SIGTERM // a second signal stops the guest at once
+			<-r.out
+		}
+		if t.Failed() {
+			t.Logf("console:\n%s", r.console.String())
+		}
+	})
+	return r
+}
+
+// waitConsole waits until the console shows want, the launcher ends, or the deadline passes.
+func (r *osRun) waitConsole(t *testing.T, want string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(r.console.String(), want) {
+		select {
+		case o := <-r.out:
+			r.out <- o
+			if !strings.Contains(r.console.String(), want) {
+				t.Fatalf("the launcher ended (%+v) before the console showed %q", o, want)
+			}
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the console did not show %q within %v", want, d)
+		}
+	}
+}
+
+func (r *osRun) outcome(t *testing.T, d time.Duration) grace.Outcome {
+	t.Helper()
+	select {
+	case o := <-r.out:
+		r.out <- o
+		return o
+	case <-time.After(d):
+		t.Fatalf("the launcher did not end within %v", d)
+		return grace.Outcome{}
+	}
+}
+
+// boot is the launcher's reported boot decision (its log line).
+func (r *osRun) bootKernel(t *testing.T, want control.BootKernel) {
+	t.Helper()
+	if l := r.log.String(); !strings.Contains(l, "kernel chosen") || !strings.Contains(l, "kernel="+string(want)+" ") {
+		t.Errorf("the launcher did not report booting the %s kernel; log:\n%s", want, l)
+	}
+}
+
+// TestOSBootDirectKvirtKernel: a GPT disk whose /boot holds kvirt's own kernel and initramfs and whose
+// default GRUB entry names them boots through the image-kernel path exactly as Debian's would: the launcher
+// finds the entry, extracts kernel and initrd from the ext4 filesystem inside the qcow2 containerDisk, and
+// boots them with the entry's command line. The kvirt-init it runs reports the firmware UUID and powers off.
+func TestOSBootDirectKvirtKernel(t *testing.T) {
+	testenv.RequireKVM(t)
+	bt.Need(t)
+	kernel, err := os.ReadFile(testenv.Image(t, images.Vmlinux))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd, err := os.ReadFile(testenv.Image(t, images.Initramfs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rootUUID = "5a6b7c8d-1111-4222-8333-944455556666"
+	size := (len(kernel)+len(initrd))>>20 + 16
+	raw := bt.MakeDisk(t, bt.Disk{Label: "gpt", Partitions: []bt.Partition{
+		{Number: 1, SizeMiB: size, FS: &bt.FS{UUID: rootUUID, Files: map[string]bt.File{
+			"boot/vmlinuz-kvirt":    {Data: string(kernel)},
+			"boot/initrd.img-kvirt": {Data: string(initrd)},
+			"boot/grub/grub.cfg": {Data: bt.GrubCfg("/boot/vmlinuz-kvirt", "/boot/initrd.img-kvirt", rootUUID,
+				vmm.DefaultCmdline+` kvirt.test="uuid,poweroff"`)},
+		}}},
+		{Number: 14, SizeMiB: 1, Type: "21686148-6449-6E6F-744E-656564454649"},
+	}})
+	r := startOS(t, osManifest(spec.BootImageKernel, diskArchive(t, toQCOW2(t, raw)), ""))
+	o := r.outcome(t, 8*time.Minute)
+	r.bootKernel(t, control.ImageKernel)
+	if c := r.console.String(); !strings.Contains(c, "kvirt-guest: uuid=5d307ca9-b3ef-428c-8861-06e72d69f223") {
+		t.Errorf("console lacks the guest's firmware UUID report")
+	}
+	if o.Phase != control.Succeeded || o.ExitCode != 0 {
+		t.Errorf("outcome %+v, want the guest's poweroff", o)
+	}
+}
+
+// debianBoot boots one of the Debian 12 images with the vm-cirros user-data and checks the acceptance
+// items a launcher can see without a cluster: cloud-init ran the script, a login prompt on the serial
+// console, and a graceful shutdown on SIGTERM (systemd powers off).
+func debianBoot(t *testing.T, image, bootKernel string, want control.BootKernel) {
+	r := startOS(t, osManifest(bootKernel, diskArchive(t, testenv.OSImage(t, image)), ""))
+	// Slow on PVM (every guest kernel instruction is interpreted): see docs/boot.md for measured times.
+	r.waitConsole(t, "printed from cloud-init userdata", 40*time.Minute)
+	r.waitConsole(t, "login:", 20*time.Minute)
+	r.bootKernel(t, want)
+	r.sigs <- syscall.SIGTERM
+	o := r.outcome(t, 4*time.Minute)
+	if o.Phase != control.Succeeded || o.ExitCode != 0 {
+		t.Errorf("outcome after SIGTERM %+v, want Succeeded (systemd powered off within the grace period)", o)
+	}
+	if c := r.console.String(); !strings.Contains(c, "reboot: Power down") {
+		t.Errorf("the console does not show the kernel powering down")
+	}
+}
+
+// TestOSBootDebianImageKernel: the Debian 12 image's own kernel and initrd (hosts that run stock kernels;
+// forced here so that it also runs where the automatic choice would differ).
+func TestOSBootDebianImageKernel(t *testing.T) {
+	debianBoot(t, "debian-12.qcow2", spec.BootImageKernel, control.ImageKernel)
+}
+
+// TestOSBootDebianPlatformKernel: kvirt's platform kernel boots Debian 12's userspace from the image's root
+// filesystem (the PVM path; forced here so that it also runs on hosts with hardware virtualization).
+func TestOSBootDebianPlatformKernel(t *testing.T) {
+	debianBoot(t, "debian-12.qcow2", spec.BootPlatformKernel, control.PlatformKernel)
+}
+
+// TestOSBootKvirtKernelVariant: the debian-12-kvirt-kernel image (Debian 12 whose /boot holds kvirt's
+// kernel, named by its default GRUB entry) on the automatic path of a host that runs stock kernels: the
+// image-kernel path boots Debian's userspace with kvirt's kernel.
+func TestOSBootKvirtKernelVariant(t *testing.T) {
+	debianBoot(t, "debian-12-kvirt-kernel.qcow2", spec.BootImageKernel, control.ImageKernel)
+}
+
+// The user-data must be the vm-cirros script the acceptance names.
+func TestCirrosUserData(t *testing.T) {
+	b, err := base64.StdEncoding.DecodeString(cirrosUserData)
+	if err != nil || !strings.HasPrefix(string(b), "#!/bin/sh") || !strings.Contains(string(b), "echo 'printed from cloud-init userdata'") {
+		t.Fatalf("user-data %q, %v", b, err)
+	}
+}
