@@ -17,6 +17,7 @@ import (
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/launcher/volumes"
+	"github.com/kvirt/kvirt/tests/testenv"
 	"sigs.k8s.io/yaml"
 )
 
@@ -260,7 +261,7 @@ func TestVMMConfigFromQCOW2ContainerDisk(t *testing.T) {
 	bt.Need(t)
 	kernel := bt.BzImage("the image's kernel")
 	img := toQCOW2(t, osDisk(t, kernel))
-	vmi, err := LoadManifest([]byte(osManifest("", diskArchive(t, img), "")))
+	vmi, err := LoadManifest([]byte(osManifest("", testenv.ContainerDiskArchive(t, img), "")))
 	if err != nil {
 		t.Fatal(err)
 	}

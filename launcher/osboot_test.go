@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -15,10 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/kvirt/kvirt/images"
 	bt "github.com/kvirt/kvirt/launcher/bootdisk/bootdisktest"
 	"github.com/kvirt/kvirt/launcher/control"
@@ -36,49 +31,6 @@ import (
 
 // KubeVirt's vm-cirros user-data: #!/bin/sh, then echo 'printed from cloud-init userdata'.
 const cirrosUserData = "IyEvYmluL3NoCgplY2hvICdwcmludGVkIGZyb20gY2xvdWQtaW5pdCB1c2VyZGF0YScK"
-
-// diskArchive wraps a disk image file (raw or qcow2) as a KubeVirt containerDisk tarball, the file under
-// /disk/, streamed from the file (OS images are too large to hold in memory).
-func diskArchive(t *testing.T, path string) string {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		pr, pw := io.Pipe()
-		go func() {
-			defer f.Close()
-			tw := tar.NewWriter(pw)
-			err := tw.WriteHeader(&tar.Header{Name: "disk/" + filepath.Base(path), Mode: 0o644, Size: st.Size(), Typeflag: tar.TypeReg})
-			if err == nil {
-				_, err = io.Copy(tw, f)
-			}
-			if err == nil {
-				err = tw.Close()
-			}
-			pw.CloseWithError(err)
-		}()
-		return pr, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "containerdisk.tar")
-	tag, _ := name.NewTag("kvirt.test/os:1")
-	if err := tarball.WriteToFile(p, tag, img); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // toQCOW2 converts a raw image with qemu-img (the containerDisk format the OS images ship in), or returns
 // the raw image when qemu-img is not installed.
@@ -231,7 +183,7 @@ func TestOSBootDirectKvirtKernel(t *testing.T) {
 		}}},
 		{Number: 14, SizeMiB: 1, Type: "21686148-6449-6E6F-744E-656564454649"},
 	}})
-	r := startOS(t, osManifest(spec.BootImageKernel, diskArchive(t, toQCOW2(t, raw)), ""))
+	r := startOS(t, osManifest(spec.BootImageKernel, testenv.ContainerDiskArchive(t, toQCOW2(t, raw)), ""))
 	o := r.outcome(t, 8*time.Minute)
 	r.bootKernel(t, control.ImageKernel)
 	if c := r.console.String(); !strings.Contains(c, "kvirt-guest: uuid=5d307ca9-b3ef-428c-8861-06e72d69f223") {
@@ -246,7 +198,7 @@ func TestOSBootDirectKvirtKernel(t *testing.T) {
 // items a launcher can see without a cluster: cloud-init ran the script, a login prompt on the serial
 // console, and a graceful shutdown on SIGTERM (systemd powers off).
 func debianBoot(t *testing.T, image, bootKernel string, want control.BootKernel) {
-	r := startOS(t, osManifest(bootKernel, diskArchive(t, testenv.OSImage(t, image)), ""))
+	r := startOS(t, osManifest(bootKernel, testenv.ContainerDiskArchive(t, testenv.OSImage(t, image)), ""))
 	// Slow on PVM (every guest kernel instruction is interpreted): see docs/boot.md for measured times.
 	r.waitConsole(t, "printed from cloud-init userdata", 40*time.Minute)
 	r.waitConsole(t, "login:", 20*time.Minute)
