@@ -1,10 +1,12 @@
 package launcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -15,12 +17,14 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/images"
+	"github.com/kvirt/kvirt/launcher/bootdisk"
 	bt "github.com/kvirt/kvirt/launcher/bootdisk/bootdisktest"
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // These tests boot an operating system from its disk through Run, as `virt-launcher run -f` does: the
@@ -198,6 +202,10 @@ func TestOSBootDirectKvirtKernel(t *testing.T) {
 // items a launcher can see without a cluster: cloud-init ran the script, a login prompt on the serial
 // console, and a graceful shutdown on SIGTERM (systemd powers off).
 func debianBoot(t *testing.T, image, bootKernel string, want control.BootKernel) {
+	testenv.RequireKVM(t) // before wrapping the image: that takes a while
+	if testing.Short() {
+		t.Skip("boots an operating system (minutes, longer on PVM hosts); skipped with -short")
+	}
 	r := startOS(t, osManifest(bootKernel, testenv.ContainerDiskArchive(t, testenv.OSImage(t, image)), ""))
 	// Slow on PVM (every guest kernel instruction is interpreted): see docs/boot.md for measured times.
 	r.waitConsole(t, "printed from cloud-init userdata", 40*time.Minute)
@@ -237,5 +245,114 @@ func TestCirrosUserData(t *testing.T) {
 	b, err := base64.StdEncoding.DecodeString(cirrosUserData)
 	if err != nil || !strings.HasPrefix(string(b), "#!/bin/sh") || !strings.Contains(string(b), "echo 'printed from cloud-init userdata'") {
 		t.Fatalf("user-data %q, %v", b, err)
+	}
+}
+
+// initramfsTree unpacks kvirt's initramfs (newc cpio) into a file tree for an ext4 root filesystem: regular
+// files, directories and symlinks (device nodes are left to devtmpfs).
+func initramfsTree(t *testing.T, path string) map[string]bt.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(f))
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	tree := map[string]bt.File{}
+	for _, r := range recs {
+		name := strings.TrimPrefix(filepath.Clean("/"+r.Name), "/")
+		if name == "" || name == "TRAILER!!!" {
+			continue
+		}
+		switch r.Mode & cpio.S_IFMT {
+		case cpio.S_IFDIR:
+			tree[name+"/"] = bt.File{}
+		case cpio.S_IFLNK, cpio.S_IFREG:
+			b, err := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Mode&cpio.S_IFMT == cpio.S_IFLNK {
+				tree[name] = bt.File{Link: string(b)}
+			} else {
+				tree[name] = bt.File{Data: string(b), Mode: os.FileMode(r.Mode & 0o777)}
+			}
+		}
+	}
+	return tree
+}
+
+// TestOSBootPlatformKernelKvirtRoot: the platform-kernel path with no distribution image needed. The disk's
+// root filesystem holds kvirt's initramfs unpacked (kvirt-init as /init) and a GRUB entry naming some
+// distribution kernel; the launcher boots kvirt's platform kernel instead, with root=UUID= resolved to
+// /dev/vda1 and no initrd, so kvirt-init runs from the disk's root filesystem, reports the firmware UUID and
+// powers off.
+func TestOSBootPlatformKernelKvirtRoot(t *testing.T) {
+	testenv.RequireKVM(t)
+	bt.Need(t)
+	testenv.Image(t, images.Vmlinux)
+	tree := initramfsTree(t, testenv.Image(t, images.Initramfs))
+	const rootUUID = "7a6b7c8d-1111-4222-8333-944455556666"
+	tree["boot/vmlinuz-6.1.0-28-cloud-amd64"] = bt.File{Data: bt.BzImage("a distribution kernel that must not boot")}
+	tree["boot/initrd.img-6.1.0-28-cloud-amd64"] = bt.File{Data: "an initrd that must not be loaded"}
+	tree["boot/grub/grub.cfg"] = bt.File{Data: bt.GrubCfg("/boot/vmlinuz-6.1.0-28-cloud-amd64", "/boot/initrd.img-6.1.0-28-cloud-amd64",
+		rootUUID, `rw init=/init kvirt.test="uuid,poweroff"`)}
+	raw := bt.MakeDisk(t, bt.Disk{Label: "gpt", Partitions: []bt.Partition{
+		{Number: 1, SizeMiB: 64, FS: &bt.FS{UUID: rootUUID, Files: tree}},
+	}})
+	r := startOS(t, osManifest(spec.BootPlatformKernel, testenv.ContainerDiskArchive(t, toQCOW2(t, raw)), ""))
+	o := r.outcome(t, 8*time.Minute)
+	r.bootKernel(t, control.PlatformKernel)
+	if c := r.console.String(); !strings.Contains(c, "kvirt-guest: uuid=5d307ca9-b3ef-428c-8861-06e72d69f223") {
+		t.Errorf("console lacks the guest's firmware UUID report (kvirt-init from the disk's root)")
+	}
+	if l := r.log.String(); !strings.Contains(l, "root filesystem /dev/vda1 (root=UUID="+rootUUID+")") {
+		t.Errorf("the launcher did not boot with root=/dev/vda1; log:\n%s", l)
+	}
+	if o.Phase != control.Succeeded || o.ExitCode != 0 {
+		t.Errorf("outcome %+v, want the guest's poweroff", o)
+	}
+}
+
+// TestInitramfsTree checks the unpacking TestOSBootPlatformKernelKvirtRoot relies on (no KVM needed): a newc
+// archive's directories, executables and symlinks land in an ext4 root the disk reader sees the same way.
+func TestInitramfsTree(t *testing.T) {
+	bt.Need(t)
+	p := filepath.Join(t.TempDir(), "initramfs.cpio")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cpio.Newc.Writer(f)
+	for _, r := range []cpio.Record{cpio.Directory(".", 0o755), cpio.Directory("bin", 0o755), cpio.Directory("empty", 0o755),
+		cpio.StaticFile("init", "#!kvirt-init", 0o755), cpio.StaticFile("bin/busybox", "bb", 0o755), cpio.Symlink("bin/sh", "busybox")} {
+		if err := w.WriteRecord(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	tree := initramfsTree(t, p)
+	img, err := os.ReadFile(bt.MakeFS(t, bt.FS{Files: tree}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := bootdisk.OpenExt4(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := fs.Stat(fsys, "init"); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("init: %v %v", st, err)
+	}
+	if l, err := fsys.ReadLink("bin/sh"); err != nil || l != "busybox" {
+		t.Errorf("bin/sh → %q %v", l, err)
+	}
+	if st, err := fs.Stat(fsys, "empty"); err != nil || !st.IsDir() {
+		t.Errorf("empty directory: %v %v", st, err)
 	}
 }

@@ -12,7 +12,8 @@ import (
 	"testing"
 )
 
-// File is one file of a filesystem tree: content, or a symlink target when Link is set.
+// File is one file of a filesystem tree: content, or a symlink target when Link is set. A path ending in "/"
+// is an (empty) directory.
 type File struct {
 	Data string
 	Link string
@@ -99,7 +100,11 @@ func MakeFS(t testing.TB, f FS) string {
 	}
 	for name, fl := range f.Files {
 		p := filepath.Join(tree, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		dir := filepath.Dir(p)
+		if strings.HasSuffix(name, "/") { // a directory
+			dir = p
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if strings.HasSuffix(name, "/") {
