@@ -205,6 +205,7 @@ func (e *env) consoleShows(vm, want string) {
 // a hostDisk data disk, and restarts: a file written and synced on the data disk is there after the next
 // start, a change to the containerDisk root is gone (KubeVirt's ephemeral containerDisk), the guest's
 // product_uuid is the same, and `virtctl stop` ends in a clean systemd poweroff within the grace period.
+// The hostDisk needs the controller to mount it into the launcher pod (the PVC/hostDisk work, h4-pvc).
 func TestDebianUserDataKeyRestartsAndDataDisk(t *testing.T) {
 	t.Parallel()
 	e := osSetup(t)
