@@ -107,6 +107,7 @@ func readConfig(fsys fs.FS, name string) ([]byte, error) {
 // looked up there, as they are on single-filesystem cloud images and on a separate /boot.
 func grubEntry(fsys fs.FS, cfgPath string, data []byte) (*Entry, error) {
 	s := newScheme(fsys)
+	s.filter = dropGrubSearch
 	root := &url.URL{Scheme: schemeName, Path: "/"}
 	imgs, err := grub.ParseConfigFile(context.Background(), curl.Schemes{schemeName: s}, cfgPath, root, nil, &mount.Pool{})
 	if err != nil {
@@ -396,6 +397,7 @@ const maxConfigFetches = 16
 type fsScheme struct {
 	fsys    fs.FS
 	fetches int
+	filter  func([]byte) []byte // applied to every configuration file read (nil: none)
 }
 
 func newScheme(fsys fs.FS) *fsScheme { return &fsScheme{fsys: fsys} }
@@ -408,7 +410,27 @@ func (s *fsScheme) read(u *url.URL) ([]byte, error) {
 	if name == "" {
 		name = "."
 	}
-	return readConfig(s.fsys, name)
+	b, err := readConfig(s.fsys, name)
+	if err == nil && s.filter != nil {
+		b = s.filter(b)
+	}
+	return b, err
+}
+
+// dropGrubSearch removes GRUB's search commands from a grub.cfg before u-root parses it: GRUB devices are not
+// resolved here (files are looked up on the filesystem holding grub.cfg), and u-root would log every
+// unresolvable search as an "Error:" line in the launcher's log, misleading whoever reads it.
+func dropGrubSearch(cfg []byte) []byte {
+	lines := bytes.Split(cfg, []byte("\n"))
+	out := lines[:0]
+	for _, l := range lines {
+		w := bytes.Fields(l)
+		if len(w) > 0 && (string(w[0]) == "search" || bytes.HasPrefix(w[0], []byte("search."))) {
+			continue
+		}
+		out = append(out, l)
+	}
+	return bytes.Join(out, []byte("\n"))
 }
 
 func (s *fsScheme) Fetch(_ context.Context, u *url.URL) (io.ReaderAt, error) {
