@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/kvirt/kvirt/launcher/bootdisk"
 	bt "github.com/kvirt/kvirt/launcher/bootdisk/bootdisktest"
 	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/launcher/volumes"
 	"github.com/kvirt/kvirt/tests/testenv"
@@ -293,5 +295,45 @@ func TestVMMConfigFromQCOW2ContainerDisk(t *testing.T) {
 	if st := r.board.Get(); st.Boot == nil || st.Boot.Kernel != control.ImageKernel || st.Boot.Disk != "containerdisk" ||
 		!strings.Contains(st.Boot.Message, `from disk "containerdisk" (grub entry "Debian GNU/Linux" in /boot/grub/grub.cfg)`) {
 		t.Errorf("boot status %+v", st.Boot)
+	}
+}
+
+// TestRunFailsOnBrokenBootDisk: a VMI whose boot disk names a missing kernel, or whose partition table is
+// corrupt, fails before any VM is created (no KVM needed), with a message naming the disk and what is wrong,
+// in the termination message the controller reads.
+func TestRunFailsOnBrokenBootDisk(t *testing.T) {
+	bt.Need(t)
+	missing := bt.MakeDisk(t, bt.Disk{Label: "gpt", Partitions: []bt.Partition{{SizeMiB: 4, FS: &bt.FS{Files: map[string]bt.File{
+		"boot/grub/grub.cfg": {Data: bt.GrubCfg("/boot/vmlinuz-6.1.0-28-cloud-amd64", "/boot/initrd.img", testRootUUID, "")}}}}}})
+	good, err := os.ReadFile(osDisk(t, bt.BzImage("k")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good[512+16] ^= 0xff           // the primary GPT header's CRC
+	good[len(good)-512+16] ^= 0xff // and the backup's
+	corrupt := filepath.Join(t.TempDir(), "corrupt.img")
+	if err := os.WriteFile(corrupt, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ img, want string }{
+		{missing, `spec.domain.devices.disks[0] (disk "containerdisk"): partition 1: /boot/grub/grub.cfg: the default entry "Debian GNU/Linux" names kernel /boot/vmlinuz-6.1.0-28-cloud-amd64, which is not on the filesystem`},
+		{corrupt, `spec.domain.devices.disks[0] (disk "containerdisk"): partition table: GPT: primary header: header CRC32`},
+	} {
+		vmi, err := LoadManifest([]byte(osManifest("", testenv.ContainerDiskArchive(t, tc.img), "")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		term := filepath.Join(dir, "termination-log")
+		o := Run(context.Background(), Options{VMI: vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir},
+			ImagesDir: t.TempDir(), Network: NetworkMode{Kind: "none"}, TerminationLog: term,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if o.Phase != control.Failed || o.Reason != "LauncherFailed" || !strings.Contains(o.Message, tc.want) {
+			t.Errorf("outcome %+v, want a failure containing %q", o, tc.want)
+		}
+		var msg grace.Outcome
+		if b, err := os.ReadFile(term); err != nil || json.Unmarshal(b, &msg) != nil || !strings.Contains(msg.Message, `(disk "containerdisk")`) {
+			t.Errorf("termination message %+v (%v) does not name the disk", msg, err)
+		}
 	}
 }
