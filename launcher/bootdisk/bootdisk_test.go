@@ -364,3 +364,30 @@ func TestVersionOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestGrubSavedDefault: GRUB_DEFAULT=saved makes grub.cfg boot grubenv's saved_entry (a title, or
+// "submenu>title").
+func TestGrubSavedDefault(t *testing.T) {
+	cfg := "set default=\"${saved_entry}\"\n" +
+		"menuentry 'Debian GNU/Linux' {\n linux /boot/vmlinuz-new root=UUID=" + rootUUID + " ro\n}\n" +
+		"submenu 'Advanced options' {\n menuentry 'Debian GNU/Linux, with Linux old' {\n  linux /boot/vmlinuz-old root=UUID=" + rootUUID + " ro quiet\n }\n}\n"
+	for saved, want := range map[string]string{
+		"Advanced options>Debian GNU/Linux, with Linux old": "/boot/vmlinuz-old",
+		"Debian GNU/Linux": "/boot/vmlinuz-new",
+		"gone":             "/boot/vmlinuz-new",
+	} {
+		img := bt.MakeDisk(t, bt.Disk{Label: "gpt", Partitions: []bt.Partition{{SizeMiB: 4, FS: &bt.FS{UUID: rootUUID, Files: map[string]bt.File{
+			"boot/grub/grub.cfg": {Data: cfg},
+			"boot/grub/grubenv":  {Data: "# GRUB Environment Block\nsaved_entry=" + saved + "\n" + strings.Repeat("#", 100)},
+			"boot/vmlinuz-new":   {Data: bt.BzImage("new")},
+			"boot/vmlinuz-old":   {Data: bt.BzImage("old")},
+		}}}}})
+		o, err := inspectFile(t, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Entry.Kernel != want {
+			t.Errorf("saved_entry %q: kernel %s, want %s", saved, o.Entry.Kernel, want)
+		}
+	}
+}

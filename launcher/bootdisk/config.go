@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/url"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -123,23 +124,38 @@ func grubEntry(fsys fs.FS, cfgPath string, data []byte) (*Entry, error) {
 			return e, err
 		}
 	}
+	var linux []*boot.LinuxImage
 	for _, img := range imgs {
-		li, ok := img.(*boot.LinuxImage)
-		if !ok {
-			continue
+		if li, ok := img.(*boot.LinuxImage); ok {
+			linux = append(linux, li)
 		}
-		e := &Entry{Loader: GRUB, Config: cfgPath, Title: li.Name, Cmdline: li.Cmdline}
-		e.Kernel = urlPath(li.Kernel)
-		if p := urlPath(li.Initrd); p != "" {
-			e.Initrds = []string{p}
-		}
-		if e.Kernel == "" {
-			return nil, fmt.Errorf("%s: the default entry %q names no kernel", cfgPath, li.Name)
-		}
-		return e, nil
 	}
-	return nil, fmt.Errorf("%s: no Linux menu entry (a menuentry with a linux command)", cfgPath)
+	if savedDefault.Match(data) {
+		// GRUB_DEFAULT=saved: grubenv's saved_entry names the entry by title ("submenu>entry" for one in a
+		// submenu); u-root reads grubenv only from mounted disks, so it is matched here.
+		if saved := grubEnv(fsys)["saved_entry"]; saved != "" {
+			title := saved[strings.LastIndex(saved, ">")+1:]
+			if i := slices.IndexFunc(linux, func(li *boot.LinuxImage) bool { return li.Name == title }); i > 0 {
+				linux = append([]*boot.LinuxImage{linux[i]}, linux...)
+			}
+		}
+	}
+	if len(linux) == 0 {
+		return nil, fmt.Errorf("%s: no Linux menu entry (a menuentry with a linux command)", cfgPath)
+	}
+	li := linux[0]
+	e := &Entry{Loader: GRUB, Config: cfgPath, Title: li.Name, Cmdline: li.Cmdline, Kernel: urlPath(li.Kernel)}
+	if p := urlPath(li.Initrd); p != "" {
+		e.Initrds = []string{p}
+	}
+	if e.Kernel == "" {
+		return nil, fmt.Errorf("%s: the default entry %q names no kernel", cfgPath, li.Name)
+	}
+	return e, nil
 }
+
+// savedDefault matches grub.cfg's `set default="${saved_entry}"` (GRUB_DEFAULT=saved).
+var savedDefault = regexp.MustCompile(`(?m)^\s*set\s+default="?\$\{?saved_entry\}?"?\s*$`)
 
 // grubEnv reads the first grubenv found (saved_entry, kernelopts).
 func grubEnv(fsys fs.FS) map[string]string {
