@@ -93,7 +93,7 @@ func decideBoot(in bootInput) (bootPlan, error) {
 		return bootPlan{}, fmt.Errorf("%s: %s: root=%s is not a filesystem on this disk: kvirt's platform kernel boots without the image's initrd and can only mount the root filesystem by device (put the root filesystem on the boot disk, or set kvirt.io/boot-kernel: image on a host that runs stock kernels)",
 			where, e.Config, in.os.RootSpec)
 	}
-	words := bootdisk.Words(vmm.DefaultCmdline, "quiet", "GODEBUG")
+	words := bootdisk.Words(vmm.DefaultCmdline, "quiet", "GODEBUG", "console") // the entry's consoles, then ttyS0
 	words = append(words, bootdisk.Words(e.Cmdline, "root", "initrd", "BOOT_IMAGE")...)
 	words = serialConsole(append(words, "root="+root))
 	why := "this host's KVM (PVM) cannot run a stock kernel"

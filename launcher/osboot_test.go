@@ -24,6 +24,8 @@ import (
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
+	vboot "github.com/kvirt/kvirt/vmm/boot"
+	"github.com/kvirt/kvirt/vmm/memory"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -354,5 +356,80 @@ func TestInitramfsTree(t *testing.T) {
 	}
 	if st, err := fs.Stat(fsys, "empty"); err != nil || !st.IsDir() {
 		t.Errorf("empty directory: %v %v", st, err)
+	}
+}
+
+// TestDebianImageBootEntry reads the Debian 12 image of `just os-images` as the launcher does in a cluster (the
+// qcow2 inside a containerDisk, no KVM needed): its GRUB entry's kernel and initrd are extracted and vmm/boot
+// loads them (a bzImage through the 64-bit boot protocol, the initrd below its limit); the platform path
+// resolves its root=UUID= to /dev/vda1.
+func TestDebianImageBootEntry(t *testing.T) {
+	img := testenv.OSImage(t, "debian-12.qcow2")
+	if testing.Short() {
+		t.Skip("wraps a 150 MB image; skipped with -short")
+	}
+	archive := testenv.ContainerDiskArchive(t, img)
+	for _, force := range []string{spec.BootImageKernel, spec.BootPlatformKernel} {
+		vmi, err := LoadManifest([]byte(osManifest(force, archive, "")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := spec.Translate(vmi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imagesDir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(imagesDir, images.Vmlinux), []byte("\x7fELF platform"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dirs := spec.Dirs{Work: t.TempDir(), Root: t.TempDir()}
+		disks, err := spec.PrepareDisks(context.Background(), m, dirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &runner{o: Options{ImagesDir: imagesDir, Dirs: dirs}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			board: control.NewBoard(control.Status{}), hub: control.NewConsoleHub(0)}
+		cfg, err := r.vmmConfig(context.Background(), m, disks)
+		spec.CloseDisks(disks)
+		r.hub.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: kernel %s initrd %q cmdline %q; %s", force, cfg.Kernel, cfg.Initrd, cfg.Cmdline, r.board.Get().Boot.Message)
+		if force == spec.BootPlatformKernel {
+			if cfg.Initrd != "" || !strings.HasSuffix(cfg.Cmdline, "root=/dev/vda1") || !strings.Contains(cfg.Cmdline, "console=ttyS0") {
+				t.Errorf("platform: initrd %q cmdline %q", cfg.Initrd, cfg.Cmdline)
+			}
+			continue
+		}
+		if !strings.Contains(cfg.Cmdline, "root=UUID=") || !strings.Contains(cfg.Cmdline, "console=ttyS0") {
+			t.Errorf("image kernel cmdline %q", cfg.Cmdline)
+		}
+		mem, err := memory.New([][2]uint64{{0, 1 << 30}}, memory.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kf, err := os.Open(cfg.Kernel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kf.Close()
+		kst, _ := kf.Stat()
+		k, err := vboot.LoadKernel(mem, kf, kst.Size())
+		if err != nil {
+			t.Fatalf("vmm/boot cannot load the image's kernel: %v", err)
+		}
+		inf, err := os.Open(cfg.Initrd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inf.Close()
+		ist, _ := inf.Stat()
+		if _, err := vboot.LoadInitrd(mem, k, inf, ist.Size()); err != nil {
+			t.Errorf("vmm/boot cannot place the image's initrd (%d bytes): %v", ist.Size(), err)
+		}
+		if k.Format != "bzimage" {
+			t.Logf("the image's kernel is %s, not a bzImage", k.Format)
+		}
 	}
 }
