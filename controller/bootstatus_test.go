@@ -80,3 +80,38 @@ func TestFromControlStatusBoot(t *testing.T) {
 		t.Fatalf("boot not carried: %+v", got.Boot)
 	}
 }
+
+// FuzzBootCondition: whatever the launcher reports as its boot decision (it runs next to the guest and is
+// not trusted), the condition says True only for the OS's kernels, carries the message as given, and an
+// event is recorded once per change.
+func FuzzBootCondition(f *testing.F) {
+	f.Add("Image", "booted the image's own kernel", "Platform", "m")
+	f.Add("BuiltIn", "no bootable operating system on disk \"x\"", "", "")
+	f.Add("\x00", "", "Image", "booted the image's own kernel")
+	f.Fuzz(func(t *testing.T, k1, m1, k2, m2 string) {
+		rec := record.NewFakeRecorder(4)
+		c := &VMIController{recorder: rec}
+		vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "f", Namespace: "ns"}}
+		for i, b := range []control.Boot{{Kernel: control.BootKernel(k1), Message: m1}, {Kernel: control.BootKernel(k2), Message: m2}} {
+			st := vmi.Status.DeepCopy()
+			applyBootCondition(st, &LauncherState{Phase: GuestRunning, Boot: &b}, metav1.Now())
+			cond := st.Condition(v1.VirtualMachineInstanceBootedFromDisk)
+			if cond == nil || cond.Message != b.Message {
+				t.Fatalf("report %d %+v: condition %+v", i, b, cond)
+			}
+			isOS := b.Kernel == control.ImageKernel || b.Kernel == control.PlatformKernel
+			if (cond.Status == corev1.ConditionTrue) != isOS {
+				t.Fatalf("kernel %q gave status %s", b.Kernel, cond.Status)
+			}
+			c.bootEvent(vmi, st)
+			changed := i == 0 || cond.Reason != vmi.Status.Condition(v1.VirtualMachineInstanceBootedFromDisk).Reason || m1 != m2
+			if got := len(rec.Events); (got == 1) != changed {
+				t.Fatalf("report %d: %d events, change %v", i, got, changed)
+			}
+			for len(rec.Events) > 0 {
+				<-rec.Events
+			}
+			vmi.Status = *st
+		}
+	})
+}
