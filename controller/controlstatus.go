@@ -222,7 +222,7 @@ func (a pfAddr) String() string                    { return string(a) }
 type pfAddr string
 
 func fromControlStatus(s control.Status) LauncherState {
-	out := LauncherState{Paused: s.Paused, Reason: s.Reason, Message: s.Message}
+	out := LauncherState{Paused: s.Paused, Reason: s.Reason, Message: s.Message, Boot: s.Boot}
 	switch s.Phase {
 	case control.Running:
 		out.Phase = GuestRunning

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/launcher/control"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -49,6 +50,8 @@ type LauncherState struct {
 	Message string
 	// Interfaces the guest has, as the launcher sees them (MAC, IP if known).
 	Interfaces []v1.VirtualMachineInstanceNetworkInterface
+	// Boot is the launcher's choice of kernel (nil until made); see bootstatus.go.
+	Boot *control.Boot
 }
 
 // LauncherEndpoint says how to reach one VMI's launcher.

@@ -287,5 +287,6 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.P
 		},
 	}
 	addContainerDisks(pod, vmi, cfg.Image) // controller/poddisks.go
+	addAccessCredentials(pod, vmi)         // controller/accesscreds.go
 	return pod, nil
 }

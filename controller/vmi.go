@@ -342,6 +342,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		}
 	}
 	c.computeStatus(vmi, newStatus, pod, state)
+	applyBootCondition(newStatus, state, metav1.NewTime(c.now()))
 
 	// Keep a launcher watcher while the pod can serve the control API: from the moment the pod is bound
 	// to a node when the launcher is reached by pod name (port-forward), else once it has an IP. The
@@ -396,6 +397,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		}
 		// Events only for what was written (a conflict retries the sync and would repeat them).
 		c.phaseEvents(old, old.Status.Phase, newStatus, state, pod)
+		c.bootEvent(old, newStatus)
 		if old.Status.Phase != newStatus.Phase {
 			log.Info("phase changed", "from", old.Status.Phase, "to", newStatus.Phase, "reason", newStatus.Reason)
 		} else {

@@ -6,6 +6,7 @@
 package launcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -160,7 +161,7 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 			return r.fail(fmt.Errorf("%s: %w", flag, err))
 		}
 	}
-	cfg, err := r.vmmConfig(ctx, m)
+	cfg, err := r.vmmConfig(ctx, m, disks)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -351,17 +352,19 @@ func (r *runner) network(m *spec.Machine) (*virtionet.Tap, ifaceInfo, error) {
 }
 
 // vmmConfig chooses the kernel and builds the VMM configuration.
-func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, error) {
+func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine, disks []spec.PreparedDisk) (vmm.Config, error) {
 	cfg := vmm.Config{
 		MemoryBytes: m.MemoryBytes, CPUs: m.VCPUs(), Sockets: m.Sockets, Cores: m.Cores, Threads: m.Threads,
 		StartPaused: m.StartPaused, CPUPolicy: cpuid.Policy{Disable: m.CPUDisable},
 		HugePages: m.HugePages, NoACPI: r.o.NoACPI, Logf: func(f string, a ...any) { r.log.Info(fmt.Sprintf(f, a...)) },
 	}
 	cfg.SMBIOS.UUID, cfg.SMBIOS.Serial = m.FirmwareUUID, m.FirmwareSerial
+	var boot control.Boot
 	switch {
 	case r.o.Kernel != "":
 		cfg.Kernel, cfg.Initrd = r.o.Kernel, r.o.Initrd
 		cfg.Cmdline = vmm.DefaultCmdline
+		boot = control.Boot{Kernel: control.OverrideKernel, Message: "booted the kernel given with --kernel " + r.o.Kernel}
 	case m.Kernel != nil:
 		paths := []string{m.Kernel.KernelPath}
 		if m.Kernel.InitrdPath != "" {
@@ -384,7 +387,25 @@ func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, er
 		if m.Kernel.Cmdline != "" {
 			cfg.Cmdline = m.Kernel.Cmdline
 		}
+		boot = control.Boot{Kernel: control.KernelBootKernel,
+			Message: fmt.Sprintf("booted %s from spec.domain.firmware.kernelBoot image %s", m.Kernel.KernelPath, m.Kernel.Image)}
 	default:
+		plan, fromDisk, err := r.diskBoot(m, disks, &cfg)
+		if err != nil {
+			return cfg, err
+		}
+		boot = control.Boot{Kernel: plan.kernel, Message: plan.message}
+		if len(disks) > 0 {
+			boot.Disk = disks[min(m.BootDisk, len(disks)-1)].Name
+		}
+		if fromDisk {
+			if plan.kernel == control.PlatformKernel {
+				if _, err := os.Stat(cfg.Kernel); err != nil {
+					return cfg, fmt.Errorf("kvirt's platform kernel: %w (build it with `just images` or pass --kernel)", err)
+				}
+			}
+			break
+		}
 		dir := r.o.ImagesDir
 		if dir == "" {
 			dir = DefaultImagesDir
@@ -397,6 +418,8 @@ func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, er
 			}
 		}
 	}
+	r.log.Info("kernel chosen", "kernel", boot.Kernel, "disk", boot.Disk, "detail", boot.Message)
+	r.board.Update(func(s *control.Status) { b := boot; s.Boot = &b })
 	if r.o.Initrd != "" {
 		cfg.Initrd = r.o.Initrd
 	}
@@ -416,6 +439,11 @@ func (r *runner) vmmConfig(ctx context.Context, m *spec.Machine) (vmm.Config, er
 	}
 	cfg.Console = io.MultiWriter(outs...)
 	return cfg, nil
+}
+
+// platformKernel is kvirt's own kernel (the built-in guest's, booted without its initramfs).
+func (r *runner) platformKernel() string {
+	return filepath.Join(cmp.Or(r.o.ImagesDir, DefaultImagesDir), images.Vmlinux)
 }
 
 // vmRef lets the control server reach the guest once it exists.

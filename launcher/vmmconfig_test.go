@@ -16,7 +16,7 @@ func TestVMMConfigTopologyAndPaused(t *testing.T) {
 		board: control.NewBoard(control.Status{}), hub: control.NewConsoleHub(0)}
 	defer r.hub.Close()
 	m := &spec.Machine{MemoryBytes: 64 << 20, Sockets: 2, Cores: 3, Threads: 1, StartPaused: true}
-	cfg, err := r.vmmConfig(context.Background(), m)
+	cfg, err := r.vmmConfig(context.Background(), m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

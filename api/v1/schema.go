@@ -42,7 +42,89 @@ type VirtualMachineInstanceSpec struct {
 	// Networks the interfaces refer to.
 	// +listType=atomic
 	Networks []Network `json:"networks,omitempty"`
+	// AccessCredentials put credentials into the guest. kvirt supports sshPublicKey with the noCloud
+	// propagation method: the keys of the Secret become the NoCloud meta-data's public-keys.
+	// +listType=atomic
+	AccessCredentials []AccessCredential `json:"accessCredentials,omitempty"`
 }
+
+// AccessCredential is one credential to put into the guest: exactly one of sshPublicKey and userPassword.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type AccessCredential struct {
+	SSHPublicKey *SSHPublicKeyAccessCredential `json:"sshPublicKey,omitempty"`
+	UserPassword *UserPasswordAccessCredential `json:"userPassword,omitempty"`
+}
+
+// SSHPublicKeyAccessCredential names where the public keys come from and how they reach the guest.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type SSHPublicKeyAccessCredential struct {
+	Source            SSHPublicKeyAccessCredentialSource            `json:"source"`
+	PropagationMethod SSHPublicKeyAccessCredentialPropagationMethod `json:"propagationMethod"`
+}
+
+// SSHPublicKeyAccessCredentialSource is the Secret holding the keys (every value is one or more keys).
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type SSHPublicKeyAccessCredentialSource struct {
+	Secret *AccessCredentialSecretSource `json:"secret,omitempty"`
+}
+
+// AccessCredentialSecretSource names a Secret in the VMI's namespace.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type AccessCredentialSecretSource struct {
+	SecretName string `json:"secretName"`
+}
+
+// SSHPublicKeyAccessCredentialPropagationMethod is how keys reach the guest: exactly one method.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type SSHPublicKeyAccessCredentialPropagationMethod struct {
+	ConfigDrive    *ConfigDriveSSHPublicKeyAccessCredentialPropagation    `json:"configDrive,omitempty"`
+	NoCloud        *NoCloudSSHPublicKeyAccessCredentialPropagation        `json:"noCloud,omitempty"`
+	QemuGuestAgent *QemuGuestAgentSSHPublicKeyAccessCredentialPropagation `json:"qemuGuestAgent,omitempty"`
+}
+
+// ConfigDriveSSHPublicKeyAccessCredentialPropagation puts the keys into a config drive's meta-data.
+type ConfigDriveSSHPublicKeyAccessCredentialPropagation struct{}
+
+// NoCloudSSHPublicKeyAccessCredentialPropagation puts the keys into the NoCloud meta-data's public-keys.
+type NoCloudSSHPublicKeyAccessCredentialPropagation struct{}
+
+// QemuGuestAgentSSHPublicKeyAccessCredentialPropagation writes the keys through a guest agent.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type QemuGuestAgentSSHPublicKeyAccessCredentialPropagation struct {
+	// +listType=atomic
+	Users []string `json:"users"`
+}
+
+// UserPasswordAccessCredential sets user passwords through a guest agent.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type UserPasswordAccessCredential struct {
+	Source            UserPasswordAccessCredentialSource            `json:"source"`
+	PropagationMethod UserPasswordAccessCredentialPropagationMethod `json:"propagationMethod"`
+}
+
+// UserPasswordAccessCredentialSource is the Secret holding user → password.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type UserPasswordAccessCredentialSource struct {
+	Secret *AccessCredentialSecretSource `json:"secret,omitempty"`
+}
+
+// UserPasswordAccessCredentialPropagationMethod is how passwords reach the guest.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type UserPasswordAccessCredentialPropagationMethod struct {
+	QemuGuestAgent *QemuGuestAgentUserPasswordAccessCredentialPropagation `json:"qemuGuestAgent,omitempty"`
+}
+
+// QemuGuestAgentUserPasswordAccessCredentialPropagation sets passwords through a guest agent.
+type QemuGuestAgentUserPasswordAccessCredentialPropagation struct{}
 
 // DomainSpec is the virtual hardware of a guest.
 //

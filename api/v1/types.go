@@ -180,6 +180,10 @@ const (
 	VirtualMachineInstanceIsMigratable   VirtualMachineInstanceConditionType = "LiveMigratable"
 	// VirtualMachineInstancePodScheduled mirrors the launcher pod's PodScheduled condition.
 	VirtualMachineInstancePodScheduled VirtualMachineInstanceConditionType = "PodScheduled"
+	// VirtualMachineInstanceBootedFromDisk (kvirt): True when the OS on the boot disk was booted (its own
+	// kernel, or kvirt's platform kernel on its root filesystem); False when kvirt's built-in guest or
+	// kernelBoot's kernel ran. The reason says which kernel (docs/boot.md).
+	VirtualMachineInstanceBootedFromDisk VirtualMachineInstanceConditionType = "BootedFromDisk"
 )
 
 // Reasons carried by VMI and VM conditions.

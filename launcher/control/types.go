@@ -46,10 +46,42 @@ type Status struct {
 	Reason     string      `json:"reason,omitempty"`
 	Message    string      `json:"message,omitempty"`
 	Interfaces []Interface `json:"interfaces,omitempty"`
+	// Boot says which kernel the launcher booted and why (nil until it chose).
+	Boot *Boot `json:"boot,omitempty"`
+}
+
+// BootKernel names the kernel a guest booted.
+type BootKernel string
+
+const (
+	// ImageKernel: the OS image's own kernel and initrd, from its boot disk's default entry.
+	ImageKernel BootKernel = "Image"
+	// PlatformKernel: kvirt's platform kernel with the OS image's root filesystem and command line (hosts
+	// that cannot run a stock kernel, PVM).
+	PlatformKernel BootKernel = "Platform"
+	// BuiltInGuest: kvirt's own kernel and initramfs, because no disk holds a bootable OS.
+	BuiltInGuest BootKernel = "BuiltIn"
+	// KernelBootKernel: spec.domain.firmware.kernelBoot's kernel.
+	KernelBootKernel BootKernel = "KernelBoot"
+	// OverrideKernel: the kernel given to virt-launcher with --kernel (debugging).
+	OverrideKernel BootKernel = "Override"
+)
+
+// Boot is the launcher's boot decision.
+type Boot struct {
+	Kernel BootKernel `json:"kernel"`
+	// Disk is the boot disk's name (spec.domain.devices.disks[].name), if one was read.
+	Disk string `json:"disk,omitempty"`
+	// Message says what booted, from where, and why, for the VMI's condition and event.
+	Message string `json:"message"`
 }
 
 func (s Status) clone() Status {
 	c := s
+	if s.Boot != nil {
+		b := *s.Boot
+		c.Boot = &b
+	}
 	c.Interfaces = append([]Interface(nil), s.Interfaces...)
 	for i := range c.Interfaces {
 		c.Interfaces[i].IPs = append([]string(nil), s.Interfaces[i].IPs...)

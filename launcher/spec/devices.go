@@ -17,6 +17,7 @@ func (t *translator) disks(m *Machine) {
 		volIdx[v.Name] = i
 	}
 	disksPath := t.root.Child("domain", "devices", "disks")
+	var bootOrder uint // the lowest bootOrder seen (API validation makes them > 0 and unique)
 	for i, d := range spec.Domain.Devices.Disks {
 		dp := disksPath.Index(i)
 		disk := Disk{Name: d.Name, Serial: d.Serial}
@@ -32,8 +33,8 @@ func (t *translator) disks(m *Machine) {
 		if len(d.Serial) > MaxSerialLength {
 			t.fail(dp.Child("serial"), d.Serial, fmt.Sprintf("virtio-blk serials hold at most %d bytes", MaxSerialLength))
 		}
-		if d.BootOrder != nil {
-			t.warn(dp.Child("bootOrder"), "ignored: kvirt boots the kernel directly, not from a disk")
+		if d.BootOrder != nil && (bootOrder == 0 || *d.BootOrder < bootOrder) {
+			bootOrder, m.BootDisk = *d.BootOrder, len(m.Disks)
 		}
 		vi, ok := volIdx[d.Name]
 		if !ok {

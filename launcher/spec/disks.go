@@ -15,8 +15,8 @@ type Dirs struct {
 	// Work is the launcher's scratch directory (containerDisk extraction and overlays, emptyDisks, cidata);
 	// in the pod an emptyDir such as /var/run/kvirt/disks.
 	Work string
-	// Root prefixes KubeVirt's in-pod paths of PVCs and hostDisks (empty in the pod; a directory in tests or
-	// for `virt-launcher run`).
+	// Root prefixes KubeVirt's in-pod paths of PVCs and hostDisks, and kvirt's of accessCredentials Secrets
+	// (volumes.AccessCredentialsDir) (empty in the pod; a directory in tests or for `virt-launcher run`).
 	Root string
 	// ContainerDisk tunes image pulls.
 	ContainerDisk volumes.ContainerDiskOptions
@@ -59,7 +59,17 @@ func PrepareDisks(ctx context.Context, m *Machine, dirs Dirs) ([]PreparedDisk, e
 				b = cd.Backend
 			}
 		case CloudInitNoCloud:
-			b, err = volumes.PrepareCloudInit(d.VolumeField+".cloudInitNoCloud", work, d.Name, *d.NoCloud)
+			nc := *d.NoCloud
+			for _, s := range m.SSHKeySecrets {
+				var keys []string
+				if keys, err = volumes.ReadSSHPublicKeys(s.Field, dirs.Root, s.Name); err != nil {
+					break
+				}
+				nc.PublicKeys = append(nc.PublicKeys, keys...)
+			}
+			if err == nil {
+				b, err = volumes.PrepareCloudInit(d.VolumeField+".cloudInitNoCloud", work, d.Name, nc)
+			}
 		case EmptyDisk:
 			b, err = volumes.PrepareEmptyDisk(d.VolumeField+".emptyDisk", work, d.Name, *d.Capacity)
 		case PVC:

@@ -4,8 +4,8 @@
 // PrepareDisks (disks.go) then turns the disks into block backends.
 //
 // Everything kvirt cannot honour is an error naming the field and why, never silently dropped. Fields that
-// do not change what the guest sees and that kvirt cannot apply (for example bootOrder under direct kernel
-// boot) are reported as warnings, which the launcher logs and `virt-launcher run` prints.
+// do not change what the guest sees and that kvirt cannot apply (for example autoattachGraphicsDevice) are
+// reported as warnings, which the launcher logs and `virt-launcher run` prints.
 //
 // Decisions not taken from KubeVirt:
 //   - With no firmware.uuid (a standalone VMI; VMs get one from the API defaults), the guest's SMBIOS UUID is
@@ -17,6 +17,7 @@ package spec
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,16 +51,36 @@ type Machine struct {
 
 	FirmwareUUID   string
 	FirmwareSerial string
-	Kernel         *KernelBoot // nil: kvirt's own guest kernel and initramfs
+	Kernel         *KernelBoot // nil: boot the OS on the boot disk (launcher/bootdisk)
 
-	Disks      []Disk
-	Interfaces []Interface
-	RNG        bool // devices.rng: a virtio-rng device
+	// BootDisk indexes Disks: the disk with the lowest bootOrder, else the first (KubeVirt's order).
+	BootDisk int
+	// BootKernel is the kvirt.io/boot-kernel annotation: "" (automatic), BootImageKernel,
+	// BootPlatformKernel or BootBuiltIn.
+	BootKernel string
+
+	Disks []Disk
+	// SSHKeySecrets are spec.accessCredentials' sshPublicKey Secrets (noCloud propagation): their keys go
+	// into the cloudInitNoCloud disk's meta-data.
+	SSHKeySecrets []SecretRef
+	Interfaces    []Interface
+	RNG           bool // devices.rng: a virtio-rng device
 
 	SerialConsole    bool // devices.autoattachSerialConsole (default true)
 	StartPaused      bool // startStrategy: Paused
 	TerminationGrace time.Duration
 }
+
+// BootKernelAnnotation forces the launcher's choice of kernel for a VMI without kernelBoot (tests on either
+// kind of host; see docs/boot.md).
+const BootKernelAnnotation = "kvirt.io/boot-kernel"
+
+// Values of BootKernelAnnotation.
+const (
+	BootImageKernel    = "image"    // the OS image's own kernel and initrd
+	BootPlatformKernel = "platform" // kvirt's platform kernel with the image's root filesystem
+	BootBuiltIn        = "builtin"  // kvirt's built-in guest; the disks are data disks
+)
 
 // VCPUs is sockets × cores × threads.
 func (m *Machine) VCPUs() int { return m.Sockets * m.Cores * m.Threads }
@@ -102,6 +123,12 @@ type Disk struct {
 	HostDiskType     volumes.HostDiskType
 }
 
+// SecretRef is a Secret named by the spec, with the field naming it (for errors).
+type SecretRef struct {
+	Field string
+	Name  string
+}
+
 // Interface is one guest NIC on the pod network.
 type Interface struct {
 	Name    string
@@ -140,6 +167,10 @@ func (t *translator) unsupported(p *field.Path, why string) {
 	t.errs = append(t.errs, &field.Error{Type: field.ErrorTypeForbidden, Field: p.String(), Detail: why})
 }
 
+func (t *translator) required(p *field.Path, why string) {
+	t.errs = append(t.errs, field.Required(p, why))
+}
+
 func (t *translator) warn(p *field.Path, why string) {
 	t.warnings = append(t.warnings, p.String()+": "+why)
 }
@@ -175,12 +206,65 @@ func (t *translator) translate() *Machine {
 	t.memory(m)
 	t.cpu(m)
 	t.firmware(m)
+	if v, ok := t.vmi.Annotations[BootKernelAnnotation]; ok {
+		switch v {
+		case BootImageKernel, BootPlatformKernel, BootBuiltIn:
+			m.BootKernel = v
+		default:
+			t.fail(field.NewPath("metadata", "annotations").Key(BootKernelAnnotation), v,
+				fmt.Sprintf("want %q, %q or %q", BootImageKernel, BootPlatformKernel, BootBuiltIn))
+		}
+		if m.Kernel != nil {
+			t.warn(field.NewPath("metadata", "annotations").Key(BootKernelAnnotation), "ignored: spec.domain.firmware.kernelBoot gives the kernel")
+		}
+	}
 	if d.Machine != nil && d.Machine.Type != "" && d.Machine.Type != v1.DefaultMachineType {
 		t.warn(dp.Child("machine", "type"), fmt.Sprintf("%q is recorded but kvirt has one machine model (virtio-mmio, ACPI)", d.Machine.Type))
 	}
 	t.disks(m)
 	t.interfaces(m)
+	t.accessCredentials(m)
 	return m
+}
+
+// accessCredentials accepts sshPublicKey credentials propagated through NoCloud (KubeVirt puts them in the
+// NoCloud meta-data's public-keys); the guest-agent methods and config drives do not exist in kvirt.
+func (t *translator) accessCredentials(m *Machine) {
+	spec := &t.vmi.Spec
+	hasNoCloud := slices.ContainsFunc(m.Disks, func(d Disk) bool { return d.Kind == CloudInitNoCloud })
+	for i, ac := range spec.AccessCredentials {
+		p := t.root.Child("accessCredentials").Index(i)
+		switch {
+		case ac.SSHPublicKey != nil && ac.UserPassword != nil:
+			t.fail(p, "sshPublicKey, userPassword", "set only one of sshPublicKey and userPassword")
+			continue
+		case ac.UserPassword != nil:
+			t.unsupported(p.Child("userPassword"), "not supported: it is propagated by the QEMU guest agent, which kvirt has not; use sshPublicKey with propagationMethod noCloud, or cloud-init user-data")
+			continue
+		case ac.SSHPublicKey == nil:
+			t.required(p.Child("sshPublicKey"), "the public keys to put into the guest")
+			continue
+		}
+		k := ac.SSHPublicKey
+		kp := p.Child("sshPublicKey")
+		if k.Source.Secret == nil || k.Source.Secret.SecretName == "" {
+			t.required(kp.Child("source", "secret", "secretName"), "the Secret holding the public keys")
+			continue
+		}
+		pm := kp.Child("propagationMethod")
+		switch {
+		case k.PropagationMethod.QemuGuestAgent != nil:
+			t.unsupported(pm.Child("qemuGuestAgent"), "not supported: kvirt has no QEMU guest agent channel; use noCloud: {}")
+		case k.PropagationMethod.ConfigDrive != nil:
+			t.unsupported(pm.Child("configDrive"), "not supported: kvirt has no cloudInitConfigDrive volumes; use noCloud: {} with a cloudInitNoCloud volume")
+		case k.PropagationMethod.NoCloud == nil:
+			t.required(pm.Child("noCloud"), "kvirt propagates keys through the NoCloud meta-data only: set noCloud: {}")
+		case !hasNoCloud:
+			t.required(t.root.Child("volumes"), "a cloudInitNoCloud volume: its meta-data carries the keys of "+pm.Child("noCloud").String())
+		default:
+			m.SSHKeySecrets = append(m.SSHKeySecrets, SecretRef{Field: kp.Child("source", "secret", "secretName").String(), Name: k.Source.Secret.SecretName})
+		}
+	}
 }
 
 func (t *translator) memory(m *Machine) {

@@ -30,6 +30,8 @@ type NoCloud struct {
 	NetworkData          string
 	NetworkDataBase64    string
 	InstanceID, Hostname string // meta-data: the VMI's UID and name
+	// PublicKeys go into meta-data's public-keys (spec.accessCredentials with noCloud propagation).
+	PublicKeys []string
 }
 
 // PrepareCloudInit writes an ISO 9660 image (Rock Ridge names, label "cidata") at workDir/<volume>.iso holding
@@ -49,7 +51,7 @@ func PrepareCloudInit(field, workDir, volume string, nc NoCloud) (*blk.File, err
 	}
 	files := map[string][]byte{
 		"user-data": user,
-		"meta-data": []byte(fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", nc.InstanceID, nc.Hostname)),
+		"meta-data": metaData(nc),
 	}
 	if network != nil {
 		files["network-config"] = network

@@ -68,7 +68,7 @@ func TestCloudInitNoCloud(t *testing.T) {
 	}
 	want := map[string]string{
 		"user-data":      user,
-		"meta-data":      "instance-id: 6f1c2a1e-uid\nlocal-hostname: testvmi\n",
+		"meta-data":      "instance-id: \"6f1c2a1e-uid\"\nlocal-hostname: \"testvmi\"\n",
 		"network-config": net,
 	}
 	for k, v := range want {

@@ -54,6 +54,8 @@ func TestExampleVMContainerDiskAndCloudInit(t *testing.T) {
 		t.Errorf("the guest did not read the user-data:\n%s", lastLines(out, 40))
 	}
 	e.waitField("vmi/testvm", `{.status.conditions[?(@.type=="Ready")].status}`, "True", 2*time.Minute)
+	// The demo disk holds files, no OS: the built-in guest booted, and the VMI says so.
+	e.waitField("vmi/testvm", `{.status.conditions[?(@.type=="BootedFromDisk")].reason}`, "NoBootableDisk", time.Minute)
 
 	e.virtctlOK("stop", "testvm")
 	e.waitGone("vmi/testvm", 3*time.Minute)

@@ -401,6 +401,7 @@ func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
 	e.waitGone("vmi/tgf", time.Minute)
 	e.waitGone("vm/tgf", time.Minute)
 }
+
 // A VM whose pod no node can hold shows KubeVirt's ErrorUnschedulable with the scheduler's reason on the
 // VMI's PodScheduled condition, and stops cleanly. It boots no guest, so it runs on hosts without KVM.
 func TestUnschedulableVMShowsErrorUnschedulable(t *testing.T) {

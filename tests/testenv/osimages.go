@@ -1,0 +1,31 @@
+package testenv
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// OSImagesDir is where `just os-images` puts the OS disk images (debian-12.raw, debian-12.qcow2, the
+// debian-12-kvirt-kernel.* variant): $KVIRT_OS_IMAGES_DIR, else build/os-images in the repository.
+func OSImagesDir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("KVIRT_OS_IMAGES_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(RepoRoot(t), "build", "os-images")
+}
+
+// OSImage returns the path of an OS disk image, skipping or failing the test (KVIRT_REQUIRE_KVM=1 or
+// KVIRT_REQUIRE_IMAGES=1) when it has not been built.
+func OSImage(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(OSImagesDir(t), name)
+	if _, err := os.Stat(p); err != nil {
+		if imagesRequired() {
+			t.Fatalf("OS image %s missing (%v): run `just os-images` first", name, err)
+		}
+		t.Skipf("OS image %s missing (%v): run `just os-images` first", name, err)
+	}
+	return p
+}
