@@ -98,8 +98,10 @@ type Disk struct {
 	NoCloud          *volumes.NoCloud   // cloudInitNoCloud
 	Capacity         *resource.Quantity // emptyDisk, hostDisk
 	ClaimName        string             // persistentVolumeClaim
+	Claim            *volumes.ClaimInfo // persistentVolumeClaim: from status.volumeStatus (nil: unknown)
 	HostPath         string             // hostDisk
 	HostDiskType     volumes.HostDiskType
+	Cache            volumes.Cache // persistentVolumeClaim, hostDisk: the disk's cache mode
 }
 
 // Interface is one guest NIC on the pod network.
