@@ -36,6 +36,8 @@ type Options struct {
 	LauncherImage string
 	// ControlPort of the launcher's control API (default DefaultControlPort).
 	ControlPort int
+	// HostDisks allows hostDisk volumes (KubeVirt's HostDisk feature gate; off by default).
+	HostDisks bool
 	// Status is where launcher state comes from (the control-API client; a fake in tests).
 	Status StatusSource
 	// Workers per controller (default 3).
@@ -147,7 +149,7 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	if rc, ok := kv.KubevirtV1().RESTClient().(*rest.RESTClient); ok && rc != nil {
 		c.vm.raw = rc // fake clientsets have none: VMIs are then created from the typed template
 	}
-	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort}
+	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort, HostDisks: opts.HostDisks}
 	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, pvcInf, recorder, opts.Status, pc, opts.Logger, opts.Metrics); err != nil {
 		return nil, err
 	}

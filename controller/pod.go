@@ -69,6 +69,9 @@ type PodConfig struct {
 	Image string
 	// ControlPort the launcher serves its control API on.
 	ControlPort int
+	// HostDisks allows hostDisk volumes (virt-controller --host-disks, KubeVirt's HostDisk feature gate):
+	// a hostPath volume lets whoever creates the VMI create and write files on the node as the launcher.
+	HostDisks bool
 }
 
 // LauncherArgs are the launcher container's arguments (after the image's entrypoint, virt-launcher):
@@ -179,7 +182,7 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map
 	if !ok {
 		return nil, fmt.Errorf("VMI %s/%s: no memory requested (spec.domain.memory.guest or spec.domain.resources.requests.memory)", vmi.Namespace, vmi.Name)
 	}
-	persistent, err := renderPodVolumes(vmi, claims) // controller/podvolumes.go
+	persistent, err := renderPodVolumes(vmi, claims, cfg.HostDisks) // controller/podvolumes.go
 	if err != nil {
 		return nil, fmt.Errorf("VMI %s/%s: %w", vmi.Namespace, vmi.Name, err)
 	}

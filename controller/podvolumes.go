@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -76,10 +77,13 @@ func pvcNotFoundMessage(namespace, claim string) string {
 	return fmt.Sprintf("PVC %s/%s does not exist, waiting for it to appear", namespace, claim)
 }
 
+// ErrHostDisksDisabled refuses a hostDisk volume when virt-controller runs without --host-disks.
+var ErrHostDisksDisabled = errors.New("hostDisk volumes are disabled: they give whoever creates a VMI write access to files on the node; an administrator enables them with virt-controller --host-disks (KubeVirt's HostDisk feature gate)")
+
 // renderPodVolumes renders the VMI's persistentVolumeClaim and hostDisk volumes. Every claim must be in
 // claims (missingClaims first); the claim's spec.volumeMode picks filesystem or block (unset means
-// Filesystem, the API default).
-func renderPodVolumes(vmi *v1.VirtualMachineInstance, claims map[string]*corev1.PersistentVolumeClaim) (podVolumes, error) {
+// Filesystem, the API default). hostDisks allows hostDisk volumes.
+func renderPodVolumes(vmi *v1.VirtualMachineInstance, claims map[string]*corev1.PersistentVolumeClaim, hostDisks bool) (podVolumes, error) {
 	var out podVolumes
 	for i, vol := range vmi.Spec.Volumes {
 		switch {
@@ -99,6 +103,9 @@ func renderPodVolumes(vmi *v1.VirtualMachineInstance, claims map[string]*corev1.
 			}
 			out.status = append(out.status, v1.VolumeStatus{Name: vol.Name, PersistentVolumeClaimInfo: claimInfo(claim)})
 		case vol.HostDisk != nil:
+			if !hostDisks {
+				return podVolumes{}, fmt.Errorf("spec.volumes[%d].hostDisk: %w", i, ErrHostDisksDisabled)
+			}
 			t := corev1.HostPathDirectory
 			if vol.HostDisk.Type == v1.HostDiskExistsOrCreate {
 				t = corev1.HostPathDirectoryOrCreate

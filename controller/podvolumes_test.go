@@ -2,6 +2,8 @@ package controller
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,7 +99,7 @@ func TestRenderPodVolumes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pv, err := renderPodVolumes(pvcVMI(tc.vol), claims)
+			pv, err := renderPodVolumes(pvcVMI(tc.vol), claims, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,8 +117,12 @@ func TestRenderPodVolumes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := renderPodVolumes(pvcVMI(pvcVol("root", "gone", false)), claims); err == nil {
+	if _, err := renderPodVolumes(pvcVMI(pvcVol("root", "gone", false)), claims, true); err == nil {
 		t.Error("a missing claim rendered")
+	}
+	host := v1.Volume{Name: "host", HostDisk: &v1.HostDisk{Path: "/etc/cron.d/x", Type: v1.HostDiskExistsOrCreate}}
+	if _, err := renderPodVolumes(pvcVMI(host), claims, false); !errors.Is(err, ErrHostDisksDisabled) || !strings.Contains(err.Error(), "spec.volumes[0].hostDisk") {
+		t.Errorf("hostDisk without --host-disks: %v", err)
 	}
 }
 
