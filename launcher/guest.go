@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 
-	"github.com/kvirt/kvirt/devices/bus"
-	"github.com/kvirt/kvirt/devices/virtio/mmio"
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/kvirt/kvirt/launcher/spec"
@@ -65,21 +62,6 @@ func (g *guest) writeInput(p []byte) (int, error) {
 	g.inMu.Lock()
 	defer g.inMu.Unlock()
 	return g.inW.Write(p)
-}
-
-// attach maps a virtio device on a new virtio-mmio slot.
-func (g *guest) attach(name string, dev mmio.Device) error {
-	_, err := g.m.AddVirtioMMIO(func(_ vmm.VirtioSlot, irq *vmm.IRQFD) (bus.Device, []*os.File, error) {
-		tr, err := mmio.New(name, dev, g.m.Memory(), irq)
-		if err != nil {
-			return nil, nil, err
-		}
-		return tr, tr.NotifyFiles(), nil
-	})
-	if err != nil {
-		return fmt.Errorf("attach %s: %w", name, err)
-	}
-	return nil
 }
 
 // abort releases a machine that was never started.

@@ -49,7 +49,7 @@ spec:
 	if err := containerdisk.CopyKernelBoot(context.Background(), root, "/boot/testguest", "", filepath.Join(disks, containerdisk.KernelBootDir), nil); err != nil {
 		t.Fatal(err)
 	}
-	console := &syncBuf{}
+	console := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := Run(ctx, Options{VMI: vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), ContainerDisks: disks},

@@ -19,10 +19,11 @@ import (
 	"sync/atomic"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/devices/virtio/blk"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/kvirt/kvirt/devices/virtio/rng"
+	"github.com/kvirt/kvirt/devices/virtio/virtionet"
 	"github.com/kvirt/kvirt/images"
 	"github.com/kvirt/kvirt/launcher/containerdisk"
 	"github.com/kvirt/kvirt/launcher/control"
@@ -178,25 +179,25 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 	r.guest.Store(g)
 	r.shutdown.VM = g
 	for i, d := range disks {
-		name := "vd" + string(rune('a'+i))
+		name := blk.DiskName(i)
 		dev, err := blk.New(blk.Config{Backend: d.Backend, Size: d.Backend.Size(), ReadOnly: d.ReadOnly, Serial: d.Serial, Name: name, BlockSize: d.BlockSize})
 		if err != nil {
 			g.abort()
 			return r.fail(fmt.Errorf("%s: disk %q: %w", d.VolumeField, d.Name, err))
 		}
-		if err := g.attach(name, dev); err != nil {
+		if _, err := g.m.AttachVirtio(name, dev); err != nil {
 			g.abort()
 			return r.fail(err)
 		}
 	}
 	if tap != nil {
-		dev, err := vnet.New(vnet.Config{Backend: tap, MAC: iface.MAC, OwnBackend: true, Name: "eth0"})
+		dev, err := virtionet.New(virtionet.Config{Backend: tap, MAC: iface.MAC, OwnBackend: true, Name: "eth0"})
 		if err != nil {
 			tap.Close()
 			g.abort()
 			return r.fail(err)
 		}
-		if err := g.attach("net0", dev); err != nil {
+		if _, err := g.m.AttachVirtio("net0", dev); err != nil {
 			g.abort()
 			return r.fail(err)
 		}
@@ -208,7 +209,7 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 	// RDRAND from the guest, whose getrandom() then blocks for minutes (DHCP clients stall), so the launcher
 	// supplies the entropy there too.
 	if m.RNG || kvm.PVM() {
-		if err := g.attach("rng", rng.New()); err != nil {
+		if _, err := g.m.AttachVirtio("rng", rng.New()); err != nil {
 			g.abort()
 			return r.fail(err)
 		}
@@ -295,7 +296,7 @@ type ifaceInfo struct {
 }
 
 // network plumbs the NIC and attaches to its tap (nil when the VMI has no interface or the mode is none).
-func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
+func (r *runner) network(m *spec.Machine) (*virtionet.Tap, ifaceInfo, error) {
 	if len(m.Interfaces) == 0 || r.o.Network.Kind == "none" {
 		if len(m.Interfaces) > 0 {
 			r.log.Warn("network mode none: the guest gets no NIC", "interface", m.Interfaces[0].Name)
@@ -306,7 +307,7 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 	info := ifaceInfo{Name: in.Name, MAC: in.MAC}
 	switch r.o.Network.Kind {
 	case "tap":
-		tap, err := vnet.OpenTap(r.o.Network.Name)
+		tap, err := virtionet.OpenTap(r.o.Network.Name)
 		if err != nil {
 			return nil, info, err
 		}
@@ -345,10 +346,10 @@ func (r *runner) network(m *spec.Machine) (*vnet.Tap, ifaceInfo, error) {
 		}
 		r.closers = append(r.closers, pn.Close)
 		info.MAC, info.IP = pn.GuestMAC, pn.PodIP.IP.String()
-		var tap *vnet.Tap
+		var tap *virtionet.Tap
 		err = network.Do(target, func() error { // no setns when target is ours (a pod has no CAP_SYS_ADMIN)
 			var err error
-			tap, err = vnet.OpenTap(pn.Tap)
+			tap, err = virtionet.OpenTap(pn.Tap)
 			return err
 		})
 		return tap, info, err

@@ -8,10 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/images"
@@ -19,7 +20,6 @@ import (
 	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/tests/testenv"
-	"sigs.k8s.io/yaml"
 )
 
 const testVMI = `
@@ -42,25 +42,8 @@ type lrun struct {
 	client  *control.Client
 	sigs    chan os.Signal
 	out     chan grace.Outcome
-	console *syncBuf
+	console *testenv.SyncBuffer
 	term    string
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startLauncher runs the launcher on the freestanding test guest with testguest=<action>.
@@ -74,7 +57,7 @@ func startLauncher(t *testing.T, action string, graceSeconds string, mods ...fun
 	}
 	dir := t.TempDir()
 	r := &lrun{sock: filepath.Join(dir, "launcher.sock"), sigs: make(chan os.Signal, 2), out: make(chan grace.Outcome, 1),
-		console: &syncBuf{}, term: filepath.Join(dir, "termination-log")}
+		console: &testenv.SyncBuffer{}, term: filepath.Join(dir, "termination-log")}
 	ready := make(chan net.Addr, 1)
 	opts := Options{
 		VMI: &vmi, Dirs: spec.Dirs{Work: filepath.Join(dir, "work"), Root: dir},

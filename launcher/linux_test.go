@@ -21,13 +21,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/vishvananda/netlink"
+
 	"github.com/kvirt/kvirt/images"
 	"github.com/kvirt/kvirt/launcher/control"
 	"github.com/kvirt/kvirt/launcher/grace"
 	"github.com/kvirt/kvirt/launcher/spec"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
-	"github.com/vishvananda/netlink"
 )
 
 // These tests boot kvirt's own guest kernel and initramfs (kvirt-init runs the kvirt.test actions and prints
@@ -51,7 +52,7 @@ func runLinux(t *testing.T, manifest, actions string, netMode NetworkMode, extra
 		t.Skip("boots a Linux guest (minutes on PVM hosts); skipped with -short")
 	}
 	dir := t.TempDir()
-	console := &syncBuf{}
+	console := &testenv.SyncBuffer{}
 	cmdline := vmm.DefaultCmdline + ` kvirt.test="` + actions + `" ` + strings.Join(extra, " ")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -261,7 +262,7 @@ func TestLinuxGuestMasquerade(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	console := &syncBuf{}
+	console := &testenv.SyncBuffer{}
 	sigs := make(chan os.Signal, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()

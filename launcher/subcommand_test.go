@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 // echoVM answers console input by echoing it on the console output.
@@ -56,7 +57,7 @@ func TestSubcommands(t *testing.T) {
 	}
 	// console: what is typed comes back (echo guest) until stdin ends.
 	pr, pw := io.Pipe()
-	var cout syncBuf
+	var cout testenv.SyncBuffer
 	codeCh := make(chan int, 1)
 	go func() { codeCh <- Subcommand(ctx, sock, "console", pr, &cout, &errb) }()
 	pw.Write([]byte("hello\n"))

@@ -18,6 +18,7 @@ import (
 	"github.com/kvirt/kvirt/devices/i8042"
 	"github.com/kvirt/kvirt/devices/rtc"
 	"github.com/kvirt/kvirt/devices/serial"
+	"github.com/kvirt/kvirt/devices/virtio/mmio"
 	"github.com/kvirt/kvirt/vmm/cpuid"
 	"github.com/kvirt/kvirt/vmm/kvm"
 	"github.com/kvirt/kvirt/vmm/layout"
@@ -315,6 +316,25 @@ func (m *Machine) AddVirtioMMIO(mk func(slot VirtioSlot, irq *IRQFD) (bus.Device
 	m.virtioDevs = append(m.virtioDevs, dev)
 	m.mu.Unlock()
 	return slot, nil
+}
+
+// AttachVirtio maps dev behind a new virtio-mmio transport on a new slot (see AddVirtioMMIO) and returns
+// the transport. name labels the transport's log lines and errors. The machine resets the transport on a
+// reboot and closes it, which stops and closes the device (syncing a disk), before it reports its end.
+func (m *Machine) AttachVirtio(name string, dev mmio.Device) (*mmio.Transport, error) {
+	var tr *mmio.Transport
+	_, err := m.AddVirtioMMIO(func(_ VirtioSlot, irq *IRQFD) (bus.Device, []*os.File, error) {
+		var err error
+		tr, err = mmio.New(name, dev, m.Memory(), irq)
+		if err != nil {
+			return nil, nil, err
+		}
+		return tr, tr.NotifyFiles(), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", name, err)
+	}
+	return tr, nil
 }
 
 // resetVirtio resets the virtio devices that can be (Reset()) before a reboot in place reuses guest memory;

@@ -2,10 +2,15 @@ package vmm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/kvirt/kvirt/devices/bus"
+	"github.com/kvirt/kvirt/devices/virtio/mmio"
+	"github.com/kvirt/kvirt/devices/virtio/rng"
+	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm/acpi"
 	"github.com/kvirt/kvirt/vmm/kvm"
 	"github.com/kvirt/kvirt/vmm/layout"
@@ -67,5 +72,33 @@ func TestAddVirtioMMIO(t *testing.T) {
 	}
 	if n := bytes.Count(acpi.DSDT(c), []byte("LNRO0005")); n != 2 {
 		t.Fatalf("DSDT declares %d virtio-mmio devices, want 2", n)
+	}
+}
+
+// AttachVirtio puts a device model behind a transport on the next slot, where the guest finds the
+// virtio-mmio registers; once the machine has started it refuses, naming the device.
+func TestAttachVirtio(t *testing.T) {
+	testenv.RequireKVM(t)
+	kernel := testenv.Image(t, "testguest")
+	m, err := New(Config{Kernel: kernel, Cmdline: "testguest=poweroff", MemoryBytes: 64 << 20, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := m.AttachVirtio("virtio-rng", rng.New())
+	if err != nil || tr == nil {
+		t.Fatalf("attach: %v, transport %v", err, tr)
+	}
+	var magic [4]byte
+	if !m.MMIO.Read(layout.VirtioMMIOBase+mmio.RegMagic, magic[:]) || binary.LittleEndian.Uint32(magic[:]) != mmio.Magic {
+		t.Fatalf("no virtio-mmio magic at the first slot: %x", magic)
+	}
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := wait(t, m, testGuestTimeout); o != PoweredOff || err != nil {
+		t.Fatalf("outcome %v (%v)", o, err)
+	}
+	if _, err := m.AttachVirtio("late", rng.New()); err == nil || !strings.Contains(err.Error(), "attach late") {
+		t.Fatalf("attach after the end: %v, want an error naming the device", err)
 	}
 }

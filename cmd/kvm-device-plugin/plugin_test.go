@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 // fakeKubelet records registrations on kubelet.sock in dir.
@@ -38,17 +41,6 @@ func (k *fakeKubelet) count(resource string) int {
 		}
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestPluginRegistersServesAndReregisters(t *testing.T) {
@@ -78,8 +70,9 @@ func TestPluginRegistersServesAndReregisters(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, "both resources registered", func() bool {
-		return kubelet.count("devices.kubevirt.io/kvm") == 1 && kubelet.count("devices.kubevirt.io/tun") == 1
+	testenv.Eventually(t, "both resources registered", 10*time.Second, func() (bool, string) {
+		kvm, tun := kubelet.count("devices.kubevirt.io/kvm"), kubelet.count("devices.kubevirt.io/tun")
+		return kvm == 1 && tun == 1, fmt.Sprintf("registrations: kvm %d, tun %d", kvm, tun)
 	})
 	kubelet.mu.Lock()
 	for _, r := range kubelet.regs {
@@ -135,5 +128,8 @@ func TestPluginRegistersServesAndReregisters(t *testing.T) {
 
 	// A kubelet restart removes the sockets: the plugin registers again.
 	os.Remove(filepath.Join(dir, "kubevirt-tun.sock"))
-	waitFor(t, "tun registered again", func() bool { return kubelet.count("devices.kubevirt.io/tun") == 2 })
+	testenv.Eventually(t, "tun registered again", 10*time.Second, func() (bool, string) {
+		n := kubelet.count("devices.kubevirt.io/tun")
+		return n == 2, fmt.Sprintf("%d tun registrations", n)
+	})
 }

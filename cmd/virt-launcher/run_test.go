@@ -55,36 +55,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuf is a goroutine-safe buffer for a child's output.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool, diag func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v\n%s", what, d, diag())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 const testGuestVMI = `apiVersion: kubevirt.io/v1
 kind: VirtualMachineInstance
 metadata: {name: tg, namespace: default}
@@ -178,7 +148,7 @@ spec:
 `)
 	sock := filepath.Join(t.TempDir(), "launcher.sock")
 	cmd := exec.Command(bin, "run", "-f", vm, "--kernel", kernel, "--append", "testguest=button", "--control-socket", sock)
-	stdout, stderr := &syncBuf{}, &syncBuf{}
+	stdout, stderr := &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -195,9 +165,9 @@ spec:
 		}
 	})
 	diag := func() string { return "stdout:\n" + stdout.String() + "\nstderr:\n" + stderr.String() }
-	waitFor(t, "boot marker on the console", 60*time.Second, func() bool {
-		return strings.Contains(stdout.String(), "kvirt-guest: ready")
-	}, diag)
+	testenv.Eventually(t, "boot marker on the console", 60*time.Second, func() (bool, string) {
+		return strings.Contains(stdout.String(), "kvirt-guest: ready"), diag()
+	})
 	sub := func(verb string, stdin string) (string, string, int) {
 		c := exec.Command(bin, verb, "--socket", sock)
 		c.Stdin = strings.NewReader(stdin)
@@ -303,7 +273,7 @@ func runLinux(t *testing.T, vmiYAML, cmdline string, args ...string) (string, fu
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"run", "-f", vmi, "-q", "--append", vmm.DefaultCmdline + " " + cmdline}, args...)...)
 	cmd.Dir = testenv.ImagesDir(t) // the default kernel search finds build/images from inside it
-	stdout, stderr := &syncBuf{}, &syncBuf{}
+	stdout, stderr := &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package grace
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 // fakeVM records power-button presses and hard stops; a guest that honours the button reports Poweroff on
@@ -166,9 +168,9 @@ func TestShorterGraceWinsAndSecondSignal(t *testing.T) {
 	r.waitPress(t, 1)
 	r.m.Shutdown(2 * time.Minute) // later deadline: ignored
 	r.m.Shutdown(8 * time.Second) // earlier: wins
-	waitFor(t, "deadline moved to 8 s", func() bool {
+	testenv.Eventually(t, "deadline moved to 8 s", 5*time.Second, func() (bool, string) {
 		d := r.board.Get().Deadline
-		return d != nil && d.Equal(time.Unix(1008, 0))
+		return d != nil && d.Equal(time.Unix(1008, 0)), fmt.Sprintf("deadline %v", d)
 	})
 	r.clock.WaitPending(2, 5*time.Second)
 	r.clock.Advance(5 * time.Second)
@@ -218,17 +220,5 @@ func TestTerminationMessage(t *testing.T) {
 	}
 	if lf := LauncherFailed(os.ErrNotExist); lf.ExitCode != 2 || lf.Phase != control.Failed {
 		t.Fatalf("%+v", lf)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

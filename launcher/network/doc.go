@@ -25,5 +25,5 @@
 // (KubeVirt needs no such setting: its privileged virt-handler plumbs the pod from the node.) When a value is
 // 0 and cannot be written, the error names the sysctl, the pod request and the kubelet setting.
 //
-// The tap device is created persistent so the VMM attaches to it by name (devices/virtio/net.OpenTap).
+// The tap device is created persistent so the VMM attaches to it by name (devices/virtio/virtionet.OpenTap).
 package network

@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kvirt/kvirt/devices/virtio/virtionet"
 )
 
 const noSysAdminEnv = "KVIRT_TEST_NO_SYS_ADMIN"
@@ -127,10 +128,10 @@ func setupWithoutSysAdmin(t *testing.T, b Binding) {
 		t.Fatalf("Setup in the current namespace without CAP_SYS_ADMIN: %v", err)
 	}
 	defer pn.Close()
-	var tap *vnet.Tap
+	var tap *virtionet.Tap
 	if err := Do(cur, func() error { // as launcher.go opens the tap
 		var err error
-		tap, err = vnet.OpenTap(pn.Tap)
+		tap, err = virtionet.OpenTap(pn.Tap)
 		return err
 	}); err != nil {
 		t.Fatalf("open %s: %v", pn.Tap, err)

@@ -15,8 +15,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/vishvananda/netlink"
+
+	"github.com/kvirt/kvirt/devices/virtio/virtionet"
 )
 
 // The simulated pod: a "node" namespace (10.10.0.1, the gateway) joined by a veth to the "pod" namespace
@@ -225,7 +226,7 @@ func TestBridgeBinding(t *testing.T) {
 	}))
 	// The VMM attaches to the tap by name.
 	must(t, tp.pod.Do(func(ns.NetNS) error {
-		tap, err := vnet.OpenTap(pn.Tap)
+		tap, err := virtionet.OpenTap(pn.Tap)
 		if err != nil {
 			return err
 		}

@@ -54,6 +54,7 @@ spec:
 		t.Fatal(err)
 	}
 	defer CloseDisks(out)
+	fastPaths(t, out[0])
 	b := out[0].Backend
 	if b.Size() != 1<<20 {
 		t.Fatalf("size %d", b.Size())

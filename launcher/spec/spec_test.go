@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 	"github.com/kvirt/kvirt/launcher/network"
 	"github.com/kvirt/kvirt/launcher/volumes"
-	"sigs.k8s.io/yaml"
 )
 
 const full = `
@@ -260,6 +262,21 @@ spec:
 	}
 	if !disks[0].ReadOnly || disks[1].ReadOnly {
 		t.Errorf("read-only flags %v %v", disks[0].ReadOnly, disks[1].ReadOnly)
+	}
+	for _, d := range disks {
+		fastPaths(t, d)
+	}
+}
+
+// fastPaths checks that a prepared disk gets virtio-blk's vectored I/O (one call per request, not one per
+// guest buffer) and DISCARD.
+func fastPaths(t *testing.T, d PreparedDisk) {
+	t.Helper()
+	if _, ok := d.Backend.(blk.VectorIO); !ok {
+		t.Errorf("disk %s (%T) has no vectored I/O", d.Name, d.Backend)
+	}
+	if _, ok := d.Backend.(blk.Discarder); !ok {
+		t.Errorf("disk %s (%T) cannot discard", d.Name, d.Backend)
 	}
 }
 

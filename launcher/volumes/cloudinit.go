@@ -11,6 +11,8 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
 // CloudInitLabel is the volume label cloud-init's NoCloud datasource looks for.
@@ -33,7 +35,7 @@ type NoCloud struct {
 // PrepareCloudInit writes an ISO 9660 image (Rock Ridge names, label "cidata") at workDir/<volume>.iso holding
 // user-data, meta-data and, when given, network-config, and opens it read-only. field is e.g.
 // "spec.volumes[1].cloudInitNoCloud".
-func PrepareCloudInit(field, workDir, volume string, nc NoCloud) (*FileBackend, error) {
+func PrepareCloudInit(field, workDir, volume string, nc NoCloud) (*blk.File, error) {
 	user, err := pickData(field, "userData", nc.UserData, nc.UserDataBase64)
 	if err != nil {
 		return nil, err
@@ -59,7 +61,7 @@ func PrepareCloudInit(field, workDir, volume string, nc NoCloud) (*FileBackend, 
 	if err := WriteISO(p, CloudInitLabel, files); err != nil {
 		return nil, fieldErr(field, "build the cidata disk: %w", err)
 	}
-	b, err := OpenFile(p, true)
+	b, err := blk.OpenFile(p, blk.FileOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fieldErr(field, "%w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	diskfs "github.com/diskfs/go-diskfs"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
 func readISO(t *testing.T, p string) (label string, files map[string]string) {
@@ -56,7 +58,7 @@ func TestCloudInitNoCloud(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := b.WriteAt([]byte{0}, 0); !errors.Is(err, ErrReadOnly) {
+	if _, err := b.WriteAt([]byte{0}, 0); !errors.Is(err, blk.ErrReadOnly) {
 		t.Fatalf("cidata disk writable: %v", err)
 	}
 	p := filepath.Join(dir, "cloudinit.iso")

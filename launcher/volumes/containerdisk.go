@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
 // Prefixes of ContainerDisk image references that name local images instead of a registry.
@@ -52,9 +54,10 @@ type ContainerDisk struct {
 	Backend Backend
 }
 
+// containerDiskBackend is the Overlay that owns its base: closing it closes both.
 type containerDiskBackend struct {
 	*Overlay
-	base *os.File
+	base *blk.File
 }
 
 func (b containerDiskBackend) Close() error {
@@ -93,19 +96,14 @@ func OpenContainerDisk(field, basePath, workDir string) (*ContainerDisk, error) 
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return nil, fieldErr(field, "create work directory: %w", err)
 	}
-	base, err := os.Open(basePath)
+	base, err := blk.OpenFile(basePath, blk.FileOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fieldErr(field, "%w", err)
 	}
-	st, err := base.Stat()
-	if err != nil {
-		base.Close()
-		return nil, fieldErr(field, "%w", err)
-	}
-	var ro ReaderAtSize = &sizedFile{File: base, size: st.Size()}
+	var ro ReaderAtSize = base
 	format := "raw"
 	if IsQCOW2(base) {
-		q, err := OpenQCOW2(base, st.Size())
+		q, err := OpenQCOW2(base, base.Size())
 		if err != nil {
 			base.Close()
 			return nil, fieldErr(field, "disk %s: %w", basePath, err)
@@ -119,13 +117,6 @@ func OpenContainerDisk(field, basePath, workDir string) (*ContainerDisk, error) 
 	}
 	return &ContainerDisk{BasePath: basePath, Format: format, Backend: containerDiskBackend{Overlay: ov, base: base}}, nil
 }
-
-type sizedFile struct {
-	*os.File
-	size int64
-}
-
-func (f *sizedFile) Size() int64 { return f.size }
 
 func loadImage(ctx context.Context, ref string, opts ContainerDiskOptions) (v1.Image, error) {
 	switch {

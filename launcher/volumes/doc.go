@@ -1,5 +1,7 @@
 // Package volumes turns the volumes of a VirtualMachineInstance into block backends the VMM's virtio-blk
-// device can use. It owns the on-disk layout of every volume kind inside the launcher pod:
+// device can use: every raw disk is a devices/virtio/blk.File, the same backend kvirt-vmm's --disk uses,
+// and a containerDisk is a copy-on-write Overlay over one. It owns the on-disk layout of every volume kind
+// inside the launcher pod:
 //
 //   - containerDisk: an OCI image holding exactly one disk file under /disk/ (raw or qcow2), read from a
 //     registry reference, a local OCI layout directory or a `docker save` tarball with go-containerregistry.

@@ -6,6 +6,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
 // KubeVirt's layout of volumes inside the launcher pod (pkg/host-disk, pkg/virt-launcher in kubevirt/kubevirt).
@@ -30,7 +32,7 @@ func HostDiskPath(root, volume, hostPath string) string {
 }
 
 // PrepareEmptyDisk creates a sparse raw file of capacity in workDir/<volume>.img and opens it read-write.
-func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity) (*FileBackend, error) {
+func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity) (*blk.File, error) {
 	p := filepath.Join(workDir, volume+".img")
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return nil, fieldErr(field, "create work directory: %w", err)
@@ -39,7 +41,7 @@ func PrepareEmptyDisk(field, workDir, volume string, capacity resource.Quantity)
 	if err := CreateSparse(field+".capacity", p, capacity); err != nil {
 		return nil, err
 	}
-	b, err := OpenFile(p, false)
+	b, err := blk.OpenFile(p, blk.FileOptions{})
 	if err != nil {
 		return nil, fieldErr(field, "%w", err)
 	}

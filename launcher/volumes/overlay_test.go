@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
-// writeBase writes a read-only base file of size bytes with a recognisable pattern and returns it opened.
-func writeBase(t *testing.T, size int) (*sizedFile, []byte) {
+// writeBase writes a read-only base file of size bytes with a recognisable pattern and returns it opened,
+// its content and its path.
+func writeBase(t *testing.T, size int) (*blk.File, []byte, string) {
 	t.Helper()
 	data := make([]byte, size)
 	rand.New(rand.NewSource(1)).Read(data)
@@ -20,17 +23,45 @@ func writeBase(t *testing.T, size int) (*sizedFile, []byte) {
 	if err := os.WriteFile(p, data, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(p)
+	f, err := blk.OpenFile(p, blk.FileOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &sizedFile{File: f, size: int64(size)}, data
+	return f, data, p
 }
 
+// split cuts p into up to 5 buffers at random points, as a guest's scatter list.
+func split(rng *rand.Rand, p []byte) [][]byte {
+	var out [][]byte
+	for k := rng.Intn(5); k > 0 && len(p) > 1; k-- {
+		n := rng.Intn(len(p))
+		out = append(out, p[:n])
+		p = p[n:]
+	}
+	return append(out, p)
+}
+
+// readerOnly hides everything but ReadAt and Size, as a QCOW2 base (no vectored reads).
+type readerOnly struct{ ReaderAtSize }
+
+// The overlay against a model of the disk, through both the plain and the vectored calls (random scatter
+// lists), over a base with vectored reads (raw) and one without (as qcow2).
 func TestOverlayCopyOnWrite(t *testing.T) {
+	for _, vectoredBase := range []bool{true, false} {
+		t.Run(map[bool]string{true: "raw base", false: "base without vectored reads"}[vectoredBase], func(t *testing.T) {
+			testOverlayCopyOnWrite(t, vectoredBase)
+		})
+	}
+}
+
+func testOverlayCopyOnWrite(t *testing.T, vectoredBase bool) {
 	const size = 5*OverlayBlockSize + 1000 // last block partial
-	base, orig := writeBase(t, size)
+	f, orig, path := writeBase(t, size)
+	var base ReaderAtSize = f
+	if !vectoredBase {
+		base = readerOnly{f}
+	}
 	sum := sha256.Sum256(orig)
 	ov, err := NewOverlay(base, filepath.Join(t.TempDir(), "ov"))
 	if err != nil {
@@ -39,21 +70,33 @@ func TestOverlayCopyOnWrite(t *testing.T) {
 	defer ov.Close()
 	model := bytes.Clone(orig)
 	rng := rand.New(rand.NewSource(2))
-	for i := 0; i < 300; i++ {
+	for i := 0; i < 400; i++ {
 		off := rng.Int63n(size)
 		n := rng.Intn(3*OverlayBlockSize) + 1
 		if off+int64(n) > size {
 			n = int(size - off)
 		}
-		switch rng.Intn(3) {
-		case 0, 1:
+		switch rng.Intn(4) {
+		case 0:
 			p := make([]byte, n)
 			rng.Read(p)
 			if w, err := ov.WriteAt(p, off); err != nil || w != n {
 				t.Fatalf("WriteAt(%d,+%d) = %d, %v", off, n, w, err)
 			}
 			copy(model[off:], p)
+		case 1:
+			p := make([]byte, n)
+			rng.Read(p)
+			if w, err := ov.WriteVAt(split(rng, p), off); err != nil || w != n {
+				t.Fatalf("WriteVAt(%d,+%d) = %d, %v", off, n, w, err)
+			}
+			copy(model[off:], p)
 		case 2:
+			got := make([]byte, n)
+			if r, err := ov.ReadVAt(split(rng, got), off); err != nil || r != n || !bytes.Equal(got, model[off:off+int64(n)]) {
+				t.Fatalf("step %d: ReadVAt(%d,+%d) = %d, %v; differs from the model: %v", i, off, n, r, err, !bytes.Equal(got, model[off:off+int64(n)]))
+			}
+		case 3:
 			if err := ov.PunchHole(off, int64(n)); err != nil {
 				t.Fatalf("PunchHole(%d,+%d): %v", off, n, err)
 			}
@@ -78,7 +121,7 @@ func TestOverlayCopyOnWrite(t *testing.T) {
 	if !bytes.Equal(all, model) {
 		t.Fatal("final content differs from the model")
 	}
-	now, err := os.ReadFile(base.Name())
+	now, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +134,7 @@ func TestOverlayCopyOnWrite(t *testing.T) {
 }
 
 func TestOverlayUnwrittenReadsBaseAndBounds(t *testing.T) {
-	base, orig := writeBase(t, 3*OverlayBlockSize)
+	base, orig, _ := writeBase(t, 3*OverlayBlockSize)
 	ov, err := NewOverlay(base, filepath.Join(t.TempDir(), "ov"))
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +167,7 @@ func TestOverlayUnwrittenReadsBaseAndBounds(t *testing.T) {
 }
 
 func TestOverlayConcurrent(t *testing.T) {
-	base, _ := writeBase(t, 64*OverlayBlockSize)
+	base, _, _ := writeBase(t, 64*OverlayBlockSize)
 	ov, err := NewOverlay(base, filepath.Join(t.TempDir(), "ov"))
 	if err != nil {
 		t.Fatal(err)

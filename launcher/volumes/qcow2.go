@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/kvirt/kvirt/devices/virtio/blk"
 )
 
 // qcow2 limits: every table the parser allocates is bounded by these and by the image file's size, so a
@@ -272,4 +274,4 @@ func (q *QCOW2) readCompressed(e uint64, out []byte) error {
 }
 
 // WriteAt always fails: a qcow2 base is read-only (put an Overlay on top).
-func (q *QCOW2) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
+func (q *QCOW2) WriteAt([]byte, int64) (int, error) { return 0, blk.ErrReadOnly }

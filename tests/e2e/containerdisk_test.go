@@ -13,7 +13,7 @@ import (
 // real Linux guest boots (kvirt-guest: ready in the launcher's log) and reads the cloud-init meta-data
 // (instance-id = the VMI UID, local-hostname = the VMI name). `virtctl stop` ends it.
 func TestExampleVMContainerDiskAndCloudInit(t *testing.T) {
-	e := setup(t)
+	e := setupGuest(t)
 	e.kubectl("apply", "-f", filepath.Join(repoRoot(), "examples", "vm.yaml"))
 	e.waitField("vm/testvm", "{.status.printableStatus}", "Stopped", time.Minute)
 	e.virtctlOK("start", "testvm")
@@ -72,7 +72,7 @@ func lastLines(s string, n int) string {
 // the launcher image): the kubelet pulls it for the kernel-boot init container, which copies the kernel
 // into the pod; the launcher boots it.
 func TestKernelBootImagePulledByKubelet(t *testing.T) {
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(`apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata: {name: kbvm}

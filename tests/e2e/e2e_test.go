@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/tests/harness"
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
-const kubectl = "/usr/bin/kubectl"
+// kubectl is the kubectl on PATH (.ci/install builds one when the machine has none).
+const kubectl = "kubectl"
 
 // env is one test's view of the cluster: its kubeconfig, a fresh namespace and the virtctl binary.
 type env struct {
@@ -38,6 +40,41 @@ var (
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// setupGuest is setup for a test that boots a guest: it needs a node that advertises
+// devices.kubevirt.io/kvm. Without one the test skips, saying so (testenv.SkipNeedsKVM), or fails under
+// KVIRT_REQUIRE_KVM=1.
+func setupGuest(t *testing.T) *env {
+	t.Helper()
+	e := setup(t)
+	guestNodesOnce.Do(func() { guestNodesErr = guestNodes(e) })
+	if guestNodesErr != nil {
+		if testenv.Required() {
+			t.Fatalf("%v although KVIRT_REQUIRE_KVM=1", guestNodesErr)
+		}
+		t.Skipf("%s %v", testenv.SkipNeedsKVM, guestNodesErr)
+	}
+	return e
+}
+
+var (
+	guestNodesOnce sync.Once
+	guestNodesErr  error
+)
+
+// guestNodes returns an error unless some node of the cluster advertises a kvm device.
+func guestNodes(e *env) error {
+	out, err := e.run(kubectl, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.allocatable.devices\.kubevirt\.io/kvm}{" "}{end}`)
+	if err != nil {
+		return fmt.Errorf("kubectl get nodes: %v: %s", err, out)
+	}
+	for _, f := range strings.Fields(out) {
+		if _, n, _ := strings.Cut(f, "="); n != "" && n != "0" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no node advertises devices.kubevirt.io/kvm (nodes: %s): the cluster's hosts have no usable /dev/kvm", strings.TrimSpace(out))
 }
 
 func setup(t *testing.T) *env {
@@ -243,7 +280,7 @@ func TestVMStartPauseUnpauseStop(t *testing.T) {
 }
 
 func startPauseUnpauseStop(t *testing.T, manifest string) {
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(manifest)
 	if api, _ := e.jsonpath("vm/tg", "{.apiVersion}"); api == "" {
 		t.Fatalf("vm/tg not readable after apply")
@@ -276,7 +313,7 @@ func startPauseUnpauseStop(t *testing.T, manifest string) {
 // runStrategy Always: deleting the VMI makes the VM controller create a new one (a new UID).
 func TestAlwaysRecreatesDeletedVMI(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tga"), "running: false", "running: true", 1))
 	e.waitField("vmi/tga", "{.status.phase}", "Running", 3*time.Minute)
 	uid, _ := e.jsonpath("vmi/tga", "{.metadata.uid}")
@@ -302,7 +339,7 @@ func TestNamespaceFor(t *testing.T) {
 // graceful `virtctl stop` shows on it (the test guest prints the power button) and ends the session.
 func TestConsoleSeesGracefulStop(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgc"), "running: false", "running: true", 1))
 	e.waitField("vmi/tgc", "{.status.phase}", "Running", 3*time.Minute)
 	e.waitField("vmi/tgc", `{.status.conditions[?(@.type=="Ready")].status}`, "True", time.Minute)
@@ -312,7 +349,7 @@ func TestConsoleSeesGracefulStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stdin.Close()
-	var out syncBuf
+	var out testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -346,7 +383,7 @@ func TestConsoleSeesGracefulStop(t *testing.T) {
 // running VM removes its VMI first.
 func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(strings.Replace(fmt.Sprintf(testGuestVM, "tgo"), "running: false", "running: true", 1))
 	e.waitField("vmi/tgo", "{.status.phase}", "Running", 3*time.Minute)
 	e.kubectl("delete", "vm", "tgo", "--cascade=orphan")
@@ -364,20 +401,22 @@ func TestDeleteCascadeOrphanAndForeground(t *testing.T) {
 	e.waitGone("vmi/tgf", time.Minute)
 	e.waitGone("vm/tgf", time.Minute)
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// A VM whose pod no node can hold shows KubeVirt's ErrorUnschedulable with the scheduler's reason on the
+// VMI's PodScheduled condition, and stops cleanly. It boots no guest, so it runs on hosts without KVM.
+func TestUnschedulableVMShowsErrorUnschedulable(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.apply(strings.NewReplacer("running: false", "running: true", "memory: 64Mi", "memory: 64Ti").Replace(fmt.Sprintf(testGuestVM, "big")))
+	e.waitField("vm/big", "{.status.printableStatus}", "ErrorUnschedulable", 2*time.Minute)
+	e.waitField("vmi/big", "{.status.phase}", "Scheduling", time.Minute)
+	e.waitField("vmi/big", `{.status.conditions[?(@.type=="PodScheduled")].reason}`, "Unschedulable", time.Minute)
+	if msg, _ := e.jsonpath("vmi/big", `{.status.conditions[?(@.type=="PodScheduled")].message}`); !strings.Contains(msg, "Insufficient memory") {
+		t.Errorf("PodScheduled message %q does not give the scheduler's reason (Insufficient memory)", msg)
+	}
+	if out := e.kubectl("get", "vms"); !strings.Contains(out, "ErrorUnschedulable") {
+		t.Errorf("kubectl get vms does not say ErrorUnschedulable:\n%s", out)
+	}
+	e.virtctlOK("stop", "big")
+	e.waitGone("vmi/big", 2*time.Minute)
+	e.waitField("vm/big", "{.status.printableStatus}", "Stopped", time.Minute)
 }

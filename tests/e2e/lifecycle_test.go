@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
 )
 
@@ -66,7 +67,7 @@ spec:
 // such as Failed before an Always VM replaces the VMI are seen.
 type phaseWatch struct {
 	cmd *exec.Cmd
-	out syncBuf
+	out testenv.SyncBuffer
 }
 
 func (e *env) watchPhases(vmi string) *phaseWatch {
@@ -158,7 +159,7 @@ func TestGuestPoweroffPerRunStrategy(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			e := setup(t)
+			e := setupGuest(t)
 			name := "off-" + c.name
 			w := e.watchPhases(name)
 			e.apply(vmSpec{name: name, strategy: c.strategy, kernel: "linux", args: "kvirt.test=poweroff"}.String())
@@ -206,7 +207,7 @@ func TestLauncherPodKilled(t *testing.T) {
 	for _, strategy := range []string{"Always", "RerunOnFailure", "Manual", "Once"} {
 		t.Run(strategy, func(t *testing.T) {
 			t.Parallel()
-			e := setup(t)
+			e := setupGuest(t)
 			name := "kill-" + strings.ToLower(strategy)
 			w := e.watchPhases(name)
 			e.apply(vmSpec{name: name, strategy: "runStrategy: " + strategy, kernel: "testguest", args: "testguest=hang"}.String())
@@ -241,7 +242,7 @@ func TestLauncherPodKilled(t *testing.T) {
 // which runs, and the record is cleared.
 func TestCrashLoopBackOffThenTemplateFix(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(vmSpec{name: "crashy", strategy: "runStrategy: Always", kernel: "testguest", args: "testguest=crash"}.String())
 	e.waitField("vm/crashy", "{.status.printableStatus}", "CrashLoopBackOff", 3*time.Minute)
 	if n, _ := e.jsonpath("vm/crashy", "{.status.startFailure.consecutiveFailCount}"); n == "" || n == "0" {
@@ -262,7 +263,7 @@ func TestCrashLoopBackOffThenTemplateFix(t *testing.T) {
 // UID, same launcher pod, owner reference to the new VM) instead of starting a second one.
 func TestOrphanedVMIAdoptedByRecreatedVM(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setupGuest(t)
 	manifest := vmSpec{name: "adopt", strategy: "runStrategy: Always", kernel: "testguest", args: "testguest=hang"}.String()
 	e.apply(manifest)
 	e.waitField("vmi/adopt", "{.status.phase}", "Running", 3*time.Minute)
@@ -307,7 +308,7 @@ func (e *env) launcherPods(vm string) []string {
 // the masquerade binding (kvirt-init's serve action answers one fixed line).
 func TestExposeReachesGuestThroughService(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setupGuest(t)
 	e.apply(vmSpec{name: "web", strategy: "runStrategy: Always", kernel: "linux", args: "kvirt.test=net,serve:8080", masquerade: true}.String())
 	e.waitField("vmi/web", "{.status.phase}", "Running", 3*time.Minute)
 	e.virtctlOK("expose", "vm", "web", "--name", "web-cip", "--port", "80", "--target-port", "8080")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvirt/kvirt/images/oci"
 	"github.com/kvirt/kvirt/tests/harness"
+	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
 )
 
@@ -159,22 +160,16 @@ func TestProvisionerBothVolumeModes(t *testing.T) {
 	}
 }
 
-// kvmNodes reports whether a node offers devices.kubevirt.io/kvm: launcher pods can run a guest.
-func (e *env) kvmNodes() bool {
-	out, _ := e.run(kubectl, "get", "nodes", "-o", `jsonpath={.items[*].status.allocatable.devices\.kubevirt\.io/kvm}`)
-	for _, f := range strings.Fields(out) {
-		if f != "0" {
-			return true
-		}
-	}
-	return false
-}
-
-// requireGuests skips the rest of a test on a cluster whose nodes cannot run guests (no /dev/kvm).
+// requireGuests ends a test at this point, as setupGuest would have at its start, on a cluster whose nodes
+// cannot run guests (no /dev/kvm): what came before it needed none.
 func (e *env) requireGuests() {
 	e.t.Helper()
-	if !e.kvmNodes() {
-		e.t.Skip("no node offers devices.kubevirt.io/kvm (no /dev/kvm): launcher pods cannot run a guest here")
+	guestNodesOnce.Do(func() { guestNodesErr = guestNodes(e) })
+	if guestNodesErr != nil {
+		if testenv.Required() {
+			e.t.Fatalf("%v although KVIRT_REQUIRE_KVM=1", guestNodesErr)
+		}
+		e.t.Skipf("%s %v", testenv.SkipNeedsKVM, guestNodesErr)
 	}
 }
 
@@ -305,8 +300,7 @@ func (e *env) durability(vm string) {
 func TestPVCDataSurvivesRestart(t *testing.T) {
 	for _, mode := range []string{"Filesystem", "Block"} {
 		t.Run(mode, func(t *testing.T) {
-			e := setup(t)
-			e.requireGuests()
+			e := setupGuest(t)
 			e.apply(claimManifest("disk", mode, "256Mi"))
 			e.apply(diskVM("pvcvm", "Halted", "persistentVolumeClaim: {claimName: disk}", durabilityArgs))
 			e.durability("pvcvm")
@@ -316,8 +310,7 @@ func TestPVCDataSurvivesRestart(t *testing.T) {
 
 // Issue 15 acceptance: hostDisk DiskOrCreate is created on the node at its capacity and keeps its data.
 func TestHostDiskDiskOrCreateSurvivesRestart(t *testing.T) {
-	e := setup(t)
-	e.requireGuests()
+	e := setupGuest(t)
 	dir := filepath.Join("/var/lib/kvirt-e2e", e.ns)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	path := filepath.Join(dir, "disk.img")

@@ -1,8 +1,10 @@
 // Package testenv holds the helpers every test that needs this machine's resources shares: whether
 // /dev/kvm may be used, and where the guest images built by `just images` are.
 //
-// A test that needs KVM or an image skips when it is missing, unless KVIRT_REQUIRE_KVM=1 (set by CI),
-// in which case it fails with a message naming what to do.
+// A test that needs KVM skips when the host has no usable /dev/kvm, with a reason that starts with
+// SkipNeedsKVM so CI can list exactly what did not run; under KVIRT_REQUIRE_KVM=1 (set by CI when its
+// probe found KVM usable) it fails instead, so a broken VMM on a KVM host never hides as a skip. A missing
+// guest image skips the same way, and fails under KVIRT_REQUIRE_KVM=1 or KVIRT_REQUIRE_IMAGES=1.
 package testenv
 
 import (
@@ -12,26 +14,27 @@ import (
 	"testing"
 )
 
-// Required reports whether missing KVM or images must fail tests instead of skipping them.
+// SkipNeedsKVM starts the message of every test skipped for want of a usable /dev/kvm.
+const SkipNeedsKVM = "needs KVM:"
+
+// Required reports whether missing KVM must fail tests instead of skipping them (KVIRT_REQUIRE_KVM=1).
 func Required() bool { return os.Getenv("KVIRT_REQUIRE_KVM") == "1" }
 
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if Required() {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
+// imagesRequired reports whether a missing guest image must fail tests instead of skipping them.
+func imagesRequired() bool { return Required() || os.Getenv("KVIRT_REQUIRE_IMAGES") == "1" }
 
-// RequireKVM skips (or, under KVIRT_REQUIRE_KVM=1, fails) the test unless /dev/kvm can be opened.
+// RequireKVM skips (or, under KVIRT_REQUIRE_KVM=1, fails) the test unless the host's KVM is usable:
+// /dev/kvm opens read-write, speaks API version 12 and creates a VM.
 func RequireKVM(t testing.TB) {
 	t.Helper()
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		missing(t, "KVM not usable (%v): run on a host with /dev/kvm read-write", err)
+	err := ProbeKVM()
+	if err == nil {
 		return
 	}
-	f.Close()
+	if Required() {
+		t.Fatalf("KVM not usable (%v) although KVIRT_REQUIRE_KVM=1: run on a host with /dev/kvm read-write, or unset it", err)
+	}
+	t.Skipf("%s %v", SkipNeedsKVM, err)
 }
 
 // RepoRoot returns the directory holding the module's go.mod, found by walking up from the working directory.
@@ -68,7 +71,10 @@ func Image(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(ImagesDir(t), name)
 	if _, err := os.Stat(p); err != nil {
-		missing(t, "guest image %s missing (%v): run `just images` first", name, err)
+		if imagesRequired() {
+			t.Fatalf("guest image %s missing (%v): run `just images` first", name, err)
+		}
+		t.Skipf("guest image %s missing (%v): run `just images` first", name, err)
 	}
 	return p
 }

@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/kvirt/kvirt/cmd/virtctl/app"
 	"github.com/kvirt/kvirt/launcher"
 	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 // The exec contract between virtctl and the launcher, end to end except for the kubelet: virtctl's
@@ -68,25 +68,6 @@ func (x podExec) Exec(ctx context.Context, r app.ExecRequest) error {
 	return nil
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 10s waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestLauncherExecContract(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "launcher.sock")
 	l, err := net.Listen("unix", sock)
@@ -110,7 +91,7 @@ func TestLauncherExecContract(t *testing.T) {
 	}
 	kv, kube := kvfake.NewSimpleClientset(vmi), kubefake.NewSimpleClientset(pod)
 	run := func(in io.Reader, out io.Writer, args ...string) (int, string) {
-		var errOut syncBuf
+		var errOut testenv.SyncBuffer
 		code := app.Run(context.Background(), args, app.Options{
 			In: in, Out: out, ErrOut: &errOut, Exec: podExec{sock},
 			Connect: func(*genericclioptions.ConfigFlags) (*app.Clients, error) {
@@ -133,7 +114,7 @@ func TestLauncherExecContract(t *testing.T) {
 		}
 	}
 
-	var out syncBuf
+	var out testenv.SyncBuffer
 	if code, errOut := run(nil, &out, "pause", "vmi", "g"); code != 0 || out.String() != "VMI g was scheduled to pause\n" || !vm.isPaused() {
 		t.Fatalf("pause: %d %q %q paused=%v", code, out.String(), errOut, vm.isPaused())
 	}
@@ -146,7 +127,7 @@ func TestLauncherExecContract(t *testing.T) {
 	// The console works while paused; ^] leaves; a second session attaches again.
 	for session, word := range []string{"hello", "again"} {
 		pr, pw := io.Pipe()
-		var cout syncBuf
+		var cout testenv.SyncBuffer
 		type result struct {
 			code   int
 			errOut string
@@ -155,7 +136,9 @@ func TestLauncherExecContract(t *testing.T) {
 		go func() { c, e := run(pr, &cout, "console", "g", "--timeout=1"); done <- result{c, e} }()
 		// Typing before the session is up is fine: bytes wait in the pipe.
 		go func() { _, _ = pw.Write([]byte(word + "\r")) }()
-		waitFor(t, fmt.Sprintf("session %d echo of %q", session, word), func() bool { return strings.Contains(cout.String(), word) })
+		testenv.Eventually(t, fmt.Sprintf("session %d echo of %q", session, word), 10*time.Second, func() (bool, string) {
+			return strings.Contains(cout.String(), word), fmt.Sprintf("console output %q", cout.String())
+		})
 		go func() { _, _ = pw.Write([]byte{0x1d}) }()
 		select {
 		case r := <-done:
@@ -172,7 +155,7 @@ func TestLauncherExecContract(t *testing.T) {
 	if code, errOut := run(nil, &out, "unpause", "vm", "g"); code != 1 || !strings.Contains(errOut, "Error getting VirtualMachine g") {
 		t.Fatalf("unpause vm without a VM: %d %q", code, errOut)
 	}
-	var out2 syncBuf
+	var out2 testenv.SyncBuffer
 	if code, errOut := run(nil, &out2, "unpause", "vmi", "g"); code != 0 || out2.String() != "VMI g was scheduled to unpause\n" || vm.isPaused() {
 		t.Fatalf("unpause: %d %q %q", code, out2.String(), errOut)
 	}

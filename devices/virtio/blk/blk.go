@@ -1,10 +1,13 @@
-// Package blk is virtio-blk (virtio block device, type 2) over a Backend: a raw image file (File, sparse
-// aware, optional O_DIRECT) or anything with positional I/O and Sync.
+// Package blk is virtio-blk (virtio block device, type 2) over a Backend: a raw image file or block device
+// (File: sparse aware, optional O_DIRECT, the one raw backend of every kvirt disk) or anything with
+// positional I/O and Sync (the launcher's containerDisk overlay).
 //
 // Requests (READ, WRITE, FLUSH, GET_ID, DISCARD, WRITE_ZEROES) are parsed from untrusted descriptor chains
 // with every sector, length and segment count checked, and served by a bounded pool of worker goroutines
-// with positional I/O, so several are in flight. FLUSH completes only after the backend's Sync. Close syncs
-// the backend, so writes the guest saw completed are durable before the VMM reports the VM stopped.
+// with positional I/O, so several are in flight; a backend with VectorIO gets each request's guest buffers
+// in one call. FLUSH completes only after the backend's Sync, and a File whose Sync failed once fails every
+// later FLUSH and WRITE (ErrFlushFailed). Close syncs the backend, so writes the guest saw completed are
+// durable before the VMM reports the VM stopped.
 //
 // Lifecycle: the device sits behind an mmio.Transport; closing the transport stops the workers and then
 // closes the Device, which syncs the backend (and closes it if it owns it). The VMM closes its virtio
@@ -157,6 +160,20 @@ func New(cfg Config) (*Device, error) {
 		c[56] = 1 // write_zeroes_may_unmap
 	}
 	return d, nil
+}
+
+// DiskName is the name Linux gives the i-th virtio disk (from 0) when the disks are probed in order: vda
+// to vdz, then vdaa to vdzz, vdaaa and so on (virtio_blk's virtblk_name_format). It is "" for a
+// negative i.
+func DiskName(i int) string {
+	if i < 0 {
+		return ""
+	}
+	var suffix []byte
+	for i++; i > 0; i = (i - 1) / 26 {
+		suffix = append([]byte{byte('a' + (i-1)%26)}, suffix...)
+	}
+	return "vd" + string(suffix)
 }
 
 // Capacity is the disk size in 512-byte sectors.
@@ -496,7 +513,7 @@ func (d *Device) discardOrZero(req Request) byte {
 }
 
 func (d *Device) readV(data iov, off int64) error {
-	if v, ok := d.cfg.Backend.(vectorIO); ok {
+	if v, ok := d.cfg.Backend.(VectorIO); ok {
 		_, err := v.ReadVAt(data, off)
 		return err
 	}
@@ -510,7 +527,7 @@ func (d *Device) readV(data iov, off int64) error {
 }
 
 func (d *Device) writeV(data iov, off int64) error {
-	if v, ok := d.cfg.Backend.(vectorIO); ok {
+	if v, ok := d.cfg.Backend.(VectorIO); ok {
 		_, err := v.WriteVAt(data, off)
 		return err
 	}

@@ -66,25 +66,11 @@ type rig struct {
 
 func newRig(t *testing.T, cfg Config, features uint64) *rig {
 	t.Helper()
-	mem, err := virtiotest.NewMem(0x100000, 32<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
 	dev, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	irq := virtiotest.NewIRQ()
-	tr, err := mmio.New("vda", dev, mem, irq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close(); dev.Close() })
-	d := &virtiotest.Driver{Regs: tr, Mem: mem, IRQ: irq}
-	if err := d.Init(features, 0); err != nil {
-		t.Fatal(err)
-	}
+	d, tr := virtiotest.Attach(t, dev, features, 32<<20)
 	return &rig{t: t, d: d, tr: tr, dev: dev, q: d.Queues[0]}
 }
 
@@ -462,6 +448,14 @@ func TestLoneReadThenBatch(t *testing.T) {
 		}
 		if !bytes.Equal(disk.bytes((8+8*i)*512, (8+8*i)*512+4096), pattern(4096, byte(i))) {
 			t.Fatalf("write %d: wrong data on disk", i)
+		}
+	}
+}
+
+func TestDiskName(t *testing.T) {
+	for i, want := range map[int]string{-1: "", 0: "vda", 1: "vdb", 25: "vdz", 26: "vdaa", 27: "vdab", 51: "vdaz", 52: "vdba", 701: "vdzz", 702: "vdaaa"} {
+		if got := DiskName(i); got != want {
+			t.Errorf("DiskName(%d) = %q, want %q", i, got, want)
 		}
 	}
 }

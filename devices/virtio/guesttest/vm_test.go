@@ -15,13 +15,13 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/kvirt/kvirt/devices/bus"
 	"github.com/kvirt/kvirt/devices/virtio/blk"
 	"github.com/kvirt/kvirt/devices/virtio/mmio"
-	vnet "github.com/kvirt/kvirt/devices/virtio/net"
 	"github.com/kvirt/kvirt/devices/virtio/rng"
+	"github.com/kvirt/kvirt/devices/virtio/virtionet"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
+	"github.com/kvirt/kvirt/vmm/bootcmd"
 )
 
 // diskOption is one virtio-blk disk, /dev/vda, /dev/vdb, ... in order.
@@ -227,34 +227,29 @@ func startKvirt(t *testing.T, kernel, initrd string, o vmOptions) *guest {
 		t.Fatal(err)
 	}
 	var transports []*mmio.Transport
-	var nic *vnet.Device
+	var nic *virtionet.Device
 	attach := func(name string, dev mmio.Device) {
 		t.Helper()
-		if _, err := m.AddVirtioMMIO(func(_ vmm.VirtioSlot, irq *vmm.IRQFD) (bus.Device, []*os.File, error) {
-			tr, err := mmio.New(name, dev, m.Memory(), irq)
-			if err != nil {
-				return nil, nil, err
-			}
-			transports = append(transports, tr)
-			return tr, tr.NotifyFiles(), nil
-		}); err != nil {
-			t.Fatalf("attach %s: %v", name, err)
+		tr, err := m.AttachVirtio(name, dev)
+		if err != nil {
+			t.Fatal(err)
 		}
+		transports = append(transports, tr)
 	}
 	for i, d := range o.Disks {
-		name := "vd" + string(rune('a'+i))
-		dev, err := blk.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Direct: d.Direct}.Open(name)
+		name := blk.DiskName(i)
+		dev, err := bootcmd.DiskSpec{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Direct: d.Direct}.Open(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		attach("virtio-blk "+name, dev)
 	}
 	if o.Tap != "" {
-		var dev *vnet.Device
+		var dev *virtionet.Device
 		// The tap lives in the test's namespace: open it from a thread inside it.
 		if err := inNs(o.NetNS, func() error {
 			var err error
-			dev, err = vnet.TapSpec{Name: o.Tap, MAC: o.MAC}.Open()
+			dev, err = bootcmd.TapSpec{Name: o.Tap, MAC: o.MAC}.Open()
 			return err
 		}); err != nil {
 			t.Fatal(err)

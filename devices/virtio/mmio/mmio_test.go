@@ -64,19 +64,9 @@ func (e *echo) Reset() {
 
 func newEcho(t *testing.T) (*echo, *mmio.Transport, *virtiotest.Driver) {
 	t.Helper()
-	mem, err := virtiotest.NewMem(0, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
 	dev := &echo{}
-	irq := virtiotest.NewIRQ()
-	tr, err := mmio.New("echo", dev, mem, irq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
-	return dev, tr, &virtiotest.Driver{Regs: tr, Mem: mem, IRQ: irq}
+	d, tr := virtiotest.Plug(t, dev, 1<<20)
+	return dev, tr, d
 }
 
 func r32(tr *mmio.Transport, off uint64) uint32 {
@@ -211,7 +201,7 @@ func TestBrokenChainNeedsReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := d.Queues[0]
-	q.RawDesc(0, 0, 8, 1, 0) // NEXT to itself: a loop
+	q.RawDesc(0, d.Mem.Alloc(8, 8), 8, 1, 0) // NEXT to itself: a loop
 	q.RawPublish(0)
 	q.Kick()
 	deadline := time.Now().Add(10 * time.Second)

@@ -13,26 +13,6 @@ import (
 	"github.com/kvirt/kvirt/devices/virtio/virtiotest"
 )
 
-func setup(t *testing.T, features uint64) (*virtiotest.Driver, *mmio.Transport) {
-	t.Helper()
-	mem, err := virtiotest.NewMem(0x1000, 4<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
-	irq := virtiotest.NewIRQ()
-	tr, err := mmio.New("virtio-rng", New(), mem, irq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
-	d := &virtiotest.Driver{Regs: tr, Mem: mem, IRQ: irq}
-	if err := d.Init(features, 0); err != nil {
-		t.Fatal(err)
-	}
-	return d, tr
-}
-
 func TestEntropy(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -44,7 +24,7 @@ func TestEntropy(t *testing.T) {
 		{"indirect", 1<<queue.FeatureVersion1 | 1<<queue.FeatureIndirectDesc | 1<<queue.FeatureEventIdx, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, tr := setup(t, tc.features)
+			d, tr := virtiotest.Attach(t, New(), tc.features, 4<<20)
 			q := d.Queues[0]
 			for round := 0; round < 20; round++ {
 				a := d.Mem.Alloc(100, 16)
@@ -81,7 +61,7 @@ func TestEntropy(t *testing.T) {
 
 // A kick through the ioeventfd (what KVM does when the VMM registered it) reaches the device too.
 func TestIoeventfdKick(t *testing.T) {
-	d, tr := setup(t, 1<<queue.FeatureVersion1)
+	d, tr := virtiotest.Attach(t, New(), 1<<queue.FeatureVersion1, 4<<20)
 	q := d.Queues[0]
 	a := d.Mem.Alloc(64, 16)
 	if _, err := q.Add([]virtiotest.Buf{{Addr: a, Len: 64, Write: true}}); err != nil {

@@ -1,17 +1,55 @@
 // Package virtiotest is a fake guest for testing virtio devices without a VM: guest memory backed by an
 // anonymous mapping (like the VMM's), and a small virtio-mmio driver that negotiates features, lays out split
 // virtqueues, posts descriptor chains (direct or indirect), kicks and reaps completions — the same steps
-// Linux's virtio_mmio and virtio_ring drivers take.
+// Linux's virtio_mmio and virtio_ring drivers take. Attach wires a device model to both in one call.
 package virtiotest
 
 import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kvirt/kvirt/devices/virtio/mmio"
 )
+
+// MemBase is the guest-physical address of the RAM Plug and Attach map: not 0, so a device that mixes up
+// guest addresses and offsets into RAM fails.
+const MemBase = 0x100000
+
+// Plug puts dev behind a virtio-mmio transport over memSize bytes of fresh fake guest RAM and a fake
+// interrupt line, and returns a driver for it that has not touched the device yet (for tests of the
+// initialisation itself; Attach also initialises). The transport (and with it the device) and the memory
+// are closed when the test ends.
+func Plug(t testing.TB, dev mmio.Device, memSize uint64) (*Driver, *mmio.Transport) {
+	t.Helper()
+	mem, err := NewMem(MemBase, memSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	irq := NewIRQ()
+	tr, err := mmio.New(t.Name(), dev, mem, irq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return &Driver{Regs: tr, Mem: mem, IRQ: irq}, tr
+}
+
+// Attach is Plug followed by the driver's Init: the device is live, with features ∩ offered negotiated and
+// every queue at its maximum size.
+func Attach(t testing.TB, dev mmio.Device, features, memSize uint64) (*Driver, *mmio.Transport) {
+	t.Helper()
+	d, tr := Plug(t, dev, memSize)
+	if err := d.Init(features, 0); err != nil {
+		t.Fatal(err)
+	}
+	return d, tr
+}
 
 // Mem is fake guest RAM at guest-physical address Base, with a bump allocator. Like the VMM's memory it is
 // an mmap'd region, so devices and the fake driver may touch it concurrently the way a guest and a VMM do.
@@ -128,7 +166,8 @@ func (d *Driver) w32(off uint64, v uint32) {
 	d.Regs.Write(off, b[:])
 }
 
-// Register offsets used by the driver (duplicated from package mmio to keep this package independent).
+// Register offsets used by the driver, written out from the virtio spec (§4.2.2) rather than taken from
+// package mmio, so that a wrong constant there shows up as a test failure here.
 const (
 	regMagic        = 0x000
 	regVersion      = 0x004

@@ -1,4 +1,4 @@
-// Package net is virtio-net (virtio network device, type 1) over a tap interface.
+// Package virtionet is virtio-net (virtio network device, type 1) over a tap interface.
 //
 // Frames pass between the guest and the tap with their 12-byte virtio-net header untouched (the tap is
 // opened with IFF_VNET_HDR and TUNSETVNETHDRSZ 12), so checksum and segmentation offloads negotiated with
@@ -10,7 +10,7 @@
 // Queues: 0 receive, 1 transmit. Two worker goroutines per activation: TX pops chains on kicks and writes
 // each frame with one writev straight from guest memory; RX blocks reading the tap, then fills guest
 // buffers. Reset stops both (the RX read is interrupted with a deadline); the tap stays open until Close.
-package net
+package virtionet
 
 import (
 	"context"

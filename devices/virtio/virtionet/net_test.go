@@ -1,4 +1,4 @@
-package net
+package virtionet
 
 import (
 	"bytes"
@@ -73,25 +73,11 @@ func (n *nic) used(k int, timeout time.Duration) []virtiotest.Used {
 
 func newNIC(t *testing.T, be Backend, features uint64) *nic {
 	t.Helper()
-	mem, err := virtiotest.NewMem(0x100000, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
 	dev, err := New(Config{Backend: be, MAC: testMAC, OwnBackend: true, Name: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	irq := virtiotest.NewIRQ()
-	tr, err := mmio.New("virtio-net", dev, mem, irq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close(); dev.Close() })
-	d := &virtiotest.Driver{Regs: tr, Mem: mem, IRQ: irq}
-	if err := d.Init(features, 0); err != nil {
-		t.Fatal(err)
-	}
+	d, tr := virtiotest.Attach(t, dev, features, 64<<20)
 	return &nic{t: t, d: d, tr: tr, dev: dev, rx: d.Queues[0], tx: d.Queues[1], rxBufs: map[uint16][]virtiotest.Buf{}}
 }
 
