@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 	storagev1 "k8s.io/api/storage/v1"
@@ -69,21 +70,58 @@ func isDefaultClass(sc *storagev1.StorageClass) bool {
 	return sc.Annotations["storageclass.kubernetes.io/is-default-class"] == "true"
 }
 
-// detachLoops detaches every loop device whose backing file is under dir (the cluster's block volumes), so
-// removing the files frees the devices. It returns the devices it could not detach.
+// detachLoops detaches every loop device whose backing file is under dir (the cluster's block volumes,
+// and the kubelet's files under its root), so removing the files frees the devices. The kubelet holds each
+// block volume it maps open with a loop device of its own over the volume's device node (its
+// "AttachFileDevice" lock, whose backing path reads "/" once the bind mount is gone); a device held that
+// way only detaches when its holder goes, so holders are detached first. It waits briefly for the kernel's
+// deferred detaches and returns the devices still attached.
 func detachLoops(dir string) []string {
+	ours := loopsUnder(dir)
+	var order []string
+	for _, dev := range ours {
+		order = append(order, loopsOver(dev)...)
+	}
+	order = append(order, ours...)
+	for _, dev := range order {
+		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		_ = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0) // busy: the kernel detaches it at its last close
+		f.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(loopsUnder(dir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	var left []string
 	for _, dev := range loopsUnder(dir) {
-		f, err := os.OpenFile(dev, os.O_RDWR, 0)
-		if err == nil {
-			err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
-			f.Close()
-		}
-		if err != nil && !errors.Is(err, unix.ENXIO) {
-			left = append(left, fmt.Sprintf("loop device %s: %v", dev, err))
-		}
+		left = append(left, "loop device "+dev+" still attached (held open by another process?)")
 	}
 	return left
+}
+
+// loopsOver lists the loop devices whose backing file is the device node dev (the kubelet's locks).
+func loopsOver(dev string) []string {
+	var node unix.Stat_t
+	if err := unix.Stat(dev, &node); err != nil {
+		return nil
+	}
+	var out []string
+	all, _ := filepath.Glob("/dev/loop[0-9]*")
+	for _, l := range all {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		st, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err == nil && st.Device == node.Dev && st.Inode == node.Ino {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // loopsUnder lists the loop devices backed by a file under dir.

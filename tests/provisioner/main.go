@@ -9,8 +9,8 @@
 //
 // Every PV carries node affinity to the node it was made on (the scheduler's choice for
 // WaitForFirstConsumer classes). Deleting a PV (reclaim policy Delete) removes its directory, or detaches
-// the loop device and removes the file; `just cluster-down` removes <root> after detaching every loop
-// device whose backing file is under it (Cleanup).
+// the loop device and removes the file; `just cluster-down` detaches what is left (tests/harness/storage.go)
+// and removes <root>.
 //
 // Why not an existing provisioner: the CSI host-path driver and node-driver-registrar (both modes) are
 // refused by the Go module proxy (every version, 2026-12-07), and rancher/local-path-provisioner v0.0.30,
@@ -36,22 +36,10 @@ func main() {
 	root := flag.String("root", "", "directory holding the volumes (created)")
 	node := flag.String("node", "", "node name for volumes of Immediate classes (WaitForFirstConsumer uses the scheduler's choice)")
 	name := flag.String("name", ProvisionerName, "provisioner name the StorageClass names")
-	cleanup := flag.Bool("cleanup", false, "detach the loop devices of volumes under --root and remove it, then exit (cluster-down)")
 	klog.InitFlags(nil)
 	flag.Parse()
-	if *root == "" {
-		fmt.Fprintln(os.Stderr, "hostpath-provisioner: --root is required")
-		os.Exit(2)
-	}
-	if *cleanup {
-		if err := Cleanup(*root); err != nil {
-			fmt.Fprintln(os.Stderr, "hostpath-provisioner:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if *kubeconfig == "" || *node == "" {
-		fmt.Fprintln(os.Stderr, "hostpath-provisioner: --kubeconfig and --node are required")
+	if *root == "" || *kubeconfig == "" || *node == "" {
+		fmt.Fprintln(os.Stderr, "hostpath-provisioner: --kubeconfig, --root and --node are required")
 		os.Exit(2)
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)

@@ -178,20 +178,3 @@ func detachLoop(dev, file string) error {
 	}
 	return nil
 }
-
-// Cleanup detaches every loop device backed by a file under root and removes root.
-func Cleanup(root string) error {
-	root = filepath.Clean(root)
-	var errs []error
-	entries, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, e := range entries {
-		b, err := os.ReadFile(e)
-		file := strings.TrimSpace(string(b))
-		if err != nil || filepath.Dir(file) != root {
-			continue
-		}
-		errs = append(errs, detachLoop("/dev/"+filepath.Base(filepath.Dir(filepath.Dir(e))), file))
-	}
-	errs = append(errs, os.RemoveAll(root))
-	return errors.Join(errs...)
-}
