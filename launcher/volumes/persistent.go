@@ -151,8 +151,10 @@ func PreparePVC(field string, loc PVCLocation, claim *ClaimInfo, o PersistentOpt
 			loc.Device, filepath.Join(loc.Dir, PVCDiskFile), PVCDiskFile)
 	}
 	p := filepath.Join(loc.Dir, PVCDiskFile)
-	st, err := os.Stat(p)
+	st, err := os.Lstat(p) // not followed: a link in the claim could name any file of the launcher's container
 	switch {
+	case err == nil && st.Mode()&os.ModeSymlink != 0:
+		return nil, fieldErr(field, "%s is a symbolic link, which kvirt does not follow: put the disk image itself in the volume", p)
 	case err == nil && st.IsDir():
 		return nil, fieldErr(field, "%s is a directory: the PVC must hold its disk image as the file %s", p, PVCDiskFile)
 	case err == nil:

@@ -146,6 +146,16 @@ func TestPreparePVC(t *testing.T) {
 	}
 	d.Backend.Close()
 
+	// A link in the claim is not followed (it could name any file of the launcher's container).
+	linkLoc := PodPVCLocation(root, "linked")
+	os.MkdirAll(linkLoc.Dir, 0o755)
+	if err := os.Symlink(PVCDiskPath(root, "data"), filepath.Join(linkLoc.Dir, PVCDiskFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PreparePVC(field, linkLoc, claim, PersistentOptions{}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("disk.img as a link: %v", err)
+	}
+
 	blockClaim := &ClaimInfo{Name: "raw", Block: true, Requests: q("1Gi")}
 	if _, err := PreparePVC(field, PodPVCLocation(root, "raw"), blockClaim, PersistentOptions{}); err == nil || !strings.Contains(err.Error(), "Block mode") {
 		t.Fatalf("block claim without its device: %v", err)
