@@ -39,6 +39,7 @@ lint:
 # /dev/kvm they skip, and the report lists them). Output: each package's result, failed tests in full, a heartbeat.
 unit:
     KVIRT_IMAGES_DIR={{images_dir}} go test -json -race -count=1 -timeout 45m ./... | go run ./tests/cmd/testreport -stage unit -skips "${KVIRT_SKIPS:-build/ci/skips.jsonl}"
+    cd tests/provisioner && go test -race -count=1 ./... # the local cluster's provisioner: a module of its own
 
 # Everything CI runs: lint, generated files, images, k8s binaries, tests with -race, 3 s per fuzz target, e2e
 # suite. Probes KVM first: tests that boot guests must pass where it is usable and are skipped (and named in

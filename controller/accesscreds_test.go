@@ -34,7 +34,7 @@ func TestPodMountsAccessCredentials(t *testing.T) {
 			},
 		},
 	}
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

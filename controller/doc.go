@@ -48,6 +48,10 @@
 //   - WaitingForVolumeBinding: the VM controller watches all PVCs (list/watch in deploy/rbac) and, unlike
 //     KubeVirt, re-syncs a VM on PVC updates too, so the status leaves WaitingForVolumeBinding as soon as
 //     the claim binds. kvirt has no DataVolumes: Provisioning and DataVolumeError never appear.
+//   - Persistent disks (podvolumes.go) follow KubeVirt's pod layout; the claim's mode, size and access
+//     modes reach the launcher in status.volumeStatus of its copy of the VMI (KubeVirt's virt-handler
+//     passes the same). A VMI whose claim does not exist gets no pod and shows FailedPvcNotFound until the
+//     claim appears (VMIs are re-synced on claim events); an unbound claim does not hold the pod back.
 //   - KubeVirt leaves mirrored VMI conditions on the VM when the VMI is gone (its syncConditions returns
 //     early without a VMI); kvirt drops them with the VMI and keeps only Ready (VMINotExists), Failure
 //     and RestartRequired, so a stopped VM does not show a stale Paused or PodScheduled.

@@ -32,7 +32,7 @@ func TestVMISyncDoesNotCreateSecondPodWhenCreationLandsMidSync(t *testing.T) {
 	// An earlier sync created the pod; its add event has not been handled yet.
 	key := "default/race"
 	c.podExp.ExpectCreations(key, 1)
-	pod, err := renderLauncherPod(vmi, c.cfg)
+	pod, err := renderLauncherPod(vmi, c.cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

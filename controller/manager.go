@@ -36,6 +36,8 @@ type Options struct {
 	LauncherImage string
 	// ControlPort of the launcher's control API (default DefaultControlPort).
 	ControlPort int
+	// HostDisks allows hostDisk volumes (KubeVirt's HostDisk feature gate; off by default).
+	HostDisks bool
 	// Status is where launcher state comes from (the control-API client; a fake in tests).
 	Status StatusSource
 	// Workers per controller (default 3).
@@ -128,7 +130,8 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	tokenSecrets := informers.NewSharedInformerFactoryWithOptions(kube, opts.ResyncPeriod, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = labels.Set{v1.AppLabel: TokenSecretLabelValue}.String()
 	}))
-	// PVCs: all of them (a VM's template names its claims), for WaitingForVolumeBinding.
+	// PVCs: all of them (a VM's template and a VMI name their claims), for WaitingForVolumeBinding, the
+	// launcher pod's volumes and ErrorPvcNotFound.
 	claims := informers.NewSharedInformerFactory(kube, opts.ResyncPeriod)
 	c.kubeFacts = []informers.SharedInformerFactory{launcherPods, tokenSecrets, claims}
 	pvcInf := claims.Core().V1().PersistentVolumeClaims().Informer()
@@ -146,8 +149,8 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	if rc, ok := kv.KubevirtV1().RESTClient().(*rest.RESTClient); ok && rc != nil {
 		c.vm.raw = rc // fake clientsets have none: VMIs are then created from the typed template
 	}
-	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort}
-	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, recorder, opts.Status, pc, opts.Logger, opts.Metrics); err != nil {
+	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort, HostDisks: opts.HostDisks}
+	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, pvcInf, recorder, opts.Status, pc, opts.Logger, opts.Metrics); err != nil {
 		return nil, err
 	}
 	if err := opts.Metrics.registry.Register(newPhaseCollector(c.vmi.vmis)); err != nil {

@@ -69,6 +69,9 @@ type PodConfig struct {
 	Image string
 	// ControlPort the launcher serves its control API on.
 	ControlPort int
+	// HostDisks allows hostDisk volumes (virt-controller --host-disks, KubeVirt's HostDisk feature gate):
+	// a hostPath volume lets whoever creates the VMI create and write files on the node as the launcher.
+	HostDisks bool
 }
 
 // LauncherArgs are the launcher container's arguments (after the image's entrypoint, virt-launcher):
@@ -135,15 +138,17 @@ func gracePeriod(vmi *v1.VirtualMachineInstance) int64 {
 	return DefaultGracePeriodSeconds
 }
 
-// launcherVMI is the part of the VMI the launcher reads from VMIFile.
-func launcherVMI(vmi *v1.VirtualMachineInstance) ([]byte, error) {
+// launcherVMI is the part of the VMI the launcher reads from VMIFile: metadata, spec, and the status of
+// its claims (volumes, from renderPodVolumes).
+func launcherVMI(vmi *v1.VirtualMachineInstance, volumes []v1.VolumeStatus) ([]byte, error) {
 	out := &v1.VirtualMachineInstance{
 		TypeMeta: metav1.TypeMeta{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachineInstance"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: vmi.Name, Namespace: vmi.Namespace, UID: vmi.UID,
 			Labels: vmi.Labels, Annotations: vmi.Annotations,
 		},
-		Spec: vmi.Spec,
+		Spec:   vmi.Spec,
+		Status: v1.VirtualMachineInstanceStatus{VolumeStatus: volumes},
 	}
 	return json.Marshal(out)
 }
@@ -170,13 +175,18 @@ func launcherSysctls(vmi *v1.VirtualMachineInstance) []corev1.Sysctl {
 	return out
 }
 
-// renderLauncherPod builds the launcher pod of vmi (KubeVirt's template.go, for our launcher).
-func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod, error) {
+// renderLauncherPod builds the launcher pod of vmi (KubeVirt's template.go, for our launcher). claims holds
+// the VMI's persistentVolumeClaims by name (every one must be there: missingClaims).
+func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map[string]*corev1.PersistentVolumeClaim) (*corev1.Pod, error) {
 	mem, ok := guestMemory(&vmi.Spec)
 	if !ok {
 		return nil, fmt.Errorf("VMI %s/%s: no memory requested (spec.domain.memory.guest or spec.domain.resources.requests.memory)", vmi.Namespace, vmi.Name)
 	}
-	vmiJSON, err := launcherVMI(vmi)
+	persistent, err := renderPodVolumes(vmi, claims, cfg.HostDisks) // controller/podvolumes.go
+	if err != nil {
+		return nil, fmt.Errorf("VMI %s/%s: %w", vmi.Namespace, vmi.Name, err)
+	}
+	vmiJSON, err := launcherVMI(vmi, persistent.status)
 	if err != nil {
 		return nil, fmt.Errorf("VMI %s/%s: encode for the launcher: %w", vmi.Namespace, vmi.Name, err)
 	}
@@ -288,5 +298,6 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig) (*corev1.P
 	}
 	addContainerDisks(pod, vmi, cfg.Image) // controller/poddisks.go
 	addAccessCredentials(pod, vmi)         // controller/accesscreds.go
+	addPodVolumes(pod, persistent)         // controller/podvolumes.go
 	return pod, nil
 }

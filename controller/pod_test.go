@@ -26,7 +26,7 @@ func TestRenderLauncherPod(t *testing.T) {
 			},
 		},
 	}
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestRenderLauncherPod(t *testing.T) {
 		t.Fatalf("vmi volume %+v mount %+v", vol, c.VolumeMounts[0])
 	}
 
-	if _, err := renderLauncherPod(&v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "nomem"}}, PodConfig{}); err == nil {
+	if _, err := renderLauncherPod(&v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "nomem"}}, PodConfig{}, nil); err == nil {
 		t.Fatal("a VMI without memory rendered a pod")
 	}
 }
@@ -97,7 +97,7 @@ func TestLauncherPodSysctls(t *testing.T) {
 			}},
 		}
 	}
-	pod, err := renderLauncherPod(vmi(v1.Interface{Name: "default", Masquerade: &v1.InterfaceMasquerade{}}), PodConfig{Image: "img"})
+	pod, err := renderLauncherPod(vmi(v1.Interface{Name: "default", Masquerade: &v1.InterfaceMasquerade{}}), PodConfig{Image: "img"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestLauncherPodSysctls(t *testing.T) {
 			}
 		}
 	}
-	pod, err = renderLauncherPod(vmi(v1.Interface{Name: "default", Bridge: &v1.InterfaceBridge{}}), PodConfig{Image: "img"})
+	pod, err = renderLauncherPod(vmi(v1.Interface{Name: "default", Bridge: &v1.InterfaceBridge{}}), PodConfig{Image: "img"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestRenderLauncherPodCPUFromLimit(t *testing.T) {
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("3500m")},
 		}}},
 	}
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img:1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

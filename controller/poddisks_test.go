@@ -44,7 +44,7 @@ func TestLauncherPodContainerDisks(t *testing.T) {
 			Image: "registry.example:5000/d@sha256:0123", ImagePullPolicy: corev1.PullNever, ImagePullSecret: "regcred"}},
 		v1.Volume{Name: "local", ContainerDisk: &v1.ContainerDiskSource{Image: "docker-archive:/usr/share/kvirt/e2e/demo-disk.tar"}},
 	)
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "kvirt.io/virt-launcher:1"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "kvirt.io/virt-launcher:1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestLauncherPodWithoutContainerDisks(t *testing.T) {
 		v1.Volume{Name: "local", ContainerDisk: &v1.ContainerDiskSource{Image: "oci:/layouts/disk"}},
 		v1.Volume{Name: "scratch", EmptyDisk: &v1.EmptyDiskSource{Capacity: resource.MustParse("1Mi")}},
 	)
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestLauncherPodContainerDiskGuaranteedAndLongName(t *testing.T) {
 	vmi := containerDiskVMI(v1.Volume{Name: long, ContainerDisk: &v1.ContainerDiskSource{Image: "img/disk:1"}})
 	vmi.Spec.Domain.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("2")
 	vmi.Spec.Domain.Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("128Mi")}
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestLauncherPodKernelBoot(t *testing.T) {
 	vmi := containerDiskVMI()
 	vmi.Spec.Domain.Firmware = &v1.Firmware{KernelBoot: &v1.KernelBoot{Container: &v1.KernelBootContainer{
 		Image: "kvirt.io/kernels:1", KernelPath: "/boot/vmlinuz", InitrdPath: "/boot/initrd", ImagePullSecret: "kcred"}}}
-	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"})
+	pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestLauncherPodKernelBoot(t *testing.T) {
 		t.Error("compute does not mount the disks emptyDir")
 	}
 	vmi.Spec.Domain.Firmware.KernelBoot.Container.Image = "docker-archive:/usr/share/kvirt/e2e/testguest-kernel.tar"
-	pod, _ = renderLauncherPod(vmi, PodConfig{Image: "img"})
+	pod, _ = renderLauncherPod(vmi, PodConfig{Image: "img"}, nil)
 	if len(pod.Spec.InitContainers) != 0 {
 		t.Errorf("a local kernel image got init containers %+v", pod.Spec.InitContainers)
 	}

@@ -53,6 +53,8 @@ type VMIController struct {
 	vmis     kvlisters.VirtualMachineInstanceLister
 	pods     corelisters.PodLister
 	secrets  corelisters.SecretLister
+	pvcs     corelisters.PersistentVolumeClaimLister // podvolumes.go
+	vmiIndex cache.Indexer                           // VMIs by claim (vmiPVCIndex)
 	queue    workqueue.TypedRateLimitingInterface[string]
 	recorder record.EventRecorder
 	podExp   *Expectations
@@ -65,7 +67,7 @@ type VMIController struct {
 	now     func() time.Time
 }
 
-func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, podInf, secretInf cache.SharedIndexInformer,
+func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, podInf, secretInf, pvcInf cache.SharedIndexInformer,
 	recorder record.EventRecorder, src StatusSource, cfg PodConfig, log *slog.Logger, metrics *Metrics) (*VMIController, error) {
 	c := &VMIController{
 		kube:     kube,
@@ -83,6 +85,9 @@ func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, 
 	}
 	c.watchers = newLauncherWatchers(src, c.queue.Add, c.log)
 	c.needIP = needsPodIP(src)
+	if err := c.watchClaims(vmiInf, pvcInf); err != nil {
+		return nil, err
+	}
 	if _, err := vmiInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
 		UpdateFunc: func(_, n any) { c.enqueue(n) },
@@ -322,15 +327,22 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		return 0, nil
 	}
 
+	var missingPVCs []string // claims of a VMI without a pod that do not exist yet (podvolumes.go)
 	if pod == nil && (vmi.Status.Phase == v1.VmPhaseUnset || vmi.Status.Phase == v1.Pending) {
 		if createPending {
 			return 0, nil // the pod we created is not in the cache yet
 		}
-		if err := c.ensureTokenSecret(ctx, vmi); err != nil {
+		claims, err := c.claimsOf(vmi)
+		if err != nil {
 			return 0, err
 		}
-		if err := c.createPod(ctx, key, vmi); err != nil {
-			return 0, err
+		if missingPVCs = missingClaims(&vmi.Spec, claims); len(missingPVCs) == 0 {
+			if err := c.ensureTokenSecret(ctx, vmi); err != nil {
+				return 0, err
+			}
+			if err := c.createPod(ctx, key, vmi, claims); err != nil {
+				return 0, err
+			}
 		}
 	}
 
@@ -343,6 +355,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 	}
 	c.computeStatus(vmi, newStatus, pod, state)
 	applyBootCondition(newStatus, state, metav1.NewTime(c.now()))
+	pvcNotFound := pvcSyncStatus(newStatus, ns, missingPVCs, metav1.NewTime(c.now()))
 
 	// Keep a launcher watcher while the pod can serve the control API: from the moment the pod is bound
 	// to a node when the launcher is reached by pod name (port-forward), else once it has an IP. The
@@ -398,6 +411,9 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		// Events only for what was written (a conflict retries the sync and would repeat them).
 		c.phaseEvents(old, old.Status.Phase, newStatus, state, pod)
 		c.bootEvent(old, newStatus)
+		if pvcNotFound {
+			c.recorder.Event(vmi, corev1.EventTypeNormal, v1.FailedPvcNotFoundReason, pvcNotFoundMessage(ns, missingPVCs[0]))
+		}
 		if old.Status.Phase != newStatus.Phase {
 			log.Info("phase changed", "from", old.Status.Phase, "to", newStatus.Phase, "reason", newStatus.Reason)
 		} else {
@@ -692,8 +708,8 @@ func (c *VMIController) ensureTokenSecret(ctx context.Context, vmi *v1.VirtualMa
 	return nil
 }
 
-func (c *VMIController) createPod(ctx context.Context, key string, vmi *v1.VirtualMachineInstance) error {
-	pod, err := renderLauncherPod(vmi, c.cfg)
+func (c *VMIController) createPod(ctx context.Context, key string, vmi *v1.VirtualMachineInstance, claims map[string]*corev1.PersistentVolumeClaim) error {
+	pod, err := renderLauncherPod(vmi, c.cfg, claims)
 	if err != nil {
 		c.recorder.Event(vmi, corev1.EventTypeWarning, ReasonFailedCreate, fmt.Sprintf("Error creating pod: %v", err))
 		return err

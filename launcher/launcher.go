@@ -152,6 +152,14 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 		return r.fail(err)
 	}
 	r.closers = append(r.closers, func() error { return spec.CloseDisks(disks) })
+	for _, d := range disks {
+		if d.Path != "" { // a persistent disk (volumes/persistent.go)
+			r.log.Info("persistent disk", "volume", d.Name, "path", d.Path, "cache", d.Cache, "bytes", d.Backend.Size())
+			for _, w := range d.Warnings {
+				r.log.Warn("persistent disk", "volume", d.Name, "detail", w)
+			}
+		}
+	}
 	tap, iface, err := r.network(m)
 	if err != nil {
 		return r.fail(err)
@@ -173,7 +181,7 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 	r.shutdown.VM = g
 	for i, d := range disks {
 		name := blk.DiskName(i)
-		dev, err := blk.New(blk.Config{Backend: d.Backend, Size: d.Backend.Size(), ReadOnly: d.ReadOnly, Serial: d.Serial, Name: name})
+		dev, err := blk.New(blk.Config{Backend: d.Backend, Size: d.Backend.Size(), ReadOnly: d.ReadOnly, Serial: d.Serial, Name: name, BlockSize: d.BlockSize})
 		if err != nil {
 			g.abort()
 			return r.fail(fmt.Errorf("%s: disk %q: %w", d.VolumeField, d.Name, err))

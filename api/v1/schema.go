@@ -290,7 +290,33 @@ type Disk struct {
 	BootOrder *uint `json:"bootOrder,omitempty"`
 	// Serial is the disk's serial number.
 	Serial string `json:"serial,omitempty"`
+	// Cache is the host cache mode: none (O_DIRECT, the guest's flushes reach the storage), writethrough
+	// (every write is made durable before it completes) or writeback (host page cache, flushes honoured).
+	// Empty: none where the storage supports O_DIRECT, else writethrough.
+	Cache DriverCache `json:"cache,omitempty"`
+	// IO is the I/O mode: native or threads. kvirt's virtio-blk always serves requests from a pool of
+	// worker goroutines doing positional I/O (threads); native is accepted and served the same way.
+	IO DriverIO `json:"io,omitempty"`
 }
+
+// DriverCache is a disk's host cache mode.
+type DriverCache string
+
+// Disk cache modes (KubeVirt's).
+const (
+	CacheNone         DriverCache = "none"
+	CacheWriteThrough DriverCache = "writethrough"
+	CacheWriteBack    DriverCache = "writeback"
+)
+
+// DriverIO is a disk's I/O mode.
+type DriverIO string
+
+// Disk I/O modes (KubeVirt's).
+const (
+	IOThreads DriverIO = "threads"
+	IONative  DriverIO = "native"
+)
 
 // DiskTarget is a disk's bus and mode.
 //

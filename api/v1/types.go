@@ -139,6 +139,35 @@ type VirtualMachineInstanceStatus struct {
 	ActivePods map[types.UID]string `json:"activePods,omitempty"`
 	// Machine is the machine type the guest actually runs with.
 	Machine *Machine `json:"machine,omitempty"`
+	// VolumeStatus describes the VMI's volumes; for a persistentVolumeClaim volume it carries the claim's
+	// mode, access modes, requested size and capacity, which the launcher sizes disk.img from.
+	// +listType=atomic
+	VolumeStatus []VolumeStatus `json:"volumeStatus,omitempty"`
+}
+
+// VolumeStatus is the status of one volume of the VMI (KubeVirt's, the fields kvirt uses).
+type VolumeStatus struct {
+	// Name of the volume.
+	Name string `json:"name"`
+	// Target is the guest device name (vda, ...), once known.
+	Target string `json:"target,omitempty"`
+	// PersistentVolumeClaimInfo is set for volumes backed by a PersistentVolumeClaim.
+	PersistentVolumeClaimInfo *PersistentVolumeClaimInfo `json:"persistentVolumeClaimInfo,omitempty"`
+}
+
+// PersistentVolumeClaimInfo is what the launcher needs to know about a volume's claim.
+type PersistentVolumeClaimInfo struct {
+	// ClaimName is the claim's name.
+	ClaimName string `json:"claimName,omitempty"`
+	// AccessModes of the claim.
+	// +listType=atomic
+	AccessModes []k8sv1.PersistentVolumeAccessMode `json:"accessModes,omitempty"`
+	// VolumeMode of the claim (Filesystem or Block).
+	VolumeMode *k8sv1.PersistentVolumeMode `json:"volumeMode,omitempty"`
+	// Capacity of the bound volume.
+	Capacity k8sv1.ResourceList `json:"capacity,omitempty"`
+	// Requests of the claim.
+	Requests k8sv1.ResourceList `json:"requests,omitempty"`
 }
 
 // VirtualMachineInstancePhaseTransitionTimestamp records when a phase was entered.

@@ -263,6 +263,13 @@ func validateDisks(p *field.Path, spec *VirtualMachineInstanceSpec) field.ErrorL
 		default:
 			errs = append(errs, invalid(dp.Child(kind, "bus"), string(bus), fmt.Sprintf("%s is set with an unrecognized bus %s, must be one of: %v", dp, bus, supportedBuses)))
 		}
+		if disk.Cache != "" && disk.Cache != CacheNone && disk.Cache != CacheWriteThrough && disk.Cache != CacheWriteBack {
+			errs = append(errs, invalid(dp.Child("cache"), string(disk.Cache), fmt.Sprintf("%s has invalid value %s", dp.Child("cache"), disk.Cache)))
+		}
+		if disk.IO != "" && disk.IO != IONative && disk.IO != IOThreads {
+			errs = append(errs, &field.Error{Type: field.ErrorTypeNotSupported, Field: dp.Child("io").String(), BadValue: string(disk.IO),
+				Detail: fmt.Sprintf("Disk IO mode for %s is not supported. Supported modes are: native, threads.", p)})
+		}
 		if disk.Serial != "" {
 			if !diskSerialRE.MatchString(disk.Serial) {
 				errs = append(errs, invalid(dp.Child("serial"), disk.Serial, fmt.Sprintf("%s must be made up of the following characters [A-Za-z0-9_.+-], if specified", dp)))

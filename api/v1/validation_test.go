@@ -124,6 +124,10 @@ func TestValidateVMI(t *testing.T) {
 			s.Domain.Devices.Disks[0].Disk = &DiskTarget{Bus: DiskBusSATA, ReadOnly: true}
 		},
 			"spec.domain.devices.disks[0].disk.bus", "sata hard-disks do not support read-only."},
+		{"cache mode", func(s *VirtualMachineInstanceSpec) { s.Domain.Devices.Disks[0].Cache = "unsafe" },
+			"spec.domain.devices.disks[0].cache", "spec.domain.devices.disks[0].cache has invalid value unsafe"},
+		{"io mode", func(s *VirtualMachineInstanceSpec) { s.Domain.Devices.Disks[0].IO = "io_uring" },
+			"spec.domain.devices.disks[0].io", "Disk IO mode for spec is not supported. Supported modes are: native, threads."},
 		{"serial chars", func(s *VirtualMachineInstanceSpec) { s.Domain.Devices.Disks[0].Serial = "a b" },
 			"spec.domain.devices.disks[0].serial", "spec.domain.devices.disks[0] must be made up of the following characters [A-Za-z0-9_.+-], if specified"},
 		{"serial length", func(s *VirtualMachineInstanceSpec) { s.Domain.Devices.Disks[0].Serial = strings.Repeat("a", 257) },

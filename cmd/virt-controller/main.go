@@ -36,6 +36,7 @@ func run() error {
 		qps           = flag.Float64("kube-api-qps", 100, "queries per second to the apiserver")
 		burst         = flag.Int("kube-api-burst", 200, "burst of queries to the apiserver")
 		verbose       = flag.Bool("v", false, "debug logging")
+		hostDisks     = flag.Bool("host-disks", false, "allow hostDisk volumes (KubeVirt's HostDisk feature gate): whoever can create a VMI can then create and write files on the node")
 	)
 	flag.Parse()
 	level := slog.LevelInfo
@@ -68,6 +69,7 @@ func run() error {
 	metrics := controller.NewMetrics()
 	c, err := controller.New(cfg, controller.Options{
 		LauncherImage: *launcherImage,
+		HostDisks:     *hostDisks,
 		ControlPort:   *controlPort,
 		Status:        status,
 		Workers:       *workers,

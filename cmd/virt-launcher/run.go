@@ -33,6 +33,7 @@ type runFlags struct {
 	imagesDir              string
 	workDir, root          string
 	containerDisks         string
+	pvcs                   []string
 	tokenFile, controlAddr string
 	controlSocket          string
 	terminationLog         string
@@ -59,6 +60,13 @@ In a launcher pod (POD_NAME set, as the controller renders it) the defaults foll
 control socket ` + control.DefaultSocket + `, disks under ` + launcher.DefaultWorkDir + `, and the console is
 copied to stdout (the pod log).
 
+Persistent disks on a local run: a hostDisk's path is the file on this machine (type DiskOrCreate creates it
+at its capacity); a persistentVolumeClaim volume needs --pvc CLAIM=PATH, where PATH is a raw image file, a
+block device, or a directory holding disk.img (which must exist: only in a pod is the claim's size known).
+The disk's cache mode applies (default none, i.e. O_DIRECT, where the filesystem supports it). With --root
+DIR both follow the pod layout under DIR instead (DIR/var/run/kubevirt-private/vmi-disks/<volume>/,
+DIR/dev/<volume>).
+
 Exit code: 0 the guest succeeded (powered off), 1 the guest failed (crash, hard stop), 2 the launcher failed
 (bad manifest, missing image, /dev/kvm unusable) — the reason is printed on stderr.`,
 		Args: cobra.NoArgs,
@@ -73,7 +81,8 @@ Exit code: 0 the guest succeeded (powered off), 1 the guest failed (crash, hard 
 	fl.StringVar(&f.imagesDir, "images-dir", "", "directory with kvirt's vmlinux and initramfs.cpio (default "+launcher.DefaultImagesDir+" if present, else $KVIRT_IMAGES_DIR, else build/images of the enclosing repository)")
 	fl.StringVar(&f.workDir, "work-dir", "", "where disks are prepared (default "+launcher.DefaultWorkDir+" in a pod, else a temporary directory removed on exit)")
 	fl.StringVar(&f.containerDisks, "container-disks-dir", "", "directory where the pod's init containers copied the kubelet-pulled containerDisk volumes (<dir>/<volume>/disk.img; default "+containerdisk.DisksDir+" in a pod, else none: the launcher fetches each image itself)")
-	fl.StringVar(&f.root, "root", "", "directory prefixed to the in-pod paths of PVCs and hostDisks (local runs)")
+	fl.StringVar(&f.root, "root", "", "directory prefixed to the in-pod paths of PVCs and hostDisks (tests of the pod layout; without it a hostDisk's path is used as it is)")
+	fl.StringArrayVar(&f.pvcs, "pvc", nil, "CLAIM=PATH: the disk of persistentVolumeClaim CLAIM on this machine: a raw image file, a block device, or a directory holding disk.img (repeatable; local runs)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "control API token (required with --control-addr)")
 	fl.StringVar(&f.controlAddr, "control-addr", "", "serve the control API on this TCP address (e.g. :8186)")
 	fl.StringVar(&f.controlSocket, "control-socket", "", "serve the control API on this Unix socket (default "+control.DefaultSocket+" in a pod, else none)")
@@ -180,6 +189,23 @@ func runRun(ctx context.Context, f runFlags) error {
 		return usage("--control-addr needs --token-file (the control API refuses unauthenticated requests)")
 	}
 	o.Dirs.Root = f.root
+	o.Dirs.Local = !pod && f.root == ""
+	if len(f.pvcs) > 0 {
+		if !o.Dirs.Local {
+			return usage("--pvc is for local runs: in a pod (or with --root) claims are found in the pod layout")
+		}
+		o.Dirs.PVCs = map[string]string{}
+		for _, kv := range f.pvcs {
+			name, path, ok := strings.Cut(kv, "=")
+			if !ok || name == "" || path == "" {
+				return usage("--pvc %q: want CLAIM=PATH", kv)
+			}
+			if _, dup := o.Dirs.PVCs[name]; dup {
+				return usage("--pvc %s given twice", name)
+			}
+			o.Dirs.PVCs[name] = path
+		}
+	}
 	o.Dirs.Work = f.workDir
 	o.Dirs.ContainerDisks = f.containerDisks
 	if pod {

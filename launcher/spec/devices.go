@@ -8,6 +8,7 @@ import (
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/launcher/network"
 	"github.com/kvirt/kvirt/launcher/volumes"
+	corev1 "k8s.io/api/core/v1"
 )
 
 func (t *translator) disks(m *Machine) {
@@ -73,6 +74,7 @@ func (t *translator) disks(m *Machine) {
 		case v.PersistentVolumeClaim != nil:
 			disk.Kind, disk.ClaimName = PVC, v.PersistentVolumeClaim.ClaimName
 			disk.ReadOnly = disk.ReadOnly || v.PersistentVolumeClaim.ReadOnly
+			disk.Claim = claimInfo(t.vmi.Status.VolumeStatus, v.Name)
 		case v.HostDisk != nil:
 			h := v.HostDisk
 			disk.Kind, disk.HostPath, disk.HostDiskType = HostDisk, h.Path, volumes.HostDiskType(h.Type)
@@ -85,6 +87,18 @@ func (t *translator) disks(m *Machine) {
 			}
 		default:
 			t.unsupported(vp, fmt.Sprintf("volume %q has no source kvirt supports (containerDisk, cloudInitNoCloud, emptyDisk, persistentVolumeClaim, hostDisk)", v.Name))
+		}
+		// cache and io (volumes/persistent.go): the mode of a persistent disk; an ephemeral disk lives in
+		// the pod's scratch space and is always written through the host page cache.
+		if d.Cache != "" {
+			if disk.Kind == PVC || disk.Kind == HostDisk {
+				disk.Cache = volumes.Cache(d.Cache)
+			} else {
+				t.warn(dp.Child("cache"), fmt.Sprintf("ignored for a %s volume: kvirt applies cache modes to persistentVolumeClaim and hostDisk volumes", disk.Kind))
+			}
+		}
+		if d.IO == v1.IONative {
+			t.warn(dp.Child("io"), "native is served like threads: kvirt's virtio-blk always uses its pool of I/O goroutines")
 		}
 		m.Disks = append(m.Disks, disk)
 	}
@@ -151,4 +165,24 @@ func (t *translator) interfaces(m *Machine) {
 	if len(m.Interfaces) > 1 {
 		t.unsupported(ip, fmt.Sprintf("%d interfaces: the launcher plumbs one pod interface (eth0) for now", len(m.Interfaces)))
 	}
+}
+
+// claimInfo is the launcher's view of a claim volume from status.volumeStatus (the controller puts it in
+// the launcher's copy of the VMI), nil when the VMI carries none (a local run).
+func claimInfo(status []v1.VolumeStatus, volume string) *volumes.ClaimInfo {
+	for _, vs := range status {
+		c := vs.PersistentVolumeClaimInfo
+		if vs.Name != volume || c == nil {
+			continue
+		}
+		info := &volumes.ClaimInfo{Name: c.ClaimName, Block: c.VolumeMode != nil && *c.VolumeMode == corev1.PersistentVolumeBlock}
+		if r, ok := c.Requests[corev1.ResourceStorage]; ok {
+			info.Requests = &r
+		}
+		if r, ok := c.Capacity[corev1.ResourceStorage]; ok {
+			info.Capacity = &r
+		}
+		return info
+	}
+	return nil
 }

@@ -119,8 +119,10 @@ type Disk struct {
 	NoCloud          *volumes.NoCloud   // cloudInitNoCloud
 	Capacity         *resource.Quantity // emptyDisk, hostDisk
 	ClaimName        string             // persistentVolumeClaim
+	Claim            *volumes.ClaimInfo // persistentVolumeClaim: from status.volumeStatus (nil: unknown)
 	HostPath         string             // hostDisk
 	HostDiskType     volumes.HostDiskType
+	Cache            volumes.Cache // persistentVolumeClaim, hostDisk: the disk's cache mode
 }
 
 // SecretRef is a Secret named by the spec, with the field naming it (for errors).

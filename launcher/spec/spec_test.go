@@ -283,6 +283,8 @@ func fastPaths(t *testing.T, d PreparedDisk) {
 func FuzzTranslate(f *testing.F) {
 	f.Add([]byte(full))
 	f.Add([]byte("spec: {domain: {cpu: {cores: 4294967295, sockets: 4294967295}, resources: {limits: {cpu: 9e18}}}}"))
+	f.Add([]byte("spec: {domain: {devices: {disks: [{name: d, cache: none, io: native}]}}, volumes: [{name: d, persistentVolumeClaim: {claimName: c}}]}\n" +
+		"status: {volumeStatus: [{name: d, persistentVolumeClaimInfo: {volumeMode: Block, capacity: {storage: 1Ki}, requests: {storage: -1}}}]}"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var vmi v1.VirtualMachineInstance
 		if yaml.Unmarshal(b, &vmi) != nil {

@@ -20,9 +20,12 @@
 //     meta-data (instance-id = VMI UID, local-hostname = VMI name) and, when given, network-config.
 //   - persistentVolumeClaim and hostDisk follow KubeVirt's pod layout (pkg/host-disk in kubevirt/kubevirt):
 //     a filesystem-mode PVC is the file PVCDiskPath(volume) = /var/run/kubevirt-private/vmi-disks/<volume>/disk.img,
-//     a block-mode PVC is the device /dev/<volume>, and a hostDisk with `path: /some/dir/name.img` is mounted at
-//     /var/run/kubevirt-private/vmi-disks/<volume>/name.img (HostDiskPath). hostDisk type DiskOrCreate creates
-//     a sparse file of `capacity` when it is missing.
+//     created sparse at the claim's size when missing (persistent.go: KubeVirt's size rule, reserve and
+//     toleration), a block-mode PVC is the device /dev/<volume>, and a hostDisk with `path: /some/dir/name.img`
+//     is mounted at /var/run/kubevirt-private/vmi-disks/<volume>/name.img (HostDiskPath). hostDisk type
+//     DiskOrCreate creates a sparse file of `capacity` when it is missing. Both are opened with
+//     devices/virtio/blk.File in the disk's cache mode (none = O_DIRECT, writethrough, writeback; see
+//     persistent.go); a local run maps a claim to a file, device or directory of its own (PVCLocation).
 //
 // Every error names the field path of the volume (for example `spec.volumes[1].containerDisk.image: ...`) and
 // what to do about it; see FieldError.

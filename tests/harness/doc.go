@@ -21,7 +21,9 @@
 // Options.ControllerManager adds kube-controller-manager (garbage collection, namespace deletion).
 //
 // End-to-end tests against the node of `just cluster-up` get its admin config from RunningCluster(t).
-// Up, Down and Leftovers are that node's bring-up and tear-down (tests/harness/cmd/cluster).
+// Up, Down and Leftovers are that node's bring-up and tear-down (tests/harness/cmd/cluster). The node
+// has a dynamic volume provisioner for both volume modes behind its default StorageClass (storage.go,
+// tests/provisioner); Down detaches its loop devices and removes its volumes.
 //
 // Without the binary the tests skip, unless KVIRT_REQUIRE_CLUSTER=1 (CI), where they fail with a message
 // saying to run `just cluster-build`.

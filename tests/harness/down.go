@@ -48,8 +48,8 @@ func Down(opts NodeOptions) error {
 		}
 	}
 
-	s.step("stopping kube-scheduler, kube-controller-manager and kubelet")
-	stop("kube-scheduler", "kube-controller-manager", "kubelet")
+	s.step("stopping kube-scheduler, kube-controller-manager, the volume provisioner and kubelet")
+	stop("kube-scheduler", "kube-controller-manager", provisionerName, "kubelet")
 
 	s.step("removing pod sandboxes through CRI, then stopping containerd")
 	sock := filepath.Join(dir, "containerd", "containerd.sock")
@@ -64,8 +64,11 @@ func Down(opts NodeOptions) error {
 	stop(serviceProxyName, "kube-apiserver", "etcd")
 	killStragglers(dir, snapshot, opts.Progress)
 
-	s.step("unmounting everything under %s", dir)
+	s.step("unmounting everything under %s, detaching the volumes' loop devices", dir)
 	unmountUnder(dir)
+	for _, l := range detachLoops(dir) {
+		fmt.Fprintf(opts.Progress, "[cluster-down]   warning: %s\n", l)
+	}
 
 	s.step("removing cgroups %s, bridge %s and CNI state", CgroupRoot, BridgeName)
 	removeCgroups(opts.Progress)
@@ -131,7 +134,7 @@ func removeSandboxes(sock string) error {
 }
 
 // clusterExecutables are the programs a cluster runs outside the pod cgroups.
-var clusterExecutables = map[string]bool{"kube": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true, serviceProxyName: true}
+var clusterExecutables = map[string]bool{"kube": true, "containerd": true, "containerd-shim-runc-v2": true, "runc": true, serviceProxyName: true, provisionerName: true}
 
 // procInfo is one process of /proc.
 type procInfo struct {
@@ -448,6 +451,9 @@ func Leftovers(dir string) []string {
 	}
 	for _, m := range mountsUnder(dir) {
 		out = append(out, "mount "+m)
+	}
+	for _, l := range loopsUnder(dir) {
+		out = append(out, "loop device "+l)
 	}
 	hs, _ := cgroupHierarchies()
 	for _, h := range hs {

@@ -158,7 +158,7 @@ func Up(opts NodeOptions) error {
 		return err
 	}
 	start := time.Now()
-	s := &stepper{w: opts.Progress, name: "cluster-up", of: 11}
+	s := &stepper{w: opts.Progress, name: "cluster-up", of: 12}
 	dir := opts.Dir
 	run := filepath.Join(dir, "run")
 
@@ -172,6 +172,10 @@ func Up(opts NodeOptions) error {
 		}
 	}
 	bin, err := KubeBinary(opts.Binary)
+	if err != nil {
+		return err
+	}
+	provBin, err := ProvisionerBinary(bin)
 	if err != nil {
 		return err
 	}
@@ -354,6 +358,15 @@ func Up(opts NodeOptions) error {
 		}
 		return false, errors.New("no Ready condition yet")
 	}); err != nil {
+		return err
+	}
+
+	s.step("starting the volume provisioner and the default StorageClass %s (volumes in %s)", StorageClassName, VolumesDir(dir))
+	_, provKubeconfig, err := pki.UserKubeconfig(url, provisionerName, "system:"+provisionerName, []string{"system:masters"}, filepath.Join(dir, "pki", provisionerName+".kubeconfig"))
+	if err != nil {
+		return err
+	}
+	if err := startStorage(ctx, run, dir, provBin, provKubeconfig, adminKubeconfig, client); err != nil {
 		return err
 	}
 
