@@ -266,10 +266,3 @@ func uuidLike(s string) bool {
 	}
 	return true
 }
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
