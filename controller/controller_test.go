@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -314,7 +315,7 @@ func TestFakeAlwaysLifecycle(t *testing.T) {
 	if ref := metav1.GetControllerOf(vmi); ref == nil || ref.UID != vm.UID || ref.Kind != "VirtualMachine" {
 		t.Fatalf("VMI controller ref %+v, VM uid %s", ref, vm.UID)
 	}
-	if !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) || !hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) || !hasFinalizer(vmi, v1.VirtualMachineInstanceFinalizer) {
+	if !slices.Contains(vm.Finalizers, v1.VirtualMachineControllerFinalizer) || !slices.Contains(vmi.Finalizers, v1.VirtualMachineControllerFinalizer) || !slices.Contains(vmi.Finalizers, v1.VirtualMachineInstanceFinalizer) {
 		t.Fatalf("finalizers: vm %v vmi %v", vm.Finalizers, vmi.Finalizers)
 	}
 	if vmi.Labels[v1.VirtualMachineNameLabel] != "vm1" || vmi.Labels["kubevirt.io/vm"] != "vm1" {
@@ -618,7 +619,7 @@ func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
 	vm.DeletionTimestamp = &now
 	vm.Finalizers = []string{v1.VirtualMachineControllerFinalizer}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, stale, true); err != nil {
+	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, vmStatusInput{vmi: stale, now: time.Now(), jitter: randJitter}); err != nil {
 		t.Fatal(err)
 	}
 	got := e.vmi("keeper")
@@ -631,7 +632,7 @@ func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
 	if cur, err = e.kv.KubevirtV1().VirtualMachineInstances("default").Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, cur, true); err != nil {
+	if err := e.c.vm.syncDeletingVM(ctx, log, "default/keeper", vm, vmStatusInput{vmi: cur, now: time.Now(), jitter: randJitter}); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.vmi("keeper"); got != nil {
