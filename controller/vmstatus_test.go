@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// computeStatus, BEHAVIOUR.md §2: created, ready, Ready always present, Failure from the sync error and
+// vmStatus, BEHAVIOUR.md §2: created, ready, Ready always present, Failure from the sync error and
 // cleared by the next clean sync, other VMI conditions mirrored (and dropped once the VMI no longer has
 // them), RestartRequired kept, WaitingForVolumeBinding from the PVC cache.
 func TestComputeStatus(t *testing.T) {
