@@ -789,3 +789,72 @@ func TestStaleVMIDeleteRefused(t *testing.T) {
 		t.Fatalf("delete with the current resourceVersion: %v", err)
 	}
 }
+
+// RerunOnFailure end to end: a VMI that ran and then failed is replaced (its Start written first and
+// consumed by the new VMI, no start failure); after a clean power-off the VM stays stopped.
+func TestRerunOnFailureRerunsFailures(t *testing.T) {
+	e := start(t)
+	e.createVM(t, controllertest.VM("rerun", v1.RunStrategyRerunOnFailure))
+	first := e.runGuest(t, "rerun")
+	e.status.Set(e.ns, "rerun", controller.LauncherState{Phase: controller.GuestFailed, Reason: "Crashed"})
+	testenv.Eventually(t, "a second VMI", 60*time.Second, func() (bool, string) {
+		vmi, err := e.getVMI("rerun")
+		if err != nil {
+			return false, err.Error()
+		}
+		return vmi.UID != first.UID && vmi.DeletionTimestamp == nil, fmt.Sprintf("uid %s phase %s", vmi.UID, vmi.Status.Phase)
+	})
+	second := e.runGuest(t, "rerun")
+	testenv.Eventually(t, "Start consumed, no start failure", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "rerun")
+		return len(vm.Status.StateChangeRequests) == 0 && vm.Status.StartFailure == nil, fmt.Sprintf("%+v", vm.Status)
+	})
+	e.status.Set(e.ns, "rerun", controller.LauncherState{Phase: controller.GuestSucceeded, Reason: "Shutdown"})
+	testenv.Eventually(t, "VM Stopped without a VMI", 60*time.Second, func() (bool, string) {
+		ok, detail := e.vmiGone("rerun")()
+		vm := e.getVM(t, "rerun")
+		return ok && vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped, fmt.Sprintf("%s; printableStatus %s", detail, vm.Status.PrintableStatus)
+	})
+	if vmi, err := e.getVMI("rerun"); err == nil {
+		t.Fatalf("RerunOnFailure reran VMI %s after %s succeeded", vmi.UID, second.UID)
+	}
+}
+
+// A launcher pod that disappears fails its VMI (PodGone); Manual keeps the final VMI, which gets no new
+// pod, and its launcher is no longer watched.
+func TestPodGoneFailsVMI(t *testing.T) {
+	e := start(t)
+	e.createVM(t, controllertest.VM("gone", v1.RunStrategyManual))
+	e.addRequests(t, "gone", []v1.VirtualMachineStateChangeRequest{{Action: v1.StartRequest}})
+	vmi := e.runGuest(t, "gone")
+	testenv.Eventually(t, "the launcher watched", 30*time.Second, func() (bool, string) {
+		return e.status.Watching(e.ns, "gone") == 1, fmt.Sprintf("%d watches", e.status.Watching(e.ns, "gone"))
+	})
+	sel := metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: string(vmi.UID)}.String()}
+	pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), sel)
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods %v err %v", pods, err)
+	}
+	zero := int64(0)
+	if err := e.kube.CoreV1().Pods(e.ns).Delete(context.Background(), pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "VMI Failed with PodGone", 30*time.Second, func() (bool, string) {
+		v, err := e.getVMI("gone")
+		if err != nil {
+			return false, err.Error()
+		}
+		return v.Status.Phase == v1.Failed && v.Status.Reason == controller.ReasonPodGone, fmt.Sprintf("phase %s reason %q", v.Status.Phase, v.Status.Reason)
+	})
+	testenv.Eventually(t, "VM Stopped, launcher no longer watched", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "gone")
+		w := e.status.Watching(e.ns, "gone")
+		return vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped && w == 0, fmt.Sprintf("printableStatus %s, %d watches", vm.Status.PrintableStatus, w)
+	})
+	if pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), sel); err != nil || len(pods.Items) != 0 {
+		t.Fatalf("a pod was recreated for a final VMI: %v (err %v)", pods.Items, err)
+	}
+	if v, err := e.getVMI("gone"); err != nil || v.UID != vmi.UID {
+		t.Fatalf("Manual did not keep its final VMI: %v", err)
+	}
+}
