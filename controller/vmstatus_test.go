@@ -15,7 +15,7 @@ import (
 // vmStatus, BEHAVIOUR.md §2: created, ready, Ready always present, Failure from the sync error and
 // cleared by the next clean sync, other VMI conditions mirrored (and dropped once the VMI no longer has
 // them), RestartRequired kept, WaitingForVolumeBinding from the PVC cache.
-func TestComputeStatus(t *testing.T) {
+func TestVMStatus(t *testing.T) {
 	pvcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	now := time.Unix(1000, 0)
 	c := &VMController{pvcs: corelisters.NewPersistentVolumeClaimLister(pvcs)}
