@@ -61,3 +61,37 @@ bench: bench-vmm bench-virtio bench-controller
 # Short fuzzing of every fuzz target (FUZZTIME per target, default 10s).
 fuzz fuzztime="10s":
     bash .ci/fuzz.sh {{fuzztime}}
+
+# Run each package's tests RUNS times with -race (default 20, every package): per package, runs passed/failed and the failing tests.
+[positional-arguments]
+flake-hunt runs="20" *pkgs:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    runs=$1; shift
+    [ $# -gt 0 ] || set -- ./...
+    bin=$(mktemp -d); trap 'rm -rf "$bin"' EXIT
+    export KVIRT_IMAGES_DIR={{images_dir}}
+    total_fail=0
+    while read -r pkg dir; do
+        exe="$bin/$(echo "$pkg" | tr / _).test"
+        if ! go test -race -c -o "$exe" "$pkg" >"$bin/build.log" 2>&1; then
+            echo "$pkg: BUILD FAILED"; cat "$bin/build.log"; total_fail=1; continue
+        fi
+        pass=0 fail=0; : >"$bin/failed"
+        for ((i = 1; i <= runs; i++)); do
+            if (cd "$dir" && "$exe" -test.count=1 -test.timeout=30m) >"$bin/run.log" 2>&1; then
+                pass=$((pass + 1))
+            else
+                fail=$((fail + 1))
+                grep -o -- '--- FAIL: [^ ]*' "$bin/run.log" | cut -d' ' -f3 >>"$bin/failed" || echo "(no test named: panic, timeout or exit)" >>"$bin/failed"
+                cp "$bin/run.log" "$bin/$(echo "$pkg" | tr / _).fail$i.log"
+            fi
+        done
+        echo "$pkg: $pass/$runs passed, $fail failed"
+        if [ "$fail" -gt 0 ]; then
+            total_fail=1
+            sort "$bin/failed" | uniq -c | sort -rn | sed 's/^/    /'
+            mkdir -p build/flake-hunt && cp "$bin"/*.fail*.log build/flake-hunt/ && echo "    logs: build/flake-hunt/"
+        fi
+    done < <(go list -f '{{{{if or .TestGoFiles .XTestGoFiles}}{{{{.ImportPath}} {{{{.Dir}}{{{{end}}' "$@")
+    exit $total_fail

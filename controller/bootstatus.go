@@ -43,19 +43,19 @@ func applyBootCondition(st *v1.VirtualMachineInstanceStatus, state *LauncherStat
 	setVMICondition(st, bootCondition(state.Boot), now)
 }
 
-// bootEvent records an event when the status written gains or changes its BootedFromDisk condition: Normal
+// bootEvent is the event of a status that gains or changes its BootedFromDisk condition (nil: none): Normal
 // when an OS or kernelBoot kernel booted, Warning when the built-in guest booted instead.
-func (c *VMIController) bootEvent(old *v1.VirtualMachineInstance, st *v1.VirtualMachineInstanceStatus) {
+func bootEvent(old, st *v1.VirtualMachineInstanceStatus) *vmiEvent {
 	now := st.Condition(v1.VirtualMachineInstanceBootedFromDisk)
 	if now == nil {
-		return
+		return nil
 	}
-	if was := old.Status.Condition(v1.VirtualMachineInstanceBootedFromDisk); was != nil && was.Reason == now.Reason && was.Message == now.Message {
-		return
+	if was := old.Condition(v1.VirtualMachineInstanceBootedFromDisk); was != nil && was.Reason == now.Reason && was.Message == now.Message {
+		return nil
 	}
 	typ := corev1.EventTypeNormal
 	if now.Reason == ReasonNoBootableDisk {
 		typ = corev1.EventTypeWarning
 	}
-	c.recorder.Event(old, typ, now.Reason, now.Message)
+	return &vmiEvent{typ, now.Reason, now.Message}
 }

@@ -16,7 +16,6 @@ import (
 // change, as sync writes them.
 func TestBootCondition(t *testing.T) {
 	rec := record.NewFakeRecorder(10)
-	c := &VMIController{recorder: rec}
 	now := metav1.NewTime(time.Unix(1700000000, 0))
 	vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "deb", Namespace: "default"}}
 
@@ -53,7 +52,7 @@ func TestBootCondition(t *testing.T) {
 		if cond == nil || cond.Status != tc.status || cond.Reason != tc.reason || cond.Message != tc.boot.Message {
 			t.Fatalf("%s: condition %+v", tc.boot.Kernel, cond)
 		}
-		c.bootEvent(vmi, st)
+		recordBootEvent(rec, vmi, st)
 		select {
 		case ev := <-rec.Events:
 			if tc.event == "" || !strings.HasPrefix(ev, tc.event) {
@@ -90,7 +89,6 @@ func FuzzBootCondition(f *testing.F) {
 	f.Add("\x00", "", "Image", "booted the image's own kernel")
 	f.Fuzz(func(t *testing.T, k1, m1, k2, m2 string) {
 		rec := record.NewFakeRecorder(4)
-		c := &VMIController{recorder: rec}
 		vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "f", Namespace: "ns"}}
 		for i, b := range []control.Boot{{Kernel: control.BootKernel(k1), Message: m1}, {Kernel: control.BootKernel(k2), Message: m2}} {
 			st := vmi.Status.DeepCopy()
@@ -103,7 +101,7 @@ func FuzzBootCondition(f *testing.F) {
 			if (cond.Status == corev1.ConditionTrue) != isOS {
 				t.Fatalf("kernel %q gave status %s", b.Kernel, cond.Status)
 			}
-			c.bootEvent(vmi, st)
+			recordBootEvent(rec, vmi, st)
 			changed := i == 0 || cond.Reason != vmi.Status.Condition(v1.VirtualMachineInstanceBootedFromDisk).Reason || m1 != m2
 			if got := len(rec.Events); (got == 1) != changed {
 				t.Fatalf("report %d: %d events, change %v", i, got, changed)
@@ -114,4 +112,11 @@ func FuzzBootCondition(f *testing.F) {
 			vmi.Status = *st
 		}
 	})
+}
+
+// recordBootEvent records bootEvent's event as the VMI sync does once the status is written.
+func recordBootEvent(rec record.EventRecorder, vmi *v1.VirtualMachineInstance, st *v1.VirtualMachineInstanceStatus) {
+	if ev := bootEvent(&vmi.Status, st); ev != nil {
+		rec.Event(vmi, ev.eventType, ev.reason, ev.message)
+	}
 }

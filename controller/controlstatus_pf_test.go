@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/tests/testenv"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
@@ -127,17 +128,6 @@ func startControlServer(t *testing.T, board *control.Board, token string) (addr 
 	return l.Addr().String(), stop
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestPortForwardStatusSource watches a real launcher control-API server through the pods/portforward
 // subresource. The endpoint's pod IP is unroutable (TEST-NET-1): nothing may dial it.
 func TestPortForwardStatusSource(t *testing.T) {
@@ -162,7 +152,7 @@ func TestPortForwardStatusSource(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != http.StatusUnauthorized {
 		t.Fatalf("wrong token: got %v, want the launcher's 401", err)
 	}
-	waitFor(t, "the refused request's tunnel to close", func() bool { return f.active.Load() == 0 })
+	testenv.Eventually(t, "the refused request's tunnel to close", 5*time.Second, func() (bool, string) { return f.active.Load() == 0, "" })
 
 	got := make(chan LauncherState, 16)
 	wctx, wcancel := context.WithCancel(context.Background())
@@ -201,7 +191,7 @@ func TestPortForwardStatusSource(t *testing.T) {
 	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("watch ended with %v", err)
 	}
-	waitFor(t, "the watch's tunnel to close after cancel", func() bool { return f.active.Load() == 0 })
+	testenv.Eventually(t, "the watch's tunnel to close after cancel", 5*time.Second, func() (bool, string) { return f.active.Load() == 0, "" })
 
 	// The launcher going away ends the watch with an error (the watcher then retries).
 	go func() { watchDone <- src.Watch(context.Background(), ep, func(s LauncherState) { got <- s }) }()
@@ -215,7 +205,7 @@ func TestPortForwardStatusSource(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("watch still open 10s after the launcher went away")
 	}
-	waitFor(t, "the tunnel to close after the launcher went away", func() bool { return f.active.Load() == 0 })
+	testenv.Eventually(t, "the tunnel to close after the launcher went away", 5*time.Second, func() (bool, string) { return f.active.Load() == 0, "" })
 }
 
 // TestPortForwardErrors: the kubelet's and the apiserver's refusals end Watch promptly with errors that
@@ -250,7 +240,7 @@ func TestPortForwardErrors(t *testing.T) {
 	if err == nil || ctx.Err() != nil {
 		t.Fatalf("missing pod: got %v", err)
 	}
-	waitFor(t, "all tunnels closed", func() bool { return f.active.Load() == 0 })
+	testenv.Eventually(t, "all tunnels closed", 5*time.Second, func() (bool, string) { return f.active.Load() == 0, "" })
 	if n := f.sessions.Load(); n != 1 {
 		t.Fatalf("%d port-forward sessions were opened, want 1 (only the permitted request for pod-a)", n)
 	}

@@ -36,8 +36,11 @@
 //   - A start failure (a VMI that became final without running) is written to the VM status before that
 //     VMI is deleted, and a RerunOnFailure restart's Start request before its failed VMI is deleted, so
 //     a lost write or a stale cache can never skip the backoff or leave the VM stopped.
-//   - The run-strategy, trimming, backoff and printableStatus decisions are pure functions in
-//     vmdecide.go (table-tested row by row against BEHAVIOUR.md §1–§2).
+//   - Both controllers decide before they act. Each sync reads the cache, its expectations and the
+//     clock once; pure functions decide from that (vmdecide.go: run strategy, trimming, backoff, VM
+//     status; vmidecide.go: launcher pods, watches, VMI status and events); sync then executes the
+//     actions in a fixed order. The tables in vmdecide_test.go and vmidecide_test.go are keyed to the
+//     rows of docs/BEHAVIOUR.md §1–§3.
 //   - The controller never Updates a VM or VMI with our Go types: the CRDs keep fields those types do not
 //     model, and an Update would delete them. Metadata and spec writes (finalizers, the node label, the
 //     firmware UUID and MACs, the run strategy for a paused start) are JSON patches of just those fields

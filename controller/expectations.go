@@ -16,6 +16,13 @@ const ExpectationsTTL = 5 * time.Minute
 // delete again: a slow informer would otherwise make it create a second object or delete twice.
 // It is a small re-implementation of Kubernetes' ControllerExpectations, keyed by UID for deletions so
 // an unrelated delete event cannot satisfy it.
+//
+// Read order: a sync reads its key's expectations once, BEFORE it reads the objects they are about from
+// the informer cache, as Kubernetes' ReplicaSet controller does (commit 63b22e6). A creation observed
+// after that read is then already in the cache read next. The other order lets an object this
+// controller created land in the cache, and satisfy the expectation, between the two reads: the sync
+// sees neither and creates a second one. The decisions and the status of that sync use that one reading
+// (plus what the sync itself issued), never a second one.
 type Expectations struct {
 	mu  sync.Mutex
 	now func() time.Time

@@ -1,11 +1,13 @@
-package controller
+package controller_test
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/controller/controllertest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
@@ -16,48 +18,38 @@ import (
 // during its finalizer patch). That sync must not create a second pod: two launchers would run the same
 // VMI on the same disks. CI saw it once as TestFakeStartStrategyPaused creating two pods 8 ms apart.
 func TestVMISyncDoesNotCreateSecondPodWhenCreationLandsMidSync(t *testing.T) {
-	e, _ := newFake(t, false) // not running: this test plays the informers' part
-	c := e.c.vmi
+	f := newFixture(t, false) // not running: this test plays the informers' part
 	ctx := context.Background()
-	vmi, err := e.kv.KubevirtV1().VirtualMachineInstances("default").Create(ctx, &v1.VirtualMachineInstance{
-		ObjectMeta: metav1.ObjectMeta{Name: "race", Namespace: "default"},
-		Spec:       testVM("race", v1.RunStrategyAlways).Spec.Template.Spec,
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.kvFactory.Kubevirt().V1().VirtualMachineInstances().Informer().GetIndexer().Add(vmi); err != nil {
-		t.Fatal(err)
-	}
+	vmi := f.addVMI(controllertest.VMI("race"))
 	// An earlier sync created the pod; its add event has not been handled yet.
-	key := "default/race"
-	c.podExp.ExpectCreations(key, 1)
-	pod, err := renderLauncherPod(vmi, c.cfg, nil)
+	key := ns + "/race"
+	f.c.PodExpectations().ExpectCreations(key, 1)
+	pod, err := f.c.RenderLauncherPod(vmi)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod, err = e.kube.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
+	pod, err = f.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The event arrives while this sync patches the VMI's finalizer.
 	var delivered atomic.Bool
-	e.kv.PrependReactor("patch", "virtualmachineinstances", func(k8stesting.Action) (bool, runtime.Object, error) {
+	f.kv.PrependReactor("patch", "virtualmachineinstances", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if !delivered.Swap(true) {
-			if err := e.c.podInf.GetIndexer().Add(pod); err != nil {
+			if err := f.caches.Pods.Add(pod); err != nil {
 				t.Error(err)
 			}
-			c.podExp.CreationObserved(key)
+			f.c.PodExpectations().CreationObserved(key)
 		}
 		return false, nil, nil
 	})
-	if _, err := c.sync(ctx, key); err != nil {
+	if _, err := f.c.SyncVMI(ctx, key); err != nil {
 		t.Fatal(err)
 	}
 	if !delivered.Load() {
 		t.Fatal("the sync did not patch the finalizer; the test no longer exercises the race")
 	}
-	pods, err := e.kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	pods, err := f.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,46 +65,30 @@ func TestVMISyncDoesNotCreateSecondPodWhenCreationLandsMidSync(t *testing.T) {
 // The VM controller reads its VMI from the cache the same way: a VMI it created and whose add event is
 // handled while a later sync patches the VM (finalizer, firmware UUID) must not be created again.
 func TestVMSyncDoesNotCreateVMIAgainWhenCreationLandsMidSync(t *testing.T) {
-	e, _ := newFake(t, false)
-	c := e.c.vm
+	f := newFixture(t, false)
 	ctx := context.Background()
-	vm, err := e.kv.KubevirtV1().VirtualMachines("default").Create(ctx, testVM("race", v1.RunStrategyAlways), metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.kvFactory.Kubevirt().V1().VirtualMachines().Informer().GetIndexer().Add(vm); err != nil {
-		t.Fatal(err)
-	}
-	key := "default/race"
-	c.exp.ExpectCreations(key, 1)
-	vmi, err := e.kv.KubevirtV1().VirtualMachineInstances("default").Create(ctx, &v1.VirtualMachineInstance{
-		ObjectMeta: metav1.ObjectMeta{Name: "race", Namespace: "default",
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, v1.VirtualMachineGroupVersionKind)}},
-		Spec: vm.Spec.Template.Spec,
-	}, metav1.CreateOptions{})
+	vm := f.addVM(controllertest.VM("race", v1.RunStrategyAlways))
+	key := ns + "/race"
+	f.c.VMIExpectations().ExpectCreations(key, 1)
+	vmi, err := f.kv.KubevirtV1().VirtualMachineInstances(ns).Create(ctx, vmiOf(vm, v1.VmPhaseUnset, false), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var delivered atomic.Bool
-	e.kv.PrependReactor("patch", "virtualmachines", func(k8stesting.Action) (bool, runtime.Object, error) {
+	f.kv.PrependReactor("patch", "virtualmachines", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if !delivered.Swap(true) {
-			if err := e.c.kvFactory.Kubevirt().V1().VirtualMachineInstances().Informer().GetIndexer().Add(vmi); err != nil {
+			if err := f.caches.VMIs.Add(vmi); err != nil {
 				t.Error(err)
 			}
-			c.exp.CreationObserved(key)
+			f.c.VMIExpectations().CreationObserved(key)
 		}
 		return false, nil, nil
 	})
-	var creates atomic.Int32
-	e.kv.PrependReactor("create", "virtualmachineinstances", func(k8stesting.Action) (bool, runtime.Object, error) {
-		creates.Add(1)
-		return false, nil, nil
-	})
-	_, _ = c.sync(ctx, key) // the status write may conflict with our patch; only the create matters
+	_, _ = f.sync("vm", "race") // the status write may conflict with our patch; only the create matters
 	if !delivered.Load() {
 		t.Fatal("the sync did not patch the VM; the test no longer exercises the race")
 	}
-	if n := creates.Load(); n != 0 {
-		t.Fatalf("the sync tried to create the VMI %d more time(s) although its creation was observed", n)
+	if slices.Contains(f.actions(), "create virtualmachineinstances") {
+		t.Fatalf("the sync tried to create the VMI again although its creation was observed: %q", f.actions())
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 // flakySource fails its first calls, then reports Running until cancelled.
@@ -38,7 +40,7 @@ func TestLauncherWatchers(t *testing.T) {
 	ep := LauncherEndpoint{Namespace: "ns", VMIName: "a", PodName: "pod1", PodIP: "10.0.0.1"}
 	w.Ensure("ns/a", ep)
 	w.Ensure("ns/a", ep) // idempotent
-	eventually(t, "state after retries", 5*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "state after retries", 5*time.Second, func() (bool, string) {
 		s, ok := w.State("ns/a", "pod1")
 		return ok && s.Phase == GuestRunning, ""
 	})
@@ -49,19 +51,19 @@ func TestLauncherWatchers(t *testing.T) {
 	ep2 := ep
 	ep2.PodName = "pod2"
 	w.Ensure("ns/a", ep2)
-	eventually(t, "state of the new pod", 5*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "state of the new pod", 5*time.Second, func() (bool, string) {
 		s, ok := w.State("ns/a", "pod2")
 		return ok && s.Message == "pod2" && src.open.Load() == 1, ""
 	})
 	w.Ensure("ns/b", LauncherEndpoint{Namespace: "ns", VMIName: "b", PodName: "pod3"})
 	// open counts a watch before its first report reaches notify: wait for both.
-	eventually(t, "two watches", 5*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "two watches", 5*time.Second, func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		return src.open.Load() == 2 && notified["ns/b"] >= 1, fmt.Sprintf("%d open, notified %v", src.open.Load(), notified)
 	})
 	w.Stop("ns/a")
-	eventually(t, "one watch", 5*time.Second, func() (bool, string) { return src.open.Load() == 1, "" })
+	testenv.Eventually(t, "one watch", 5*time.Second, func() (bool, string) { return src.open.Load() == 1, "" })
 	w.StopAll()
 	if n := src.open.Load(); n != 0 || w.Len() != 0 {
 		t.Fatalf("%d watches open, %d watchers after StopAll", n, w.Len())
@@ -87,7 +89,7 @@ func TestLauncherWatchersRetryFastWhileStarting(t *testing.T) {
 	defer w.StopAll()
 	start := time.Now()
 	w.Ensure("ns/a", LauncherEndpoint{Namespace: "ns", VMIName: "a", PodName: "pod1"})
-	eventually(t, "state after 12 failed attempts", 3*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "state after 12 failed attempts", 3*time.Second, func() (bool, string) {
 		s, ok := w.State("ns/a", "pod1")
 		return ok && s.Phase == GuestRunning, ""
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
@@ -183,7 +184,9 @@ func (c *VMController) Run(ctx context.Context, workers int) {
 // VM event reasons are the VMI controller's (SuccessfulCreate, SuccessfulDelete, FailedCreate,
 // FailedDelete) with KubeVirt's VM messages.
 
-// sync reconciles one VM. It returns a delay after which the key must be looked at again (0: none).
+// sync reconciles one VM: it reads the VM, the expectations, the VMI and the PVCs from the caches once,
+// with one clock reading, decides (decideRunStrategy), acts, and writes the status (vmStatus). It returns
+// a delay after which the key must be looked at again (0: none).
 func (c *VMController) sync(ctx context.Context, key string) (time.Duration, error) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
@@ -200,23 +203,26 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 	}
 	vm := cached.DeepCopy()
 	strategy, stratErr := vm.RunStrategy()
+	now := c.now()
 
-	// Expectations before the VMI cache (see VMIController.sync): a VMI we created or deleted and whose
-	// event arrives after this read is already in the cache read next.
-	satisfied := c.exp.Satisfied(key)
+	// Expectations before the VMI cache (see Expectations): a VMI we created or deleted and whose event
+	// arrives after this read is already in the cache read next.
+	adds, dels := c.exp.Pending(key)
 	vmi, err := c.ownedVMI(ctx, log, vm)
 	if err != nil {
 		return 0, err
 	}
+	unbound := c.unboundPVC(vm)
+	in := vmStatusInput{strategy: strategy, vmi: vmi, createExpected: adds, deleteExpected: dels, unboundPVC: unbound, now: now, jitter: c.jitter}
 
 	// Deletion: orphan keeps the VMI (GC strips its ownerRef), anything else stops it first.
 	if vm.DeletionTimestamp != nil {
-		return 0, c.syncDeletingVM(ctx, log, key, vm, vmi, satisfied)
+		return 0, c.syncDeletingVM(ctx, log, key, vm, in)
 	}
 	// The finalizer and the ABI defaults (firmware UUID, MACs) are written once, in one patch of just
 	// those fields (see patch.go).
 	ops := abiDefaultsOps(vm)
-	if !hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
+	if !slices.Contains(vm.Finalizers, v1.VirtualMachineControllerFinalizer) {
 		vm.Finalizers = append(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
 		ops = append(ops, setField("/metadata/finalizers", vm.Finalizers))
 	}
@@ -228,13 +234,11 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 		vm = upd
 	}
 
-	var syncErr error
-	var failReason string
 	var requeue time.Duration
 	status := vm.Status.DeepCopy()
 	if stratErr == nil {
-		acts := decideRunStrategy(vm, strategy, vmi, c.now())
-		if !satisfied {
+		acts := decideRunStrategy(vm, strategy, vmi, now)
+		if adds || dels {
 			// A create or delete we issued is not in the cache yet: do nothing that depends on it.
 			acts.create, acts.deleteVMI = false, false
 		}
@@ -245,42 +249,46 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 			}
 			return 0, nil // the update event brings us back with the new strategy
 		case acts.recordFailureFirst:
-			// computeStatus records the start failure; deleting waits for the next sync.
+			// vmStatus records the start failure; deleting waits for the next sync.
 		case acts.appendStart:
 			status.StateChangeRequests = append(status.StateChangeRequests, v1.VirtualMachineStateChangeRequest{Action: v1.StartRequest})
 		case acts.deleteVMI:
-			if err := c.deleteVMI(ctx, key, vm, vmi); err != nil {
-				syncErr, failReason = err, ReasonFailedDelete
+			deleted, err := c.deleteVMI(ctx, key, vm, vmi)
+			in.deleteExpected = in.deleteExpected || deleted
+			if err != nil {
+				in.syncErr = &syncError{err, ReasonFailedDelete}
 			}
 		case acts.create:
 			if err := c.createVMI(ctx, key, vm, acts.startPaused); err != nil {
-				syncErr, failReason = err, ReasonFailedCreate
+				in.syncErr = &syncError{err, ReasonFailedCreate}
+			} else {
+				in.createExpected = true
 			}
 		case !acts.waitUntil.IsZero():
-			requeue = acts.waitUntil.Sub(c.now()) + 100*time.Millisecond
+			requeue = acts.waitUntil.Sub(now) + 100*time.Millisecond
 		}
 	} else {
-		syncErr, failReason = stratErr, "FailedRunStrategy"
+		in.syncErr = &syncError{stratErr, "FailedRunStrategy"}
 	}
 
-	c.computeStatus(key, vm, strategy, vmi, status, syncErr, failReason)
-	if !equality.Semantic.DeepEqual(&vm.Status, status) {
-		vm.Status = *status
+	newStatus := vmStatus(vm, *status, in)
+	if !equality.Semantic.DeepEqual(&vm.Status, &newStatus) {
+		vm.Status = newStatus
 		if _, err := c.kv.KubevirtV1().VirtualMachines(ns).UpdateStatus(ctx, vm, metav1.UpdateOptions{}); err != nil {
 			return 0, fmt.Errorf("update status: %w", err)
 		}
 	}
 	// Once the VM has seen a VMI going away, it no longer needs to hold it.
-	if vmi != nil && vmi.DeletionTimestamp != nil && hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) {
+	if vmi != nil && vmi.DeletionTimestamp != nil && slices.Contains(vmi.Finalizers, v1.VirtualMachineControllerFinalizer) {
 		if err := c.dropVMIFinalizer(ctx, vmi); err != nil {
 			return 0, err
 		}
 	}
-	if syncErr != nil {
-		return 0, syncErr
+	if in.syncErr != nil {
+		return 0, in.syncErr.err
 	}
-	if sf := status.StartFailure; requeue == 0 && sf != nil && sf.RetryAfterTimestamp != nil && (vmi == nil || vmi.IsFinal()) {
-		if d := sf.RetryAfterTimestamp.Sub(c.now()); d > 0 {
+	if sf := newStatus.StartFailure; requeue == 0 && sf != nil && sf.RetryAfterTimestamp != nil && (vmi == nil || vmi.IsFinal()) {
+		if d := sf.RetryAfterTimestamp.Sub(now); d > 0 {
 			requeue = d + 100*time.Millisecond
 		}
 	}
@@ -335,32 +343,33 @@ func (c *VMController) ownedVMI(ctx context.Context, log *slog.Logger, vm *v1.Vi
 }
 
 // syncDeletingVM stops the VMI of a VM being deleted (unless orphaned) and removes the VM finalizer once
-// that is done; satisfied: the VM's expectations were met before vmi was read from the cache.
-func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, satisfied bool) error {
-	orphan := hasFinalizer(vm, metav1.FinalizerOrphanDependents)
+// that is done. in is what sync read; its VMI is deleted only if no create or delete is outstanding.
+func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key string, vm *v1.VirtualMachine, in vmStatusInput) error {
+	vmi := in.vmi
+	orphan := slices.Contains(vm.Finalizers, metav1.FinalizerOrphanDependents)
 	if vmi != nil && !orphan {
-		if vmi.DeletionTimestamp == nil && satisfied {
-			if err := c.deleteVMI(ctx, key, vm, vmi); err != nil {
+		if vmi.DeletionTimestamp == nil && !in.createExpected && !in.deleteExpected {
+			deleted, err := c.deleteVMI(ctx, key, vm, vmi)
+			if err != nil {
 				return err
 			}
+			in.deleteExpected = deleted
 		}
-		if vmi.DeletionTimestamp != nil && hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) {
+		if vmi.DeletionTimestamp != nil && slices.Contains(vmi.Finalizers, v1.VirtualMachineControllerFinalizer) {
 			if err := c.dropVMIFinalizer(ctx, vmi); err != nil {
 				return err
 			}
 		}
 	}
-	if vmi != nil && orphan && hasFinalizer(vmi, v1.VirtualMachineControllerFinalizer) {
+	if vmi != nil && orphan && slices.Contains(vmi.Finalizers, v1.VirtualMachineControllerFinalizer) {
 		// The VMI outlives the VM: nobody would remove our finalizer later.
 		if err := c.dropVMIFinalizer(ctx, vmi); err != nil {
 			return err
 		}
 	}
-	status := vm.Status.DeepCopy()
-	strategy, _ := vm.RunStrategy()
-	c.computeStatus(key, vm, strategy, vmi, status, nil, "")
-	if !equality.Semantic.DeepEqual(&vm.Status, status) {
-		vm.Status = *status
+	in.strategy, _ = vm.RunStrategy()
+	if status := vmStatus(vm, vm.Status, in); !equality.Semantic.DeepEqual(&vm.Status, &status) {
+		vm.Status = status
 		upd, err := c.kv.KubevirtV1().VirtualMachines(vm.Namespace).UpdateStatus(ctx, vm, metav1.UpdateOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("update status: %w", err)
@@ -369,8 +378,8 @@ func (c *VMController) syncDeletingVM(ctx context.Context, log *slog.Logger, key
 			vm = upd
 		}
 	}
-	if (vmi == nil || orphan) && hasFinalizer(vm, v1.VirtualMachineControllerFinalizer) {
-		vm.Finalizers = removeString(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
+	if (vmi == nil || orphan) && slices.Contains(vm.Finalizers, v1.VirtualMachineControllerFinalizer) {
+		vm.Finalizers = slices.DeleteFunc(vm.Finalizers, isString(v1.VirtualMachineControllerFinalizer))
 		if _, err := c.patchVM(ctx, vm, setField("/metadata/finalizers", vm.Finalizers)); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("remove finalizer: %w", err)
 		}
@@ -398,7 +407,8 @@ func patchVMI(ctx context.Context, kv kvclient.Interface, vmi *v1.VirtualMachine
 }
 
 func (c *VMController) dropVMIFinalizer(ctx context.Context, vmi *v1.VirtualMachineInstance) error {
-	_, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/finalizers", removeString(vmi.Finalizers, v1.VirtualMachineControllerFinalizer)))
+	fin := slices.DeleteFunc(slices.Clone(vmi.Finalizers), isString(v1.VirtualMachineControllerFinalizer))
+	_, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/finalizers", fin))
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove VMI finalizer: %w", err)
 	}
@@ -483,7 +493,8 @@ func (c *VMController) createVMI(ctx context.Context, key string, vm *v1.Virtual
 	return nil
 }
 
-func (c *VMController) deleteVMI(ctx context.Context, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) error {
+// deleteVMI deletes vmi; deleted: the delete was accepted (its expectation is outstanding).
+func (c *VMController) deleteVMI(ctx context.Context, key string, vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) (deleted bool, err error) {
 	uid, rv := vmi.UID, vmi.ResourceVersion
 	c.exp.ExpectDeletion(key, uid)
 	// The decision was made on this version of the VMI: if it changed since (the cache lagged), the
@@ -495,78 +506,16 @@ func (c *VMController) deleteVMI(ctx context.Context, key string, vm *v1.Virtual
 	if rv != "" {
 		pre.ResourceVersion = &rv
 	}
-	err := c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Delete(ctx, vmi.Name, metav1.DeleteOptions{Preconditions: pre})
+	err = c.kv.KubevirtV1().VirtualMachineInstances(vmi.Namespace).Delete(ctx, vmi.Name, metav1.DeleteOptions{Preconditions: pre})
 	if err != nil {
 		c.exp.DeletionObserved(key, uid)
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			return nil
+			return false, nil
 		}
 		c.recorder.Event(vm, corev1.EventTypeWarning, ReasonFailedDelete, fmt.Sprintf("Error deleting virtual machine instance %s: %v", vmi.Name, err))
-		return fmt.Errorf("delete VMI: %w", err)
+		return false, fmt.Errorf("delete VMI: %w", err)
 	}
 	c.recorder.Event(vm, corev1.EventTypeNormal, ReasonSuccessfulDelete, "Stopped the virtual machine by deleting the virtual machine instance "+string(uid))
 	c.log.Info("deleted VMI", "namespace", vm.Namespace, "vm", vm.Name, "vmi", vmi.Name, "uid", uid)
-	return nil
-}
-
-// computeStatus fills the VM status (updateStatus of KubeVirt's vm.go).
-func (c *VMController) computeStatus(key string, vm *v1.VirtualMachine, strategy v1.VirtualMachineRunStrategy, vmi *v1.VirtualMachineInstance, st *v1.VirtualMachineStatus, syncErr error, failReason string) {
-	now := metav1.NewTime(c.now())
-	adds, dels := c.exp.Pending(key)
-	st.Created = vmi != nil
-	st.Ready = vmReady(vmi)
-	st.ObservedGeneration = vm.Generation
-	st.RunStrategy = statusRunStrategy(st.RunStrategy, strategy, vmi)
-	if vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal() {
-		st.DesiredGeneration = vm.Generation
-	}
-	st.StartFailure = nextStartFailure(st.StartFailure, strategy, vmi, c.now(), c.jitter)
-	st.StateChangeRequests = trimRequests(st.StateChangeRequests, vmi)
-	// The printable status sees the VM with this sync's requests and status.runStrategy (as KubeVirt's
-	// setPrintableStatus runs after them).
-	view := *vm
-	view.Status = *st
-	st.PrintableStatus = printableStatus(&view, strategy, vmi, adds, dels, st.StartFailure, c.unboundPVC(vm))
-
-	// Conditions: Ready always; Failure from this sync; the VMI's others mirrored.
-	var conds []v1.VirtualMachineCondition
-	keep := func(t v1.VirtualMachineConditionType) *v1.VirtualMachineCondition { return st.Condition(t) }
-	put := func(nc v1.VirtualMachineCondition) {
-		if old := keep(nc.Type); old != nil && old.Status == nc.Status {
-			if nc.LastTransitionTime.IsZero() {
-				nc.LastTransitionTime = old.LastTransitionTime
-			}
-		}
-		if nc.LastTransitionTime.IsZero() {
-			nc.LastTransitionTime = now
-		}
-		conds = append(conds, nc)
-	}
-	put(vmReadyCondition(vmi))
-	if syncErr != nil {
-		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineFailure, Status: corev1.ConditionTrue, Reason: failReason, Message: syncErr.Error()})
-	}
-	if vmi != nil {
-		for _, vc := range vmi.Status.Conditions {
-			if vc.Type == v1.VirtualMachineInstanceReady {
-				continue
-			}
-			put(v1.VirtualMachineCondition{Type: v1.VirtualMachineConditionType(vc.Type), Status: vc.Status, Reason: vc.Reason, Message: vc.Message, LastProbeTime: vc.LastProbeTime, LastTransitionTime: vc.LastTransitionTime})
-		}
-	}
-	// Conditions set by others that we do not own are kept (e.g. RestartRequired).
-	for _, oc := range st.Conditions {
-		switch oc.Type {
-		case v1.VirtualMachineReady, v1.VirtualMachineFailure:
-			continue
-		}
-		mirrored := false
-		if vmi != nil && vmi.Status.Condition(v1.VirtualMachineInstanceConditionType(oc.Type)) != nil {
-			mirrored = true
-		}
-		if !mirrored && oc.Type == v1.VirtualMachineRestartRequired {
-			conds = append(conds, oc)
-		}
-	}
-	st.Conditions = conds
+	return true, nil
 }

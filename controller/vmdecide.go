@@ -6,6 +6,7 @@ import (
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // This file holds the VM controller's decisions as pure functions of (VM, VMI, expectations, now), so
@@ -332,4 +333,85 @@ func templatePVCs(vm *v1.VirtualMachine) []string {
 		}
 	}
 	return out
+}
+
+// syncError is what went wrong in a VM sync (KubeVirt's SyncError): the error, and the reason the
+// Failure condition shows for it.
+type syncError struct {
+	err    error
+	reason string
+}
+
+// vmStatusInput is what the VM status depends on besides the VM: what sync read (once, with one clock
+// reading) and what it did.
+type vmStatusInput struct {
+	strategy v1.VirtualMachineRunStrategy
+	// vmi is the VMI the VM controls (nil: none).
+	vmi *v1.VirtualMachineInstance
+	// createExpected, deleteExpected: a VMI creation or deletion is not in the cache yet, read before the
+	// VMI cache or issued by this sync.
+	createExpected, deleteExpected bool
+	// unboundPVC: a PVC of the template exists and is not Bound.
+	unboundPVC bool
+	// syncErr: this sync failed (nil: it did not).
+	syncErr *syncError
+	now     time.Time
+	jitter  func(int64) int64
+}
+
+// vmStatus is the VM status after one sync (updateStatus of KubeVirt's vm.go); st is the status to start
+// from (the VM's, with what this sync appended to it).
+func vmStatus(vm *v1.VirtualMachine, st v1.VirtualMachineStatus, in vmStatusInput) v1.VirtualMachineStatus {
+	st = *st.DeepCopy()
+	vmi := in.vmi
+	now := metav1.NewTime(in.now)
+	st.Created = vmi != nil
+	st.Ready = vmReady(vmi)
+	st.ObservedGeneration = vm.Generation
+	st.RunStrategy = statusRunStrategy(st.RunStrategy, in.strategy, vmi)
+	if vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal() {
+		st.DesiredGeneration = vm.Generation
+	}
+	st.StartFailure = nextStartFailure(st.StartFailure, in.strategy, vmi, in.now, in.jitter)
+	st.StateChangeRequests = trimRequests(st.StateChangeRequests, vmi)
+	// The printable status sees the VM with this sync's requests and status.runStrategy (as KubeVirt's
+	// setPrintableStatus runs after them).
+	view := *vm
+	view.Status = st
+	st.PrintableStatus = printableStatus(&view, in.strategy, vmi, in.createExpected, in.deleteExpected, st.StartFailure, in.unboundPVC)
+
+	// Conditions: Ready always; Failure from this sync; the VMI's others mirrored.
+	var conds []v1.VirtualMachineCondition
+	put := func(nc v1.VirtualMachineCondition) {
+		if old := st.Condition(nc.Type); old != nil && old.Status == nc.Status {
+			if nc.LastTransitionTime.IsZero() {
+				nc.LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		if nc.LastTransitionTime.IsZero() {
+			nc.LastTransitionTime = now
+		}
+		conds = append(conds, nc)
+	}
+	put(vmReadyCondition(vmi))
+	if in.syncErr != nil {
+		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineFailure, Status: corev1.ConditionTrue, Reason: in.syncErr.reason, Message: in.syncErr.err.Error()})
+	}
+	if vmi != nil {
+		for _, vc := range vmi.Status.Conditions {
+			if vc.Type == v1.VirtualMachineInstanceReady {
+				continue
+			}
+			put(v1.VirtualMachineCondition{Type: v1.VirtualMachineConditionType(vc.Type), Status: vc.Status, Reason: vc.Reason, Message: vc.Message, LastProbeTime: vc.LastProbeTime, LastTransitionTime: vc.LastTransitionTime})
+		}
+	}
+	// Conditions set by others that we do not own are kept (e.g. RestartRequired).
+	for _, oc := range st.Conditions {
+		mirrored := vmi != nil && vmi.Status.Condition(v1.VirtualMachineInstanceConditionType(oc.Type)) != nil
+		if oc.Type == v1.VirtualMachineRestartRequired && !mirrored {
+			conds = append(conds, oc)
+		}
+	}
+	st.Conditions = conds
+	return st
 }

@@ -1,8 +1,6 @@
 package controller
 
 import (
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -21,7 +19,6 @@ func FuzzVMIStatus(f *testing.F) {
 		phases := []v1.VirtualMachineInstancePhase{"", v1.Pending, v1.Scheduling, v1.Scheduled, v1.Running}
 		podPhases := []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed}
 		guest := []GuestPhase{"", GuestStarting, GuestRunning, GuestSucceeded, GuestFailed, GuestPhase(reason)}
-		c := &VMIController{podExp: NewExpectations(), now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "f", Namespace: "ns", UID: "u"}}
 		vmi.Status.Phase = phases[int(vmiPhase)%len(phases)]
 		vmi.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "default", MacAddress: mac}}
@@ -42,8 +39,7 @@ func FuzzVMIStatus(f *testing.F) {
 				Interfaces: []v1.VirtualMachineInstanceNetworkInterface{{Name: "default", IP: ip, MAC: mac}}}
 		}
 		before := vmi.Status.Phase
-		st := vmi.Status.DeepCopy()
-		c.computeStatus(vmi, st, pod, state)
+		st := vmiStatus(vmi, pod, state, false, time.Now())
 
 		order := map[v1.VirtualMachineInstancePhase]int{"": 0, v1.Pending: 1, v1.Scheduling: 2, v1.Scheduled: 3, v1.Running: 4, v1.Succeeded: 5, v1.Failed: 5}
 		if order[st.Phase] < order[before] {

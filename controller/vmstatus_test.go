@@ -12,14 +12,17 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// computeStatus, BEHAVIOUR.md §2: created, ready, Ready always present, Failure from the sync error and
+// vmStatus, BEHAVIOUR.md §2: created, ready, Ready always present, Failure from the sync error and
 // cleared by the next clean sync, other VMI conditions mirrored (and dropped once the VMI no longer has
 // them), RestartRequired kept, WaitingForVolumeBinding from the PVC cache.
-func TestComputeStatus(t *testing.T) {
+func TestVMStatus(t *testing.T) {
 	pvcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	now := time.Unix(1000, 0)
-	c := &VMController{exp: NewExpectations(), now: func() time.Time { return now }, jitter: func(int64) int64 { return 0 },
-		pvcs: corelisters.NewPersistentVolumeClaimLister(pvcs)}
+	c := &VMController{pvcs: corelisters.NewPersistentVolumeClaimLister(pvcs)}
+	status := func(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, syncErr *syncError) *v1.VirtualMachineStatus {
+		st := vmStatus(vm, vm.Status, vmStatusInput{strategy: v1.RunStrategyAlways, vmi: vmi, unboundPVC: c.unboundPVC(vm), syncErr: syncErr, now: now, jitter: func(int64) int64 { return 0 }})
+		return &st
+	}
 	vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "vm", Namespace: "ns", Generation: 3}}
 	vm.Status.Conditions = []v1.VirtualMachineCondition{{Type: v1.VirtualMachineRestartRequired, Status: corev1.ConditionTrue}}
 	vmi := vmiIn(v1.Running)
@@ -36,8 +39,7 @@ func TestComputeStatus(t *testing.T) {
 		return m
 	}
 
-	st := vm.Status.DeepCopy()
-	c.computeStatus("ns/vm", vm, v1.RunStrategyAlways, vmi, st, errors.New("boom"), ReasonFailedCreate)
+	st := status(vm, vmi, &syncError{errors.New("boom"), ReasonFailedCreate})
 	got := types(st)
 	if !st.Created || !st.Ready || st.PrintableStatus != v1.VirtualMachineStatusPaused || st.RunStrategy != v1.RunStrategyAlways || st.ObservedGeneration != 3 {
 		t.Fatalf("status %+v", st)
@@ -54,8 +56,7 @@ func TestComputeStatus(t *testing.T) {
 	// Next sync: clean, and the VMI lost its Paused condition.
 	vm.Status = *st
 	vmi.Status.Conditions = vmi.Status.Conditions[:1]
-	st = vm.Status.DeepCopy()
-	c.computeStatus("ns/vm", vm, v1.RunStrategyAlways, vmi, st, nil, "")
+	st = status(vm, vmi, nil)
 	got = types(st)
 	if _, ok := got[v1.VirtualMachineFailure]; ok {
 		t.Errorf("Failure not cleared by a clean sync: %v", got)
@@ -74,8 +75,7 @@ func TestComputeStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm.Status = *st
-	st = vm.Status.DeepCopy()
-	c.computeStatus("ns/vm", vm, v1.RunStrategyAlways, nil, st, nil, "")
+	st = status(vm, nil, nil)
 	if r := st.Condition(v1.VirtualMachineReady); st.Created || st.Ready || r == nil || r.Reason != v1.VMINotExistsReason {
 		t.Errorf("without a VMI: %+v", st)
 	}
@@ -85,8 +85,7 @@ func TestComputeStatus(t *testing.T) {
 	if err := pvcs.Update(&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "disk", Namespace: "ns"}, Status: corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound}}); err != nil {
 		t.Fatal(err)
 	}
-	st = vm.Status.DeepCopy()
-	c.computeStatus("ns/vm", vm, v1.RunStrategyAlways, nil, st, nil, "")
+	st = status(vm, nil, nil)
 	if st.PrintableStatus != v1.VirtualMachineStatusStopped {
 		t.Errorf("bound PVC, no VMI, no create expected: printableStatus %s", st.PrintableStatus)
 	}

@@ -22,6 +22,7 @@ import (
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
 	"github.com/kvirt/kvirt/tests/benchdoc"
 	dto "github.com/prometheus/client_model/go"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -62,7 +63,7 @@ func TestScaleBenchmark(t *testing.T) {
 				created[i] = time.Now()
 				var err error
 				for try := 0; try < 5; try++ {
-					_, err = e.kv.KubevirtV1().VirtualMachines(e.ns).Create(ctx, newVM(fmt.Sprintf("vm-%04d", i), v1.RunStrategyAlways), metav1.CreateOptions{})
+					_, err = e.kv.KubevirtV1().VirtualMachines(e.ns).Create(ctx, controllertest.VM(fmt.Sprintf("vm-%04d", i), v1.RunStrategyAlways), metav1.CreateOptions{})
 					if err == nil || apierrors.IsAlreadyExists(err) {
 						err = nil
 						break
@@ -350,7 +351,7 @@ func benchControllerProcess(kubeconfig, out string) int {
 		fmt.Fprintln(os.Stderr, "bench controller:", err)
 		return 2
 	}
-	status := controller.NewFakeStatusSource()
+	status := controllertest.NewFakeStatusSource()
 	status.SetDefault(controller.LauncherState{Phase: controller.GuestRunning})
 	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: status, Workers: 4,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -9,6 +9,8 @@ import (
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
+	"github.com/kvirt/kvirt/tests/testenv"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -115,7 +117,7 @@ spec:
 	if msg := check(created); msg != "" {
 		t.Fatalf("the CRD does not keep the test's fields (the test's premise): %s", msg)
 	}
-	eventually(t, "finalizer, firmware UUID and MAC written", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "finalizer, firmware UUID and MAC written", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "unknowns")
 		d := vm.Spec.Template.Spec.Domain
 		ok := len(vm.Finalizers) == 1 && d.Firmware != nil && d.Firmware.UUID == controller.DefaultFirmwareUUID("unknowns") &&
@@ -127,7 +129,7 @@ spec:
 	}
 	// A paused start of a Halted VM makes the controller switch the spec to Always.
 	e.addRequests(t, "unknowns", []v1.VirtualMachineStateChangeRequest{{Action: v1.StartRequest, Data: map[string]string{v1.StartRequestDataPausedKey: v1.StartRequestDataPausedTrue}}})
-	eventually(t, "run strategy switched to Always", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "run strategy switched to Always", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "unknowns")
 		return vm.Spec.RunStrategy != nil && *vm.Spec.RunStrategy == v1.RunStrategyAlways, fmt.Sprintf("spec %+v", vm.Spec.RunStrategy)
 	})
@@ -136,7 +138,7 @@ spec:
 	}
 	// The VMI's spec is the template's, unknown fields included (as KubeVirt copies the template).
 	vmiGVR := schema.GroupVersionResource{Group: "kubevirt.io", Version: "v1", Resource: "virtualmachineinstances"}
-	eventually(t, "VMI with the template's unknown fields", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "VMI with the template's unknown fields", 30*time.Second, func() (bool, string) {
 		u, err := dyn.Resource(vmiGVR).Namespace(e.ns).Get(context.Background(), "unknowns", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -157,7 +159,7 @@ spec:
 // Halted with a pending Start: the controller switches to Always only once the old VMI is gone (fencing).
 func TestHaltedStartWaitsForOldVMI(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("fence", v1.RunStrategyAlways))
+	e.createVM(t, controllertest.VM("fence", v1.RunStrategyAlways))
 	old := e.runGuest(t, "fence")
 	// A finalizer of the test's own keeps the old VMI around after it is deleted.
 	hold := `{"metadata":{"finalizers":["test.kvirt.io/hold","` + v1.VirtualMachineControllerFinalizer + `","` + v1.VirtualMachineInstanceFinalizer + `"]}}`
@@ -165,7 +167,7 @@ func TestHaltedStartWaitsForOldVMI(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.setRunStrategy(t, "fence", v1.RunStrategyHalted)
-	eventually(t, "old VMI being deleted", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "old VMI being deleted", 30*time.Second, func() (bool, string) {
 		vmi, err := e.getVMI("fence")
 		if err != nil {
 			return false, err.Error()
@@ -178,7 +180,7 @@ func TestHaltedStartWaitsForOldVMI(t *testing.T) {
 		return *vm.Spec.RunStrategy == v1.RunStrategyHalted, fmt.Sprintf("runStrategy %s", *vm.Spec.RunStrategy)
 	})
 	// Release the old VMI: now the VM switches to Always and starts a new, paused VMI.
-	eventually(t, "test finalizer removed", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "test finalizer removed", 30*time.Second, func() (bool, string) {
 		vmi, err := e.getVMI("fence")
 		if apierrors.IsNotFound(err) {
 			return true, ""
@@ -196,7 +198,7 @@ func TestHaltedStartWaitsForOldVMI(t *testing.T) {
 		_, err = e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Update(context.Background(), vmi, metav1.UpdateOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
-	eventually(t, "new paused VMI under Always", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "new paused VMI under Always", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "fence")
 		vmi, err := e.getVMI("fence")
 		if err != nil {
@@ -211,16 +213,16 @@ func TestHaltedStartWaitsForOldVMI(t *testing.T) {
 // on a stopped VM starts it (KubeVirt: "strategy just switched").
 func TestRerunOnFailureSwitchBackStarts(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("rerun", v1.RunStrategyRerunOnFailure))
+	e.createVM(t, controllertest.VM("rerun", v1.RunStrategyRerunOnFailure))
 	first := e.runGuest(t, "rerun")
 	e.status.Set(e.ns, "rerun", controller.LauncherState{Phase: controller.GuestSucceeded})
-	eventually(t, "succeeded VMI removed, VM Stopped", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "succeeded VMI removed, VM Stopped", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "rerun")
 		ok, detail := e.vmiGone("rerun")()
 		return ok && vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped, fmt.Sprintf("%s; printableStatus %s", detail, vm.Status.PrintableStatus)
 	})
 	e.setRunStrategy(t, "rerun", v1.RunStrategyManual)
-	eventually(t, "status.runStrategy Manual", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "status.runStrategy Manual", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "rerun")
 		return vm.Status.RunStrategy == v1.RunStrategyManual, fmt.Sprintf("status.runStrategy %q", vm.Status.RunStrategy)
 	})
@@ -228,7 +230,7 @@ func TestRerunOnFailureSwitchBackStarts(t *testing.T) {
 		t.Fatalf("Manual without a start request created %d VMIs", n)
 	}
 	e.setRunStrategy(t, "rerun", v1.RunStrategyRerunOnFailure)
-	eventually(t, "a new VMI after switching back", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "a new VMI after switching back", 30*time.Second, func() (bool, string) {
 		vmi, err := e.getVMI("rerun")
 		if err != nil {
 			return false, err.Error()
@@ -240,15 +242,15 @@ func TestRerunOnFailureSwitchBackStarts(t *testing.T) {
 // A Stop request without a UID names no VMI: KubeVirt drops it and keeps the VMI.
 func TestStopWithoutUIDIsDropped(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("nouid", v1.RunStrategyManual))
+	e.createVM(t, controllertest.VM("nouid", v1.RunStrategyManual))
 	e.addRequests(t, "nouid", []v1.VirtualMachineStateChangeRequest{{Action: v1.StartRequest}})
 	vmi := e.runGuest(t, "nouid")
-	eventually(t, "start request trimmed", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "start request trimmed", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "nouid")
 		return len(vm.Status.StateChangeRequests) == 0, fmt.Sprintf("%+v", vm.Status.StateChangeRequests)
 	})
 	e.addRequests(t, "nouid", []v1.VirtualMachineStateChangeRequest{{Action: v1.StopRequest}})
-	eventually(t, "UID-less stop request trimmed", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "UID-less stop request trimmed", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "nouid")
 		return len(vm.Status.StateChangeRequests) == 0, fmt.Sprintf("%+v", vm.Status.StateChangeRequests)
 	})
@@ -275,12 +277,12 @@ func TestWaitingForVolumeBinding(t *testing.T) {
 	if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	vm := newVM("pvcvm", v1.RunStrategyAlways)
+	vm := controllertest.VM("pvcvm", v1.RunStrategyAlways)
 	spec := &vm.Spec.Template.Spec
 	spec.Domain.Devices.Disks = []v1.Disk{{Name: "root", Disk: &v1.DiskTarget{Bus: v1.DiskBusVirtio}}}
 	spec.Volumes = []v1.Volume{{Name: "root", PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "disk"}}}
 	e.createVM(t, vm)
-	eventually(t, "WaitingForVolumeBinding", 30*time.Second, e.printable(t, "pvcvm", v1.VirtualMachineStatusWaitingForVolumeBinding))
+	testenv.Eventually(t, "WaitingForVolumeBinding", 30*time.Second, e.printable(t, "pvcvm", v1.VirtualMachineStatusWaitingForVolumeBinding))
 
 	// Bind it: a PV reserved for the claim (kube-controller-manager's binder does the rest).
 	pv := &corev1.PersistentVolume{
@@ -299,7 +301,7 @@ func TestWaitingForVolumeBinding(t *testing.T) {
 	t.Cleanup(func() {
 		_ = e.kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
 	})
-	eventually(t, "PVC bound and the VM past WaitingForVolumeBinding", 60*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "PVC bound and the VM past WaitingForVolumeBinding", 60*time.Second, func() (bool, string) {
 		c, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Get(ctx, "disk", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -314,7 +316,7 @@ func TestWaitingForVolumeBinding(t *testing.T) {
 // SuccessfulCreate "Created virtual machine pod X".
 func TestVMAndVMIEvents(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("ev", v1.RunStrategyAlways))
+	e.createVM(t, controllertest.VM("ev", v1.RunStrategyAlways))
 	vmi := e.runGuest(t, "ev")
 	events := func(kind, name string) []corev1.Event {
 		l, err := e.kube.CoreV1().Events(e.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.kind=" + kind + ",involvedObject.name=" + name})
@@ -335,8 +337,8 @@ func TestVMAndVMIEvents(t *testing.T) {
 			return false, fmt.Sprintf("events of %s %s: %q", kind, name, seen)
 		}
 	}
-	eventually(t, "VM SuccessfulCreate event", 30*time.Second, has("VirtualMachine", "ev", corev1.EventTypeNormal, "SuccessfulCreate", "Started the virtual machine by creating the new virtual machine instance ev"))
-	eventually(t, "VMI SuccessfulCreate event", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "VM SuccessfulCreate event", 30*time.Second, has("VirtualMachine", "ev", corev1.EventTypeNormal, "SuccessfulCreate", "Started the virtual machine by creating the new virtual machine instance ev"))
+	testenv.Eventually(t, "VMI SuccessfulCreate event", 30*time.Second, func() (bool, string) {
 		for _, ev := range events("VirtualMachineInstance", "ev") {
 			if ev.Type == corev1.EventTypeNormal && ev.Reason == "SuccessfulCreate" && strings.HasPrefix(ev.Message, "Created virtual machine pod virt-launcher-ev-") {
 				return true, ""
@@ -345,5 +347,5 @@ func TestVMAndVMIEvents(t *testing.T) {
 		return false, fmt.Sprintf("%+v", events("VirtualMachineInstance", "ev"))
 	})
 	e.setRunStrategy(t, "ev", v1.RunStrategyHalted)
-	eventually(t, "VM SuccessfulDelete event", 30*time.Second, has("VirtualMachine", "ev", corev1.EventTypeNormal, "SuccessfulDelete", "Stopped the virtual machine by deleting the virtual machine instance "+string(vmi.UID)))
+	testenv.Eventually(t, "VM SuccessfulDelete event", 30*time.Second, has("VirtualMachine", "ev", corev1.EventTypeNormal, "SuccessfulDelete", "Stopped the virtual machine by deleting the virtual machine instance "+string(vmi.UID)))
 }

@@ -18,11 +18,12 @@ import (
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
 	"github.com/kvirt/kvirt/tests/harness"
+	"github.com/kvirt/kvirt/tests/testenv"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -52,7 +53,7 @@ type env struct {
 	ns         string
 	kube       kubernetes.Interface
 	kv         kvclient.Interface
-	status     *controller.FakeStatusSource
+	status     *controllertest.FakeStatusSource
 }
 
 func repoFile(parts ...string) string {
@@ -76,7 +77,7 @@ func startEnv(t *testing.T, workers int, withController bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{ns: cp.Namespace(t), kube: kube, status: controller.NewFakeStatusSource()}
+	e := &env{ns: cp.Namespace(t), kube: kube, status: controllertest.NewFakeStatusSource()}
 	kv, err := kvclient.NewForConfig(fast)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +161,7 @@ func (e *env) runController(t *testing.T) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	eventually(t, "controller caches synced", 30*time.Second, func() (bool, string) { return c.Ready(), "" })
+	testenv.Eventually(t, "controller caches synced", 30*time.Second, func() (bool, string) { return c.Ready(), "" })
 	return stop
 }
 
@@ -262,7 +263,7 @@ func applyControllerRBAC(cfg *rest.Config) error {
 func (e *env) waitGCKnowsCRDs() error {
 	ctx := context.Background()
 	start := time.Now()
-	owner, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Create(ctx, newVM("gc-probe", v1.RunStrategyHalted), metav1.CreateOptions{})
+	owner, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Create(ctx, controllertest.VM("gc-probe", v1.RunStrategyHalted), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("GC probe VM: %w", err)
 	}
@@ -352,41 +353,6 @@ func podScheduledFalse(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-func eventually(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, s := f()
-		if ok {
-			return
-		}
-		last = s
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
-}
-
-func newVM(name string, strategy v1.VirtualMachineRunStrategy) *v1.VirtualMachine {
-	mem := resource.MustParse("64Mi")
-	return &v1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.VirtualMachineSpec{
-			RunStrategy: &strategy,
-			Template: &v1.VirtualMachineInstanceTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubevirt.io/vm": name}},
-				Spec: v1.VirtualMachineInstanceSpec{
-					Domain: v1.DomainSpec{
-						Memory:  &v1.Memory{Guest: &mem},
-						Devices: v1.Devices{Interfaces: []v1.Interface{{Name: "default", Masquerade: &v1.InterfaceMasquerade{}}}},
-					},
-					Networks: []v1.Network{{Name: "default", Pod: &v1.PodNetwork{}}},
-				},
-			},
-		},
-	}
 }
 
 func (e *env) createVM(t *testing.T, vm *v1.VirtualMachine) *v1.VirtualMachine {
@@ -484,9 +450,9 @@ func (e *env) printable(t *testing.T, name string, want v1.VirtualMachinePrintab
 // runGuest makes the launcher of name report a running guest once its VMI is Scheduled.
 func (e *env) runGuest(t *testing.T, name string) *v1.VirtualMachineInstance {
 	t.Helper()
-	eventually(t, "VMI "+name+" Scheduled", 30*time.Second, e.vmiPhase(name, v1.Scheduled))
+	testenv.Eventually(t, "VMI "+name+" Scheduled", 30*time.Second, e.vmiPhase(name, v1.Scheduled))
 	e.status.Set(e.ns, name, controller.LauncherState{Phase: controller.GuestRunning})
-	eventually(t, "VMI "+name+" Running", 30*time.Second, e.vmiPhase(name, v1.Running))
+	testenv.Eventually(t, "VMI "+name+" Running", 30*time.Second, e.vmiPhase(name, v1.Running))
 	vmi, err := e.getVMI(name)
 	if err != nil {
 		t.Fatal(err)
@@ -496,8 +462,8 @@ func (e *env) runGuest(t *testing.T, name string) *v1.VirtualMachineInstance {
 
 func TestHaltedStartStopRestart(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("vm", v1.RunStrategyHalted))
-	eventually(t, "Halted VM Stopped with the finalizer", 30*time.Second, func() (bool, string) {
+	e.createVM(t, controllertest.VM("vm", v1.RunStrategyHalted))
+	testenv.Eventually(t, "Halted VM Stopped with the finalizer", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "vm")
 		c := vm.Status.Condition(v1.VirtualMachineReady)
 		ok := vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped && c != nil && c.Reason == v1.VMINotExistsReason &&
@@ -511,7 +477,7 @@ func TestHaltedStartStopRestart(t *testing.T) {
 	// start (virtctl patches Halted → Always).
 	e.setRunStrategy(t, "vm", v1.RunStrategyAlways)
 	first := e.runGuest(t, "vm")
-	eventually(t, "VM Running and Ready", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "VM Running and Ready", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "vm")
 		return vm.Status.PrintableStatus == v1.VirtualMachineStatusRunning && vm.Status.Ready && vm.Status.RunStrategy == v1.RunStrategyAlways, fmt.Sprintf("%+v", vm.Status)
 	})
@@ -519,7 +485,7 @@ func TestHaltedStartStopRestart(t *testing.T) {
 		t.Fatalf("VMI status %+v labels %v", first.Status, first.Labels)
 	}
 
-	eventually(t, "launcher pod readiness gate True", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "launcher pod readiness gate True", 30*time.Second, func() (bool, string) {
 		pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: string(first.UID)}.String()})
 		if err != nil || len(pods.Items) != 1 {
 			return false, fmt.Sprintf("pods %v err %v", pods, err)
@@ -534,8 +500,8 @@ func TestHaltedStartStopRestart(t *testing.T) {
 
 	// stop (virtctl patches Always → Halted): VMI deleted gracefully, then gone.
 	e.setRunStrategy(t, "vm", v1.RunStrategyHalted)
-	eventually(t, "VMI deleted", 30*time.Second, e.vmiGone("vm"))
-	eventually(t, "VM Stopped", 30*time.Second, e.printable(t, "vm", v1.VirtualMachineStatusStopped))
+	testenv.Eventually(t, "VMI deleted", 30*time.Second, e.vmiGone("vm"))
+	testenv.Eventually(t, "VM Stopped", 30*time.Second, e.printable(t, "vm", v1.VirtualMachineStatusStopped))
 
 	// restart on Manual: [Stop{uid}, Start] → a new VMI.
 	e.setRunStrategy(t, "vm", v1.RunStrategyManual)
@@ -544,13 +510,13 @@ func TestHaltedStartStopRestart(t *testing.T) {
 	if second.UID == first.UID {
 		t.Fatal("start reused the old VMI")
 	}
-	eventually(t, "Start request trimmed", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "Start request trimmed", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "vm")
 		return len(vm.Status.StateChangeRequests) == 0, fmt.Sprintf("%+v", vm.Status.StateChangeRequests)
 	})
 	uid := second.UID
 	e.addRequests(t, "vm", []v1.VirtualMachineStateChangeRequest{{Action: v1.StopRequest, UID: &uid}, {Action: v1.StartRequest}})
-	eventually(t, "restarted VMI (new UID)", 60*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "restarted VMI (new UID)", 60*time.Second, func() (bool, string) {
 		vmi, err := e.getVMI("vm")
 		if err != nil {
 			return false, err.Error()
@@ -561,7 +527,7 @@ func TestHaltedStartStopRestart(t *testing.T) {
 	if third.UID == second.UID {
 		t.Fatal("restart kept the VMI")
 	}
-	eventually(t, "requests trimmed after restart", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "requests trimmed after restart", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "vm")
 		return len(vm.Status.StateChangeRequests) == 0, fmt.Sprintf("%+v", vm.Status.StateChangeRequests)
 	})
@@ -569,8 +535,8 @@ func TestHaltedStartStopRestart(t *testing.T) {
 
 func TestAlwaysFailedVMIBackoff(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("crashy", v1.RunStrategyAlways))
-	eventually(t, "VMI Scheduled", 30*time.Second, e.vmiPhase("crashy", v1.Scheduled))
+	e.createVM(t, controllertest.VM("crashy", v1.RunStrategyAlways))
+	testenv.Eventually(t, "VMI Scheduled", 30*time.Second, e.vmiPhase("crashy", v1.Scheduled))
 	first, err := e.getVMI("crashy")
 	if err != nil {
 		t.Fatal(err)
@@ -582,14 +548,14 @@ func TestAlwaysFailedVMIBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	failedAt := time.Now()
-	eventually(t, "CrashLoopBackOff", 30*time.Second, e.printable(t, "crashy", v1.VirtualMachineStatusCrashLoopBackOff))
+	testenv.Eventually(t, "CrashLoopBackOff", 30*time.Second, e.printable(t, "crashy", v1.VirtualMachineStatusCrashLoopBackOff))
 	vm := e.getVM(t, "crashy")
 	sf := vm.Status.StartFailure
 	if sf == nil || sf.ConsecutiveFailCount != 1 || sf.LastFailedVMIUID != first.UID || sf.RetryAfterTimestamp == nil {
 		t.Fatalf("startFailure %+v", sf)
 	}
 	// No VMI is created during the backoff (10–15 s); one is created after it.
-	eventually(t, "recreated VMI", 40*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "recreated VMI", 40*time.Second, func() (bool, string) {
 		vmi, err := e.getVMI("crashy")
 		if err != nil {
 			return false, err.Error()
@@ -609,7 +575,7 @@ func TestAlwaysFailedVMIBackoff(t *testing.T) {
 	}
 	// Once the new VMI runs, the failure record is cleared.
 	e.runGuest(t, "crashy")
-	eventually(t, "startFailure cleared", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "startFailure cleared", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "crashy")
 		return vm.Status.StartFailure == nil && vm.Status.PrintableStatus == v1.VirtualMachineStatusRunning, fmt.Sprintf("%+v", vm.Status)
 	})
@@ -617,13 +583,13 @@ func TestAlwaysFailedVMIBackoff(t *testing.T) {
 
 func TestDeleteVMCascades(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("doomed", v1.RunStrategyAlways))
+	e.createVM(t, controllertest.VM("doomed", v1.RunStrategyAlways))
 	e.runGuest(t, "doomed")
 	if err := e.kv.KubevirtV1().VirtualMachines(e.ns).Delete(context.Background(), "doomed", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "VMI gone", 60*time.Second, e.vmiGone("doomed"))
-	eventually(t, "VM gone", 60*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "VMI gone", 60*time.Second, e.vmiGone("doomed"))
+	testenv.Eventually(t, "VM gone", 60*time.Second, func() (bool, string) {
 		vm, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Get(context.Background(), "doomed", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return true, ""
@@ -633,7 +599,7 @@ func TestDeleteVMCascades(t *testing.T) {
 		}
 		return false, fmt.Sprintf("finalizers %v status %s", vm.Finalizers, vm.Status.PrintableStatus)
 	})
-	eventually(t, "launcher pods and token secret gone", 60*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "launcher pods and token secret gone", 60*time.Second, func() (bool, string) {
 		pods, _ := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{})
 		secrets, _ := e.kube.CoreV1().Secrets(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.AppLabel: controller.TokenSecretLabelValue}.String()})
 		return len(pods.Items) == 0 && len(secrets.Items) == 0, fmt.Sprintf("%d pods %d secrets", len(pods.Items), len(secrets.Items))
@@ -642,13 +608,13 @@ func TestDeleteVMCascades(t *testing.T) {
 
 func TestOrphanDeleteThenAdopt(t *testing.T) {
 	e := start(t)
-	orig := e.createVM(t, newVM("keeper", v1.RunStrategyAlways))
+	orig := e.createVM(t, controllertest.VM("keeper", v1.RunStrategyAlways))
 	vmi := e.runGuest(t, "keeper")
 	orphan := metav1.DeletePropagationOrphan
 	if err := e.kv.KubevirtV1().VirtualMachines(e.ns).Delete(context.Background(), "keeper", metav1.DeleteOptions{PropagationPolicy: &orphan}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "VM gone, VMI orphaned", 60*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "VM gone, VMI orphaned", 60*time.Second, func() (bool, string) {
 		_, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Get(context.Background(), "keeper", metav1.GetOptions{})
 		if !apierrors.IsNotFound(err) {
 			return false, fmt.Sprintf("VM still there (%v)", err)
@@ -660,11 +626,11 @@ func TestOrphanDeleteThenAdopt(t *testing.T) {
 		return v.UID == vmi.UID && metav1.GetControllerOf(v) == nil && v.DeletionTimestamp == nil, fmt.Sprintf("owners %v", v.OwnerReferences)
 	})
 	// Re-create the VM: it adopts the running VMI instead of creating another.
-	again := e.createVM(t, newVM("keeper", v1.RunStrategyAlways))
+	again := e.createVM(t, controllertest.VM("keeper", v1.RunStrategyAlways))
 	if again.UID == orig.UID {
 		t.Fatal("same VM UID")
 	}
-	eventually(t, "VMI adopted", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "VMI adopted", 30*time.Second, func() (bool, string) {
 		v, err := e.getVMI("keeper")
 		if err != nil {
 			return false, err.Error()
@@ -672,7 +638,7 @@ func TestOrphanDeleteThenAdopt(t *testing.T) {
 		ref := metav1.GetControllerOf(v)
 		return v.UID == vmi.UID && ref != nil && ref.UID == again.UID, fmt.Sprintf("uid %s owners %v", v.UID, v.OwnerReferences)
 	})
-	eventually(t, "adopted VM Running", 30*time.Second, e.printable(t, "keeper", v1.VirtualMachineStatusRunning))
+	testenv.Eventually(t, "adopted VM Running", 30*time.Second, e.printable(t, "keeper", v1.VirtualMachineStatusRunning))
 	if n := e.vmiCount(t); n != 1 {
 		t.Fatalf("%d VMIs after adoption, want 1", n)
 	}
@@ -683,7 +649,7 @@ func TestOrphanDeleteThenAdopt(t *testing.T) {
 
 func TestRunningAndRunStrategyRejected(t *testing.T) {
 	e := start(t)
-	vm := newVM("both", v1.RunStrategyAlways)
+	vm := controllertest.VM("both", v1.RunStrategyAlways)
 	yes := true
 	vm.Spec.Running = &yes
 	_, err := e.kv.KubevirtV1().VirtualMachines(e.ns).Create(context.Background(), vm, metav1.CreateOptions{})
@@ -697,10 +663,10 @@ func TestRunningAndRunStrategyRejected(t *testing.T) {
 
 func TestUnschedulableShowsOnVM(t *testing.T) {
 	e := start(t)
-	vm := newVM("nospace", v1.RunStrategyAlways)
+	vm := controllertest.VM("nospace", v1.RunStrategyAlways)
 	vm.Spec.Template.ObjectMeta.Labels[unschedulableLabel] = "true"
 	e.createVM(t, vm)
-	eventually(t, "ErrorUnschedulable", 30*time.Second, e.printable(t, "nospace", v1.VirtualMachineStatusUnschedulable))
+	testenv.Eventually(t, "ErrorUnschedulable", 30*time.Second, e.printable(t, "nospace", v1.VirtualMachineStatusUnschedulable))
 	got := e.getVM(t, "nospace")
 	c := got.Status.Condition(v1.VirtualMachineConditionType(v1.VirtualMachineInstancePodScheduled))
 	if c == nil || c.Status != corev1.ConditionFalse || c.Reason != "Unschedulable" || !strings.Contains(c.Message, "Insufficient") {
@@ -713,7 +679,7 @@ func TestUnschedulableShowsOnVM(t *testing.T) {
 
 func TestStandaloneVMIPauseAndDelete(t *testing.T) {
 	e := start(t)
-	tmpl := newVM("solo", v1.RunStrategyAlways).Spec.Template
+	tmpl := controllertest.VM("solo", v1.RunStrategyAlways).Spec.Template
 	vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "solo", Labels: map[string]string{"app": "solo"}}, Spec: tmpl.Spec}
 	if _, err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Create(context.Background(), vmi, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -735,7 +701,7 @@ func TestStandaloneVMIPauseAndDelete(t *testing.T) {
 	}
 
 	e.status.Set(e.ns, "solo", controller.LauncherState{Phase: controller.GuestRunning, Paused: true})
-	eventually(t, "Paused=True and Ready=False", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "Paused=True and Ready=False", 30*time.Second, func() (bool, string) {
 		v, err := e.getVMI("solo")
 		if err != nil {
 			return false, err.Error()
@@ -745,7 +711,7 @@ func TestStandaloneVMIPauseAndDelete(t *testing.T) {
 			v.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionFalse) && v.Status.Phase == v1.Running, fmt.Sprintf("%+v", v.Status.Conditions)
 	})
 	e.status.Set(e.ns, "solo", controller.LauncherState{Phase: controller.GuestRunning})
-	eventually(t, "unpaused and Ready", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "unpaused and Ready", 30*time.Second, func() (bool, string) {
 		v, _ := e.getVMI("solo")
 		return v.Status.Condition(v1.VirtualMachineInstancePaused) == nil && v.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue), fmt.Sprintf("%+v", v.Status.Conditions)
 	})
@@ -754,7 +720,7 @@ func TestStandaloneVMIPauseAndDelete(t *testing.T) {
 	if err := e.kv.KubevirtV1().VirtualMachineInstances(e.ns).Delete(context.Background(), "solo", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "VMI gone", 30*time.Second, e.vmiGone("solo"))
+	testenv.Eventually(t, "VMI gone", 30*time.Second, e.vmiGone("solo"))
 	if _, err := e.kube.CoreV1().Pods(e.ns).Get(context.Background(), pod.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("launcher pod still there after its VMI was deleted: %v", err)
 	}
@@ -765,8 +731,8 @@ func TestStandaloneVMIPauseAndDelete(t *testing.T) {
 // another launcher pod or replace the VMI.
 func TestControllerRestartKeepsOneVMI(t *testing.T) {
 	e := start(t)
-	e.createVM(t, newVM("phoenix", v1.RunStrategyAlways))
-	eventually(t, "VMI with a pod", 30*time.Second, func() (bool, string) {
+	e.createVM(t, controllertest.VM("phoenix", v1.RunStrategyAlways))
+	testenv.Eventually(t, "VMI with a pod", 30*time.Second, func() (bool, string) {
 		vmi, err := e.getVMI("phoenix")
 		if err != nil {
 			return false, err.Error()
@@ -803,7 +769,7 @@ func TestStaleVMIDeleteRefused(t *testing.T) {
 	ctx := context.Background()
 	vmis := e.kv.KubevirtV1().VirtualMachineInstances(e.ns)
 	old, err := vmis.Create(ctx, &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "stale", Labels: map[string]string{"v": "1"}},
-		Spec: newVM("stale", v1.RunStrategyAlways).Spec.Template.Spec}, metav1.CreateOptions{})
+		Spec: controllertest.VM("stale", v1.RunStrategyAlways).Spec.Template.Spec}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -821,5 +787,74 @@ func TestStaleVMIDeleteRefused(t *testing.T) {
 	}
 	if err := vmis.Delete(ctx, "stale", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &upd.UID, ResourceVersion: &upd.ResourceVersion}}); err != nil {
 		t.Fatalf("delete with the current resourceVersion: %v", err)
+	}
+}
+
+// RerunOnFailure end to end: a VMI that ran and then failed is replaced (its Start written first and
+// consumed by the new VMI, no start failure); after a clean power-off the VM stays stopped.
+func TestRerunOnFailureRerunsFailures(t *testing.T) {
+	e := start(t)
+	e.createVM(t, controllertest.VM("rerun", v1.RunStrategyRerunOnFailure))
+	first := e.runGuest(t, "rerun")
+	e.status.Set(e.ns, "rerun", controller.LauncherState{Phase: controller.GuestFailed, Reason: "Crashed"})
+	testenv.Eventually(t, "a second VMI", 60*time.Second, func() (bool, string) {
+		vmi, err := e.getVMI("rerun")
+		if err != nil {
+			return false, err.Error()
+		}
+		return vmi.UID != first.UID && vmi.DeletionTimestamp == nil, fmt.Sprintf("uid %s phase %s", vmi.UID, vmi.Status.Phase)
+	})
+	second := e.runGuest(t, "rerun")
+	testenv.Eventually(t, "Start consumed, no start failure", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "rerun")
+		return len(vm.Status.StateChangeRequests) == 0 && vm.Status.StartFailure == nil, fmt.Sprintf("%+v", vm.Status)
+	})
+	e.status.Set(e.ns, "rerun", controller.LauncherState{Phase: controller.GuestSucceeded, Reason: "Shutdown"})
+	testenv.Eventually(t, "VM Stopped without a VMI", 60*time.Second, func() (bool, string) {
+		ok, detail := e.vmiGone("rerun")()
+		vm := e.getVM(t, "rerun")
+		return ok && vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped, fmt.Sprintf("%s; printableStatus %s", detail, vm.Status.PrintableStatus)
+	})
+	if vmi, err := e.getVMI("rerun"); err == nil {
+		t.Fatalf("RerunOnFailure reran VMI %s after %s succeeded", vmi.UID, second.UID)
+	}
+}
+
+// A launcher pod that disappears fails its VMI (PodGone); Manual keeps the final VMI, which gets no new
+// pod, and its launcher is no longer watched.
+func TestPodGoneFailsVMI(t *testing.T) {
+	e := start(t)
+	e.createVM(t, controllertest.VM("gone", v1.RunStrategyManual))
+	e.addRequests(t, "gone", []v1.VirtualMachineStateChangeRequest{{Action: v1.StartRequest}})
+	vmi := e.runGuest(t, "gone")
+	testenv.Eventually(t, "the launcher watched", 30*time.Second, func() (bool, string) {
+		return e.status.Watching(e.ns, "gone") == 1, fmt.Sprintf("%d watches", e.status.Watching(e.ns, "gone"))
+	})
+	sel := metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: string(vmi.UID)}.String()}
+	pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), sel)
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods %v err %v", pods, err)
+	}
+	zero := int64(0)
+	if err := e.kube.CoreV1().Pods(e.ns).Delete(context.Background(), pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "VMI Failed with PodGone", 30*time.Second, func() (bool, string) {
+		v, err := e.getVMI("gone")
+		if err != nil {
+			return false, err.Error()
+		}
+		return v.Status.Phase == v1.Failed && v.Status.Reason == controller.ReasonPodGone, fmt.Sprintf("phase %s reason %q", v.Status.Phase, v.Status.Reason)
+	})
+	testenv.Eventually(t, "VM Stopped, launcher no longer watched", 30*time.Second, func() (bool, string) {
+		vm := e.getVM(t, "gone")
+		w := e.status.Watching(e.ns, "gone")
+		return vm.Status.PrintableStatus == v1.VirtualMachineStatusStopped && w == 0, fmt.Sprintf("printableStatus %s, %d watches", vm.Status.PrintableStatus, w)
+	})
+	if pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), sel); err != nil || len(pods.Items) != 0 {
+		t.Fatalf("a pod was recreated for a final VMI: %v (err %v)", pods.Items, err)
+	}
+	if v, err := e.getVMI("gone"); err != nil || v.UID != vmi.UID {
+		t.Fatalf("Manual did not keep its final VMI: %v", err)
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
 	"github.com/kvirt/kvirt/tests/harness"
+	"github.com/kvirt/kvirt/tests/testenv"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -29,7 +31,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 		done   chan error
 	}
 	run := func(id string) *replica {
-		c, err := controller.New(cp.Config, controller.Options{LauncherImage: "x", Status: controller.NewFakeStatusSource(), Logger: log})
+		c, err := controller.New(cp.Config, controller.Options{LauncherImage: "x", Status: controllertest.NewFakeStatusSource(), Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +53,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 		return r
 	}
 	a, b := run("a"), run("b")
-	eventually(t, "one leader", 60*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "one leader", 60*time.Second, func() (bool, string) {
 		return a.c.Ready() != b.c.Ready(), fmt.Sprintf("a ready %v, b ready %v", a.c.Ready(), b.c.Ready())
 	})
 	// Stay at exactly one leader for a while.
@@ -70,5 +72,5 @@ func TestLeaderElectionFailover(t *testing.T) {
 		t.Fatalf("leader stopped with %v, want nil (its context ended)", err)
 	}
 	leader.done <- nil // for the cleanup
-	eventually(t, "standby takes over", 60*time.Second, func() (bool, string) { return standby.c.Ready(), "" })
+	testenv.Eventually(t, "standby takes over", 60*time.Second, func() (bool, string) { return standby.c.Ready(), "" })
 }

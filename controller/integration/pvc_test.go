@@ -8,6 +8,8 @@ import (
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
+	"github.com/kvirt/kvirt/tests/testenv"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,7 +38,7 @@ func newClaim(name string, mode corev1.PersistentVolumeMode) *corev1.PersistentV
 func TestPvcNotFoundThenCreated(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
-	vm := newVM("pvcmissing", v1.RunStrategyAlways)
+	vm := controllertest.VM("pvcmissing", v1.RunStrategyAlways)
 	spec := &vm.Spec.Template.Spec
 	spec.Domain.Devices.Disks = []v1.Disk{{Name: "root"}, {Name: "data"}}
 	spec.Volumes = []v1.Volume{
@@ -62,8 +64,8 @@ func TestPvcNotFoundThenCreated(t *testing.T) {
 			return ok, fmt.Sprintf("VMI %s, Synchronized %+v, PodScheduled %+v, VM %s", vmi.Status.Phase, sync, sched, vm.Status.PrintableStatus)
 		}
 	}
-	eventually(t, "ErrorPvcNotFound naming late-fs", 30*time.Second, missing("late-fs"))
-	eventually(t, "a FailedPvcNotFound event on the VMI", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "ErrorPvcNotFound naming late-fs", 30*time.Second, missing("late-fs"))
+	testenv.Eventually(t, "a FailedPvcNotFound event on the VMI", 30*time.Second, func() (bool, string) {
 		l, err := e.kube.CoreV1().Events(e.ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=VirtualMachineInstance,involvedObject.name=pvcmissing,reason=FailedPvcNotFound"})
 		if err != nil {
 			return false, err.Error()
@@ -89,7 +91,7 @@ func TestPvcNotFoundThenCreated(t *testing.T) {
 	if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Create(ctx, newClaim("late-fs", corev1.PersistentVolumeFilesystem), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "ErrorPvcNotFound naming late-blk", 30*time.Second, missing("late-blk"))
+	testenv.Eventually(t, "ErrorPvcNotFound naming late-blk", 30*time.Second, missing("late-blk"))
 	if p := pods(); len(p) != 0 {
 		t.Fatalf("a launcher pod was created while late-blk is missing: %s", p[0].Name)
 	}
@@ -98,7 +100,7 @@ func TestPvcNotFoundThenCreated(t *testing.T) {
 	if _, err := e.kube.CoreV1().PersistentVolumeClaims(e.ns).Create(ctx, newClaim("late-blk", corev1.PersistentVolumeBlock), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a launcher pod with both claims, the conditions gone", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "a launcher pod with both claims, the conditions gone", 30*time.Second, func() (bool, string) {
 		p := pods()
 		if len(p) != 1 {
 			return false, fmt.Sprintf("%d launcher pods", len(p))
@@ -139,7 +141,7 @@ func TestPvcNotFoundThenCreated(t *testing.T) {
 	if len(compute.VolumeDevices) != 1 || compute.VolumeDevices[0].Name != "data" || compute.VolumeDevices[0].DevicePath != "/dev/data" {
 		t.Errorf("block claim devices %+v", compute.VolumeDevices)
 	}
-	eventually(t, "the VM past ErrorPvcNotFound", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "the VM past ErrorPvcNotFound", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "pvcmissing")
 		return vm.Status.PrintableStatus != v1.VirtualMachineStatusPvcNotFound, string(vm.Status.PrintableStatus)
 	})

@@ -15,6 +15,7 @@
 package grace
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -235,19 +236,12 @@ func decide(e Exit, hardStopped, zeroGrace bool, grace time.Duration) Outcome {
 			return Outcome{Phase: control.Failed, Reason: "Destroyed",
 				Message: fmt.Sprintf("the guest did not power off within the grace period of %s and was stopped", grace), ExitCode: 1}
 		}
-		return Outcome{Phase: control.Failed, Reason: "Destroyed", Message: firstNonEmpty(e.Message, "the guest was stopped"), ExitCode: 1}
+		return Outcome{Phase: control.Failed, Reason: "Destroyed", Message: cmp.Or(e.Message, "the guest was stopped"), ExitCode: 1}
 	case Crashed:
-		return Outcome{Phase: control.Failed, Reason: "Crashed", Message: firstNonEmpty(e.Message, "the guest crashed"), ExitCode: 1}
+		return Outcome{Phase: control.Failed, Reason: "Crashed", Message: cmp.Or(e.Message, "the guest crashed"), ExitCode: 1}
 	default:
-		return Outcome{Phase: control.Failed, Reason: "VMMError", Message: firstNonEmpty(e.Message, "the VMM failed"), ExitCode: 1}
+		return Outcome{Phase: control.Failed, Reason: "VMMError", Message: cmp.Or(e.Message, "the VMM failed"), ExitCode: 1}
 	}
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // maxTerminationMessage is Kubernetes' limit for one container's termination message.

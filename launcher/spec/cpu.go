@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/kvirt/kvirt/vmm/cpuid"
@@ -63,7 +64,7 @@ func (t *translator) cpu(m *Machine) {
 		case "disable", "forbid":
 			m.CPUDisable = append(m.CPUDisable, f.Name)
 		case "", "require", "force", "optional":
-			t.warn(fp, fmt.Sprintf("policy %q for %s is not enforced: kvirt can only hide CPU features (disable/forbid)", firstNonEmpty(f.Policy, "require"), f.Name))
+			t.warn(fp, fmt.Sprintf("policy %q for %s is not enforced: kvirt can only hide CPU features (disable/forbid)", cmp.Or(f.Policy, "require"), f.Name))
 		}
 	}
 }

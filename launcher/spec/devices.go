@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"strings"
@@ -141,7 +142,7 @@ func (t *translator) interfaces(m *Machine) {
 			t.unsupported(p.Child("ports"), "ports are only honoured by the masquerade binding (bridge passes every port)")
 		}
 		for j, port := range in.Ports {
-			proto := strings.ToUpper(firstNonEmpty(port.Protocol, "TCP"))
+			proto := strings.ToUpper(cmp.Or(port.Protocol, "TCP"))
 			if proto != "TCP" && proto != "UDP" {
 				t.unsupported(p.Child("ports").Index(j).Child("protocol"), fmt.Sprintf("%q: only TCP and UDP are forwarded", port.Protocol))
 			}

@@ -352,10 +352,3 @@ func uuidLike(s string) bool {
 	}
 	return true
 }
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}

@@ -13,8 +13,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -64,12 +66,26 @@ func (f *fakeExec) Exec(ctx context.Context, r ExecRequest) error {
 
 type fakeCluster struct {
 	kv   *kvfake.Clientset
+	dyn  *dynamicfake.FakeDynamicClient // the same kubevirt.io objects, untyped
 	kube *kubefake.Clientset
 	exec *fakeExec
 }
 
 func newFake(kv []runtime.Object, kube ...runtime.Object) *fakeCluster {
-	return &fakeCluster{kv: kvfake.NewSimpleClientset(kv...), kube: kubefake.NewSimpleClientset(kube...), exec: &fakeExec{}}
+	scheme := runtime.NewScheme()
+	if err := v1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	var copies []runtime.Object
+	for _, o := range kv {
+		copies = append(copies, o.DeepCopyObject())
+	}
+	return &fakeCluster{kv: kvfake.NewSimpleClientset(kv...), dyn: dynamicfake.NewSimpleDynamicClient(scheme, copies...),
+		kube: kubefake.NewSimpleClientset(kube...), exec: &fakeExec{}}
+}
+
+func (f *fakeCluster) clients() *Clients {
+	return &Clients{Namespace: "ns", Kubevirt: f.kv, Kube: f.kube, Dynamic: f.dyn}
 }
 
 func (f *fakeCluster) run(t *testing.T, in io.Reader, args ...string) (code int, stdout, stderr string) {
@@ -80,10 +96,8 @@ func (f *fakeCluster) run(t *testing.T, in io.Reader, args ...string) (code int,
 	}
 	code = Run(context.Background(), args, Options{
 		In: in, Out: &out, ErrOut: &errOut,
-		Connect: func(*genericclioptions.ConfigFlags) (*Clients, error) {
-			return &Clients{Namespace: "ns", Kubevirt: f.kv, Kube: f.kube}, nil
-		},
-		Exec: f.exec,
+		Connect: func(*genericclioptions.ConfigFlags) (*Clients, error) { return f.clients(), nil },
+		Exec:    f.exec,
 	})
 	return code, out.String(), errOut.String()
 }
@@ -484,15 +498,51 @@ func TestRename(t *testing.T) {
 		t.Fatalf("code %d stdout %q stderr %q", code, out, errOut)
 	}
 	ctx := context.Background()
-	n, err := f.kv.KubevirtV1().VirtualMachines("ns").Get(ctx, "web-1", metav1.GetOptions{})
+	vms := f.dyn.Resource(v1.GroupVersion.WithResource("virtualmachines")).Namespace("ns")
+	u, err := vms.Get(ctx, "web-1", metav1.GetOptions{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	var n v1.VirtualMachine
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &n); err != nil {
 		t.Fatal(err)
 	}
 	if n.Labels["app"] != "web" || n.Annotations["note"] != "x" || n.Annotations[lastAppliedAnnotation] != "" || *n.Spec.RunStrategy != v1.RunStrategyHalted {
 		t.Errorf("renamed VM %+v", n.ObjectMeta)
 	}
-	if _, err := f.kv.KubevirtV1().VirtualMachines("ns").Get(ctx, "my-vm", metav1.GetOptions{}); err == nil {
+	if _, err := vms.Get(ctx, "my-vm", metav1.GetOptions{}); err == nil {
 		t.Error("old VM still exists")
+	}
+}
+
+// The copy is of the VM as stored: a field kvirt's types do not model survives, status and server-set
+// metadata do not.
+func TestRenamedCopy(t *testing.T) {
+	stored := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+		"metadata": map[string]any{"name": "old", "namespace": "ns", "uid": "u1", "resourceVersion": "7", "generation": int64(2),
+			"labels": map[string]any{"app": "web"}, "annotations": map[string]any{lastAppliedAnnotation: "{}", "note": "x"},
+			"finalizers": []any{"kubevirt.io/virtualMachineControllerFinalize"}},
+		"spec": map[string]any{"runStrategy": "Halted", "template": map[string]any{"spec": map[string]any{
+			"domain": map[string]any{"devices": map[string]any{}, "launchSecurity": map[string]any{"sev": map[string]any{}}}}}},
+		"status": map[string]any{"printableStatus": "Stopped"},
+	}}
+	n := RenamedCopy(stored, "new")
+	if n.GetName() != "new" || n.GetNamespace() != "ns" || n.GetUID() != "" || n.GetResourceVersion() != "" || len(n.GetFinalizers()) != 0 || n.GetGeneration() != 0 {
+		t.Errorf("metadata %+v", n.Object["metadata"])
+	}
+	if _, ok := n.Object["status"]; ok {
+		t.Error("status copied")
+	}
+	if _, found, _ := unstructured.NestedMap(n.Object, "spec", "template", "spec", "domain", "launchSecurity", "sev"); !found {
+		t.Errorf("unmodelled field lost: %+v", n.Object["spec"])
+	}
+	if n.GetLabels()["app"] != "web" || n.GetAnnotations()["note"] != "x" || n.GetAnnotations()[lastAppliedAnnotation] != "" {
+		t.Errorf("labels %v annotations %v", n.GetLabels(), n.GetAnnotations())
+	}
+	// The stored object is not changed.
+	if stored.GetAnnotations()[lastAppliedAnnotation] != "{}" {
+		t.Error("RenamedCopy changed its input")
 	}
 }
 
@@ -581,10 +631,8 @@ func FuzzCommandLine(f *testing.F) {
 		var out bytes.Buffer
 		code := Run(ctx, strings.Fields(line), Options{
 			In: strings.NewReader(""), Out: &out, ErrOut: &out,
-			Connect: func(*genericclioptions.ConfigFlags) (*Clients, error) {
-				return &Clients{Namespace: "ns", Kubevirt: fc.kv, Kube: fc.kube}, nil
-			},
-			Exec: fc.exec,
+			Connect: func(*genericclioptions.ConfigFlags) (*Clients, error) { return fc.clients(), nil },
+			Exec:    fc.exec,
 		})
 		if code != 0 && code != 1 {
 			t.Fatalf("%q: exit %d", line, code)

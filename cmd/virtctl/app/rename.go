@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 )
@@ -43,20 +45,22 @@ func phaseOrPending(vmi *v1.VirtualMachineInstance) string {
 	return string(vmi.Status.Phase)
 }
 
-// RenamedCopy returns the VM to create under newName: the same labels, annotations and spec; no status,
-// no server-set metadata.
-func RenamedCopy(vm *v1.VirtualMachine, newName string) *v1.VirtualMachine {
-	n := &v1.VirtualMachine{
-		TypeMeta: metav1.TypeMeta{APIVersion: v1.GroupVersion.String(), Kind: "VirtualMachine"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        newName,
-			Namespace:   vm.Namespace,
-			Labels:      vm.DeepCopy().Labels,
-			Annotations: vm.DeepCopy().Annotations,
-		},
-		Spec: *vm.Spec.DeepCopy(),
+// RenamedCopy returns the VM to create under newName: the stored VM's labels, annotations and spec, as
+// stored, so fields kvirt's Go types do not model (kept by the CRD's preserve-unknown-fields) survive;
+// no status and no server-set metadata.
+func RenamedCopy(vm *unstructured.Unstructured, newName string) *unstructured.Unstructured {
+	n := &unstructured.Unstructured{Object: map[string]any{}}
+	n.SetAPIVersion(vm.GetAPIVersion())
+	n.SetKind(vm.GetKind())
+	n.SetName(newName)
+	n.SetNamespace(vm.GetNamespace())
+	n.SetLabels(vm.GetLabels())
+	ann := vm.GetAnnotations()
+	delete(ann, lastAppliedAnnotation)
+	n.SetAnnotations(ann)
+	if spec, ok := vm.Object["spec"]; ok {
+		n.Object["spec"] = runtime.DeepCopyJSONValue(spec)
 	}
-	delete(n.Annotations, lastAppliedAnnotation)
 	return n
 }
 
@@ -88,10 +92,18 @@ func (e *env) rename(ctx context.Context, oldName, newName string) error {
 	if err != nil {
 		return err
 	}
-	vms := c.Kubevirt.KubevirtV1().VirtualMachines(c.Namespace)
-	vm, err := vms.Get(ctx, oldName, metav1.GetOptions{})
+	if c.Dynamic == nil {
+		return fmt.Errorf("error renaming VirtualMachine: no dynamic client (Clients.Dynamic)")
+	}
+	// The VM is read and copied untyped: a typed copy would drop every field kvirt does not model.
+	vms := c.Dynamic.Resource(v1.GroupVersion.WithResource("virtualmachines")).Namespace(c.Namespace)
+	stored, err := vms.Get(ctx, oldName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("error fetching VirtualMachine: %v", err)
+	}
+	var vm v1.VirtualMachine
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(stored.Object, &vm); err != nil {
+		return fmt.Errorf("error fetching VirtualMachine: decode %s: %v", oldName, err)
 	}
 	vmi, err := c.Kubevirt.KubevirtV1().VirtualMachineInstances(c.Namespace).Get(ctx, oldName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -99,10 +111,10 @@ func (e *env) rename(ctx context.Context, oldName, newName string) error {
 	} else if err != nil {
 		return fmt.Errorf("error fetching VirtualMachineInstance: %v", err)
 	}
-	if err := RenameCheck(vm, vmi, newName); err != nil {
+	if err := RenameCheck(&vm, vmi, newName); err != nil {
 		return fmt.Errorf("error renaming VirtualMachine: %v", err)
 	}
-	if _, err := vms.Create(ctx, RenamedCopy(vm, newName), metav1.CreateOptions{}); err != nil {
+	if _, err := vms.Create(ctx, RenamedCopy(stored, newName), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("error renaming VirtualMachine: %v", err)
 	}
 	// Delete exactly the VM we checked (not a same-named successor); if that fails, undo the copy.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -43,6 +44,8 @@ type Clients struct {
 	Config    *rest.Config
 	Kubevirt  versioned.Interface
 	Kube      kubernetes.Interface
+	// Dynamic reads and writes objects untyped, keeping fields kvirt's types do not model (rename).
+	Dynamic dynamic.Interface
 }
 
 // Connect builds Clients like kubectl does: --kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster,
@@ -64,7 +67,11 @@ func Connect(flags *genericclioptions.ConfigFlags) (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot obtain Kubernetes client: %w", err)
 	}
-	return &Clients{Namespace: ns, Config: cfg, Kubevirt: kv, Kube: kube}, nil
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot obtain dynamic client: %w", err)
+	}
+	return &Clients{Namespace: ns, Config: cfg, Kubevirt: kv, Kube: kube, Dynamic: dyn}, nil
 }
 
 // Main runs virtctl with the process's arguments and streams and returns the exit status. Invoked as

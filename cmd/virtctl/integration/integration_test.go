@@ -18,7 +18,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
@@ -474,6 +476,66 @@ func TestExposeRenameVersion(t *testing.T) {
 	code, out, _ = c.virtctl(nil, "version")
 	if code != 0 || !strings.Contains(out, "Client Version: version.Info{") || !strings.Contains(out, `Server Version: version.Info{`) || !strings.Contains(out, `GitVersion:"v1.33`) {
 		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+// rename copies the VM as stored: fields kvirt's Go types do not model, which the CRD keeps
+// (x-kubernetes-preserve-unknown-fields), are in the renamed VM; a typed copy lost them.
+func TestRenameKeepsUnmodelledFields(t *testing.T) {
+	c := setup(t)
+	ctx := context.Background()
+	dyn, err := dynamic.NewForConfig(c.cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const manifest = `
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: plain, labels: {app: web}}
+spec:
+  runStrategy: Halted
+  instancetype: {name: u1.small}
+  template:
+    spec:
+      evictionStrategy: LiveMigrate
+      domain:
+        memory: {guest: 64Mi}
+        features:
+          smm: {enabled: true}
+        devices:
+          tpm: {persistent: true}
+`
+	var obj map[string]any
+	if err := yaml.Unmarshal([]byte(manifest), &obj); err != nil {
+		t.Fatal(err)
+	}
+	vms := dyn.Resource(v1.GroupVersion.WithResource("virtualmachines")).Namespace(c.ns)
+	if _, err := vms.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create VM: %v", err)
+	}
+	code, out, errOut := c.virtctl(nil, "rename", "vm", "plain", "fancy")
+	if code != 0 || out != "VM plain was renamed to fancy\n" {
+		t.Fatalf("rename: %d %q %q", code, out, errOut)
+	}
+	got, err := vms.Get(ctx, "fancy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range [][]string{
+		{"spec", "instancetype", "name"},
+		{"spec", "template", "spec", "evictionStrategy"},
+		{"spec", "template", "spec", "domain", "features", "smm", "enabled"},
+		{"spec", "template", "spec", "domain", "devices", "tpm", "persistent"},
+	} {
+		if _, found, err := unstructured.NestedFieldNoCopy(got.Object, path...); !found || err != nil {
+			t.Errorf("field %v lost in the rename (err %v)", path, err)
+		}
+	}
+	if got.GetLabels()["app"] != "web" {
+		t.Errorf("labels %v", got.GetLabels())
+	}
+	if _, err := vms.Get(ctx, "plain", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("old VM after rename: %v", err)
 	}
 }
 

@@ -1,33 +1,35 @@
-package controller
+package controllertest
 
 import (
 	"context"
 	"sync"
 
+	"github.com/kvirt/kvirt/controller"
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// FakeStatusSource is a StatusSource whose launcher states are set by tests (launcher pods do not run
+// FakeStatusSource is a controller.StatusSource whose launcher states are set by tests (launcher pods do not run
 // without a kubelet). States are keyed by namespace/VMI name; Set wakes every open Watch of that VMI.
 // The first watch of a new VMI (another UID under the same name) starts with no state, as a fresh
 // launcher would.
 type FakeStatusSource struct {
 	mu      sync.Mutex
-	states  map[string]LauncherState
+	states  map[string]controller.LauncherState
 	changed map[string]chan struct{}
 	watches map[string]int
 	uids    map[string]types.UID
-	def     *LauncherState
+	def     *controller.LauncherState
 	// PodIPFree makes the fake reach launchers by pod name as the port-forward source does (the
 	// controller watches once the pod is bound, without a pod IP). Set before the controller starts.
 	PodIPFree bool
 }
 
-// NeedsPodIP is false with PodIPFree (see podIPFreeSource).
+// NeedsPodIP is false with PodIPFree: the controller then watches a launcher from the moment its pod
+// is bound, as with the port-forward source.
 func (f *FakeStatusSource) NeedsPodIP() bool { return !f.PodIPFree }
 
 // SetDefault makes every launcher without a state of its own report s (benchmarks: all guests run).
-func (f *FakeStatusSource) SetDefault(s LauncherState) {
+func (f *FakeStatusSource) SetDefault(s controller.LauncherState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.def = &s
@@ -35,7 +37,7 @@ func (f *FakeStatusSource) SetDefault(s LauncherState) {
 
 // NewFakeStatusSource returns an empty fake.
 func NewFakeStatusSource() *FakeStatusSource {
-	return &FakeStatusSource{states: map[string]LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{}, uids: map[string]types.UID{}}
+	return &FakeStatusSource{states: map[string]controller.LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{}, uids: map[string]types.UID{}}
 }
 
 func (f *FakeStatusSource) ch(key string) chan struct{} {
@@ -48,7 +50,7 @@ func (f *FakeStatusSource) ch(key string) chan struct{} {
 }
 
 // Set makes the launcher of VMI namespace/name report s.
-func (f *FakeStatusSource) Set(namespace, name string, s LauncherState) {
+func (f *FakeStatusSource) Set(namespace, name string, s controller.LauncherState) {
 	key := namespace + "/" + name
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -64,8 +66,8 @@ func (f *FakeStatusSource) Watching(namespace, name string) int {
 	return f.watches[namespace+"/"+name]
 }
 
-// Watch implements StatusSource.
-func (f *FakeStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error {
+// Watch implements controller.StatusSource.
+func (f *FakeStatusSource) Watch(ctx context.Context, ep controller.LauncherEndpoint, report func(controller.LauncherState)) error {
 	key := ep.Namespace + "/" + ep.VMIName
 	f.mu.Lock()
 	f.watches[key]++

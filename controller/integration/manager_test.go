@@ -1,4 +1,4 @@
-package controller
+package integration
 
 import (
 	"context"
@@ -12,12 +12,17 @@ import (
 	"time"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
+	"github.com/kvirt/kvirt/tests/testenv"
 )
 
+// TestHealthReadyMetrics serves a running controller's /healthz, /readyz and /metrics: readiness follows
+// the ready func, and the metrics count VMI phases and both controllers' reconciles.
 func TestHealthReadyMetrics(t *testing.T) {
-	e := startFake(t)
-	e.createVM(t, testVM("m1", v1.RunStrategyAlways))
-	eventually(t, "VMI Scheduling", 10*time.Second, phaseIs(e, "m1", v1.Scheduling))
+	e := start(t)
+	e.createVM(t, controllertest.VM("m1", v1.RunStrategyAlways))
+	testenv.Eventually(t, "VMI Scheduled", 30*time.Second, e.vmiPhase("m1", v1.Scheduled))
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,7 +34,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeHTTP(ctx, addr, e.c.Metrics, ready.Load, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		done <- controller.ServeHTTP(ctx, addr, e.c.Metrics, ready.Load, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	defer func() {
 		cancel()
@@ -37,38 +42,35 @@ func TestHealthReadyMetrics(t *testing.T) {
 			t.Errorf("ServeHTTP: %v", err)
 		}
 	}()
-	get := func(path string) (int, string) {
-		var lastErr error
-		for i := 0; i < 50; i++ {
+	get := func(path string) (code int, body string) {
+		testenv.Eventually(t, "GET "+path, 5*time.Second, func() (bool, string) {
 			resp, err := http.Get("http://" + addr + path)
 			if err != nil {
-				lastErr = err
-				time.Sleep(50 * time.Millisecond)
-				continue
+				return false, err.Error()
 			}
+			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			return resp.StatusCode, string(b)
-		}
-		t.Fatalf("GET %s: %v", path, lastErr)
-		return 0, ""
+			code, body = resp.StatusCode, string(b)
+			return true, ""
+		})
+		return code, body
 	}
-	if code, _ := get("/healthz"); code != 200 {
+	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz %d", code)
 	}
 	if code, _ := get("/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz before ready: %d", code)
 	}
 	ready.Store(true)
-	if code, _ := get("/readyz"); code != 200 {
+	if code, _ := get("/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz when ready: %d", code)
 	}
 	code, body := get("/metrics")
-	if code != 200 {
+	if code != http.StatusOK {
 		t.Fatalf("/metrics %d", code)
 	}
 	for _, want := range []string{
-		`kvirt_vmi_phase_count{phase="Scheduling"} 1`,
+		`kvirt_vmi_phase_count{phase="Scheduled"} `,
 		`kvirt_controller_reconciles_total{controller="vm",result="success"}`,
 		`kvirt_controller_reconcile_duration_seconds_bucket{controller="vmi"`,
 	} {

@@ -1,0 +1,337 @@
+package controller_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/controller"
+	"github.com/kvirt/kvirt/controller/controllertest"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// addLauncherPod stores the launcher pod the VMI controller renders for vmi, with status (the kubelet's
+// part) applied by set, through the API and in the cache.
+func (f *fixture) addLauncherPod(vmi *v1.VirtualMachineInstance, set func(*corev1.Pod)) *corev1.Pod {
+	f.t.Helper()
+	pod, err := f.c.RenderLauncherPod(vmi)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	pod.Namespace = ns
+	if set != nil {
+		set(pod)
+	}
+	out, err := f.kube.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.caches.Pods.Add(out); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// addToken stores vmi's launcher token secret in the cache.
+func (f *fixture) addToken(vmi *v1.VirtualMachineInstance) {
+	f.t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: controller.TokenSecretName(vmi.Name), Namespace: ns,
+		Labels: map[string]string{v1.CreatedByLabel: string(vmi.UID)}}, Data: map[string][]byte{controller.TokenSecretKey: []byte("tok")}}
+	if err := f.caches.Secrets.Add(s); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// bound is what the scheduler's binding writes; running what a kubelet writes once the launcher runs.
+func bound(p *corev1.Pod) { p.Spec.NodeName = "node1" }
+
+func running(p *corev1.Pod) {
+	bound(p)
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = "10.244.0.7"
+	p.Status.PodIPs = []corev1.PodIP{{IP: "10.244.0.7"}}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: controller.LauncherContainerName, Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+}
+
+// gated is running with the readiness gate already True (set by an earlier sync).
+func gated(p *corev1.Pod) {
+	running(p)
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: v1.VirtualMachineUnpausedPodCondition, Status: corev1.ConditionTrue})
+}
+
+func (f *fixture) getPod(name string) *corev1.Pod {
+	f.t.Helper()
+	p, err := f.kube.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+func gate(p *corev1.Pod) corev1.ConditionStatus {
+	for _, c := range p.Status.Conditions {
+		if c.Type == v1.VirtualMachineUnpausedPodCondition {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+// §3 a new VMI: its finalizer, its token secret and its launcher pod (KubeVirt's pod layout: labels,
+// restartPolicy Never, grace period + 15 s, the unpaused readiness gate, memory with overhead, the KVM
+// and tun devices), and the status Pending with Ready=False/PodNotExists.
+func TestVMISyncCreatesLauncherPod(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := f.addVMI(controllertest.VMI("vm1"))
+	f.mustSync("vmi", "vm1")
+	f.wantActions("patch virtualmachineinstances", "create secrets", "create pods", "update virtualmachineinstances/status")
+
+	pods, err := f.kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods %v err %v", pods, err)
+	}
+	pod := pods.Items[0]
+	if pod.Labels[v1.AppLabel] != v1.VirtLauncherValue || pod.Labels[v1.VirtualMachineInstanceIDLabel] != "vm1" || pod.Labels[v1.CreatedByLabel] != string(vmi.UID) {
+		t.Fatalf("pod labels %v", pod.Labels)
+	}
+	if ref := metav1.GetControllerOf(&pod); ref == nil || ref.UID != vmi.UID {
+		t.Fatalf("pod owner %+v", ref)
+	}
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever || *pod.Spec.TerminationGracePeriodSeconds != 45 || pod.Spec.ReadinessGates[0].ConditionType != v1.VirtualMachineUnpausedPodCondition {
+		t.Fatalf("pod spec %+v", pod.Spec)
+	}
+	res := pod.Spec.Containers[0].Resources
+	wantMem := resource.MustParse("98432Ki") // 64Mi guest + 32Mi + 64Mi/512
+	if res.Requests.Memory().Cmp(wantMem) != 0 || res.Limits[v1.KVMDeviceResource] != resource.MustParse("1") || res.Limits[v1.TunDeviceResource] != resource.MustParse("1") {
+		t.Fatalf("resources %+v", res)
+	}
+	if pod.Annotations[controller.VMIAnnotation] == "" {
+		t.Fatal("no VMI annotation on the pod")
+	}
+	sec, err := f.kube.CoreV1().Secrets(ns).Get(context.Background(), controller.TokenSecretName("vm1"), metav1.GetOptions{})
+	if err != nil || len(sec.Data[controller.TokenSecretKey]) != 64 || metav1.GetControllerOf(sec).UID != vmi.UID {
+		t.Fatalf("token secret %+v err %v", sec, err)
+	}
+	got := f.getVMI("vm1")
+	if !slices.Contains(got.Finalizers, v1.VirtualMachineInstanceFinalizer) {
+		t.Fatalf("finalizers %v", got.Finalizers)
+	}
+	if c := got.Status.Condition(v1.VirtualMachineInstanceReady); got.Status.Phase != v1.Pending || c == nil || c.Reason != v1.PodNotExistsReason {
+		t.Fatalf("status %+v", got.Status)
+	}
+	f.wantEvent("Normal SuccessfulCreate Created virtual machine pod " + pod.Name)
+
+	// The pod's add event has not arrived yet: the next sync must not create a second pod.
+	if err := f.caches.VMIs.Update(got); err != nil {
+		t.Fatal(err)
+	}
+	f.mustSync("vmi", "vm1")
+	f.wantActions()
+}
+
+// §3 one sync per row: the pod and the launcher's report make the phase; the sync writes the status,
+// sets the readiness gate and the node label, and keeps (or stops) the launcher watch.
+func TestVMISyncPhases(t *testing.T) {
+	pullBackOff := func(p *corev1.Pod) {
+		bound(p)
+		p.Status.Phase = corev1.PodPending
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: controller.LauncherContainerName,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: v1.ImagePullBackOffReason, Message: "Back-off pulling image"}}}}
+	}
+	exited := func(p *corev1.Pod) {
+		bound(p)
+		p.Status.Phase = corev1.PodSucceeded
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: controller.LauncherContainerName,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}
+	}
+	type watch int
+	const (
+		noWatch watch = iota
+		watchByIP
+		watchByName
+	)
+	for _, tc := range []struct {
+		name      string
+		from      v1.VirtualMachineInstancePhase
+		pod       func(*corev1.Pod) // nil: no pod
+		state     *controller.LauncherState
+		podIPFree bool
+		want      v1.VirtualMachineInstancePhase
+		actions   []string
+		watch     watch
+		events    []string
+		check     func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod)
+	}{
+		{name: "unbound pod: Scheduling", from: v1.Pending, pod: func(*corev1.Pod) {}, want: v1.Scheduling,
+			actions: []string{"update virtualmachineinstances/status"}},
+		{name: "bound pod without IP, pod-IP source: not watched yet", from: v1.Scheduling, pod: bound, want: v1.Scheduling,
+			actions: []string{"update virtualmachineinstances/status"}},
+		{name: "bound pod without IP, port-forward source: watched by pod name", from: v1.Scheduling, pod: bound, podIPFree: true, want: v1.Scheduling,
+			actions: []string{"update virtualmachineinstances/status"}, watch: watchByName},
+		{name: "running pod: Scheduled on its node, gate True, watched by IP", from: v1.Scheduling, pod: running, want: v1.Scheduled,
+			actions: []string{"update pods/status", "patch virtualmachineinstances", "update virtualmachineinstances/status"}, watch: watchByIP,
+			check: func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+				if vmi.Status.NodeName != "node1" || vmi.Labels[v1.NodeNameLabel] != "node1" || gate(f.getPod(pod.Name)) != corev1.ConditionTrue {
+					t.Errorf("node %q label %q gate %q", vmi.Status.NodeName, vmi.Labels[v1.NodeNameLabel], gate(f.getPod(pod.Name)))
+				}
+			}},
+		{name: "guest running: Running and Ready with the pod IP", from: v1.Scheduled, pod: gated, state: &controller.LauncherState{Phase: controller.GuestRunning}, want: v1.Running,
+			actions: []string{"update virtualmachineinstances/status"}, watch: watchByIP, events: []string{"Normal Started"},
+			check: func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+				ifs := vmi.Status.Interfaces
+				if !vmi.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue) || len(ifs) != 1 || ifs[0].IP != "10.244.0.7" || ifs[0].MAC != vmi.Spec.Domain.Devices.Interfaces[0].MacAddress {
+					t.Errorf("status %+v", vmi.Status)
+				}
+			}},
+		{name: "guest paused: Paused, not Ready, gate False", from: v1.Running, pod: gated, state: &controller.LauncherState{Phase: controller.GuestRunning, Paused: true}, want: v1.Running,
+			actions: []string{"update pods/status", "update virtualmachineinstances/status"}, watch: watchByIP, events: []string{"Normal Paused"},
+			check: func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+				c := vmi.Status.Condition(v1.VirtualMachineInstancePaused)
+				if c == nil || c.Reason != v1.PausedByUserReason || c.Message != v1.PausedByUserMessage || vmi.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue) {
+					t.Errorf("conditions %+v", vmi.Status.Conditions)
+				}
+				if g := gate(f.getPod(pod.Name)); g != corev1.ConditionFalse {
+					t.Errorf("gate %q", g)
+				}
+			}},
+		{name: "guest powered off: Succeeded, then the pod is deleted", from: v1.Running, pod: gated, state: &controller.LauncherState{Phase: controller.GuestSucceeded, Reason: "Shutdown"}, want: v1.Succeeded,
+			actions: []string{"update virtualmachineinstances/status", "delete pods"}, events: []string{"Normal Stopped The VirtualMachineInstance was shut down."}},
+		{name: "launcher failed: Failed with its reason", from: v1.Scheduled, pod: gated, state: &controller.LauncherState{Phase: controller.GuestFailed, Reason: "VMMError", Message: "boot failed"}, want: v1.Failed,
+			actions: []string{"update virtualmachineinstances/status", "delete pods"}, events: []string{"Warning Stopped The VirtualMachineInstance crashed. boot failed"},
+			check: func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+				if vmi.Status.Reason != "VMMError" {
+					t.Errorf("reason %q", vmi.Status.Reason)
+				}
+			}},
+		{name: "launcher exited 0 while Running: Succeeded", from: v1.Running, pod: exited, want: v1.Succeeded,
+			actions: []string{"update virtualmachineinstances/status"}},
+		{name: "pod gone: Failed PodGone, no new pod", from: v1.Scheduled, want: v1.Failed,
+			actions: []string{"update virtualmachineinstances/status"},
+			check: func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+				if vmi.Status.Reason != controller.ReasonPodGone {
+					t.Errorf("reason %q", vmi.Status.Reason)
+				}
+			}},
+		{name: "image pull back-off: Synchronized=False", from: v1.Scheduling, pod: pullBackOff, want: v1.Scheduling,
+			actions: []string{"update virtualmachineinstances/status"},
+			check: func(t *testing.T, f *fixture, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) {
+				if c := vmi.Status.Condition(v1.VirtualMachineInstanceSynchronized); c == nil || c.Status != corev1.ConditionFalse || c.Reason != v1.ImagePullBackOffReason {
+					t.Errorf("Synchronized %+v", c)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.podIPFree)
+			vmi := controllertest.VMI("vm")
+			vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer}
+			vmi.Spec.Domain.Devices.Interfaces[0].MacAddress = "02:00:00:00:00:01"
+			vmi.Status.Phase = tc.from
+			if tc.from == v1.Scheduled || tc.from == v1.Running {
+				vmi.Labels = map[string]string{v1.NodeNameLabel: "node1"}
+				vmi.Status.NodeName = "node1"
+			}
+			vmi = f.addVMI(vmi)
+			f.addToken(vmi)
+			var pod *corev1.Pod
+			if tc.pod != nil {
+				pod = f.addLauncherPod(vmi, tc.pod)
+				if tc.state != nil {
+					f.c.SetLauncherState(ns+"/vm", pod.Name, *tc.state)
+				}
+			}
+			f.mustSync("vmi", "vm")
+			f.wantActions(tc.actions...)
+			got := f.getVMI("vm")
+			if got.Status.Phase != tc.want {
+				t.Fatalf("phase %s, want %s (status %+v)", got.Status.Phase, tc.want, got.Status)
+			}
+			ep, watched := f.c.WatchedEndpoint(ns + "/vm")
+			switch {
+			case tc.watch == noWatch && watched:
+				t.Errorf("launcher watched: %+v", ep)
+			case tc.watch != noWatch && (!watched || ep.PodName != pod.Name || ep.Token != "tok" || ep.VMIUID != vmi.UID):
+				t.Errorf("launcher watch %+v (watched %v)", ep, watched)
+			case tc.watch == watchByIP && ep.PodIP != "10.244.0.7", tc.watch == watchByName && ep.PodIP != "":
+				t.Errorf("launcher watch by the wrong address: %+v", ep)
+			}
+			evs := f.recorded()
+			for _, want := range tc.events {
+				if !slices.ContainsFunc(evs, func(e string) bool { return strings.HasPrefix(e, want) }) {
+					t.Errorf("no event %q among %q", want, evs)
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, f, got, pod)
+			}
+		})
+	}
+}
+
+// §3 a final VMI: its live pods are deleted and nothing else is written.
+func TestVMISyncFinalVMIDeletesItsPods(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := controllertest.VMI("done")
+	vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer}
+	vmi.Status.Phase = v1.Failed
+	vmi = f.addVMI(vmi)
+	f.addLauncherPod(vmi, running)
+	f.mustSync("vmi", "done")
+	f.wantActions("delete pods")
+}
+
+// §3 deletion: a VMI being deleted has its pods deleted gracefully and keeps its finalizer while one is
+// left (recording what the launcher reports); without pods its finalizers go (an orphaned VMI's VM
+// finalizer too, as no VM controller will look at it again).
+func TestVMISyncDeleting(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := controllertest.VMI("bye")
+	vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer, v1.VirtualMachineControllerFinalizer}
+	vmi.Status.Phase = v1.Running
+	now := metav1.NewTime(f.now)
+	vmi.DeletionTimestamp = &now
+	vmi = f.addVMI(vmi)
+	pod := f.addLauncherPod(vmi, gated)
+	f.c.SetLauncherState(ns+"/bye", pod.Name, controller.LauncherState{Phase: controller.GuestSucceeded})
+	f.mustSync("vmi", "bye")
+	f.wantActions("delete pods", "update virtualmachineinstances/status")
+	if got := f.getVMI("bye"); got.Status.Phase != v1.Succeeded || len(got.Finalizers) != 2 {
+		t.Fatalf("phase %s finalizers %v", got.Status.Phase, got.Finalizers)
+	}
+
+	if err := f.caches.Pods.Delete(pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.caches.VMIs.Update(f.getVMI("bye")); err != nil {
+		t.Fatal(err)
+	}
+	f.mustSync("vmi", "bye")
+	f.wantActions("patch virtualmachineinstances")
+	if got := f.getVMI("bye"); len(got.Finalizers) != 0 {
+		t.Fatalf("finalizers %v left", got.Finalizers)
+	}
+	if _, watched := f.c.WatchedEndpoint(ns + "/bye"); watched {
+		t.Fatal("the launcher of a VMI without pods is still watched")
+	}
+}
+
+// The VMI controller forgets a VMI that is gone: no watch, no expectations.
+func TestVMISyncGone(t *testing.T) {
+	f := newFixture(t, false)
+	f.c.SetLauncherState(ns+"/gone", "p", controller.LauncherState{Phase: controller.GuestRunning})
+	f.c.PodExpectations().ExpectCreations(ns+"/gone", 1)
+	if d := f.mustSync("vmi", "gone"); d != 0 {
+		t.Fatalf("requeue %v", d)
+	}
+	f.wantActions()
+	if _, watched := f.c.WatchedEndpoint(ns + "/gone"); watched {
+		t.Fatal("still watched")
+	}
+	if !f.c.PodExpectations().Satisfied(ns + "/gone") {
+		t.Fatal("expectations kept")
+	}
+}
