@@ -28,12 +28,14 @@ demo:
     just images build
     bash images/demo.sh
 
-# gofmt, go vet, staticcheck (pinned in go.mod as a tool) and go.mod/go.sum as `go mod tidy` leaves them.
+# gofmt, go vet, staticcheck (pinned in go.mod as a tool), go.mod/go.sum as `go mod tidy` leaves them, and
+# commit subjects of at most 72 characters.
 lint:
     @bad=$(gofmt -l $(git ls-files '*.go')); if [ -n "$bad" ]; then echo "gofmt needed on:"; echo "$bad"; exit 1; fi
     go vet ./...
     go tool staticcheck ./...
     @go mod tidy -diff >/dev/null || { go mod tidy -diff; echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }
+    @bash .ci/commit-subjects.sh
 
 # Unit and KVM tests with the race detector (KVM tests boot real guests from build/images/; without a usable
 # /dev/kvm they skip, and the report lists them). Output: each package's result, failed tests in full, a heartbeat.
