@@ -162,7 +162,35 @@ func (p Policy) KernelArgs() []string {
 	if len(bits) > 0 {
 		flags = append(flags, "clearcpuid="+strings.Join(bits, ","))
 	}
+	if slices.Contains(p.Disable, "xsave") {
+		flags = append(flags, UserlandNoAVX()...)
+	}
 	return flags
+}
+
+// Without xsave the guest kernel switches only the legacy FPU/SSE state between processes, while guest user
+// space may still see AVX (on PVM, ring-3 CPUID is the host's and cannot be masked): two processes using
+// the upper halves of the vector registers corrupt each other's. These words keep the common runtimes of a
+// distribution off AVX, FMA and AVX-512: glibc's string and math functions (GLIBC_TUNABLES), OpenSSL's
+// crypto (OPENSSL_ia32cap: CPUID.1:ECX AVX bit 60 and OSXSAVE bit 59; CPUID.7:EBX AVX2 bit 5, AVX512F bit
+// 16) and Go programs (GODEBUG). The kernel hands KEY=VALUE words to init's environment (systemd, or any
+// init); systemd.setenv= puts them into the environment of every service systemd starts. Processes that
+// clear their environment (an SSH login session) fall back to CPUID; docs/boot.md says what an image
+// needs for those.
+const (
+	glibcNoAVX   = "glibc.cpu.hwcaps=-AVX,-AVX2,-FMA,-FMA4,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX_Fast_Unaligned_Load"
+	opensslNoAVX = "~0x1800000000000000:~0x10020"
+	goNoAVX      = "cpu.avx=off,cpu.avx2=off"
+)
+
+// UserlandNoAVX returns the kernel command-line words that keep guest user space off the AVX state.
+func UserlandNoAVX() []string {
+	env := []string{"GLIBC_TUNABLES=" + glibcNoAVX, "OPENSSL_ia32cap=" + opensslNoAVX, "GODEBUG=" + goNoAVX}
+	words := slices.Clone(env)
+	for _, e := range env {
+		words = append(words, "systemd.setenv="+e)
+	}
+	return words
 }
 
 func reg(e *kvm.CPUIDEntry, r Reg) *uint32 {

@@ -55,7 +55,17 @@ func TestPolicy(t *testing.T) {
 			t.Errorf("kernel args %q lack %s", args, w)
 		}
 	}
+	// Guest user space kept off AVX: init's environment and systemd's services.
+	for _, w := range []string{"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,", "systemd.setenv=GLIBC_TUNABLES=", "OPENSSL_ia32cap=~", "systemd.setenv=GODEBUG=cpu.avx=off"} {
+		if !strings.Contains(args, w) {
+			t.Errorf("kernel args %q lack %s", args, w)
+		}
+	}
+	if strings.Contains(strings.Join(Policy{Disable: []string{"erms"}}.KernelArgs(), " "), "GLIBC_TUNABLES") {
+		t.Errorf("user space kept off AVX although xsave stays on")
+	}
 	cc := args[strings.Index(args, "clearcpuid=")+len("clearcpuid="):]
+	cc, _, _ = strings.Cut(cc, " ")
 	for _, n := range strings.Split("141,297,580,151,158,306,59,534,308,514,200,311,312,296,291", ",") {
 		if !slices.Contains(strings.Split(cc, ","), n) {
 			t.Errorf("clearcpuid lacks %s (PLATFORM.md list): %s", n, cc)
