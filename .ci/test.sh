@@ -40,7 +40,7 @@ finish() {
 }
 trap finish EXIT
 
-for stage in lint verify-generated images cluster-build unit "fuzz 3s" e2e-ci; do
+for stage in lint verify-generated images os-images cluster-build unit "fuzz 3s" e2e-ci; do
 	echo "[test] stage $stage ($(elapsed))"
 	# shellcheck disable=SC2086 # "fuzz 3s" is a recipe and its argument
 	just $stage
