@@ -132,11 +132,13 @@ func New(cfg Config) (*Machine, error) {
 		}
 	}
 	m.policy = cfg.CPUPolicy
+	var slow []string
 	if cfg.Compat == CompatPVM || (cfg.Compat == CompatAuto && kvm.PVM()) {
 		m.policy = m.policy.Merge(cpuid.PVMPolicy())
-		m.logf("vmm: host KVM is PVM: applying the PVM compatibility policy (CPU features off in CPUID and on the kernel command line)")
+		slow = PVMGuestArgs
+		m.logf("vmm: host KVM is PVM: applying the PVM compatibility policy (CPU features off in CPUID and on the kernel command line, systemd's timeouts lengthened)")
 	}
-	m.cmdline = strings.TrimSpace(strings.Join(append([]string{cfg.Cmdline}, m.policy.KernelArgs()...), " "))
+	m.cmdline = strings.TrimSpace(strings.Join(append(append([]string{cfg.Cmdline}, m.policy.KernelArgs()...), slow...), " "))
 	if m.cpuids, err = sys.SupportedCPUID(); err != nil {
 		sys.Close()
 		return nil, err

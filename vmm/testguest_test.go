@@ -157,3 +157,29 @@ func TestPVHNeedsEntryNote(t *testing.T) {
 		t.Fatalf("Start = %v, want an error about the missing PVH entry", err)
 	}
 }
+
+// TestCompatCmdline: the PVM policy appends its CPU words, the words keeping user space off AVX, and the
+// lengthened systemd timeouts to the command line the guest gets; with no policy the command line is the
+// caller's.
+func TestCompatCmdline(t *testing.T) {
+	for _, c := range []struct {
+		compat Compat
+		want   []string
+		absent []string
+	}{
+		{CompatPVM, []string{"testguest=poweroff ", "noxsave", "clearcpuid=", "systemd.setenv=GLIBC_TUNABLES=", "systemd.default_timeout_start_sec=1800", "systemd.service_watchdogs=0"}, nil},
+		{CompatOff, []string{"testguest=poweroff"}, []string{"noxsave", "GLIBC_TUNABLES", "systemd."}},
+	} {
+		m, _ := startTestGuest(t, "poweroff", func(cfg *Config) { cfg.Compat = c.compat })
+		for _, w := range c.want {
+			if !strings.Contains(m.Cmdline()+" ", w) {
+				t.Errorf("compat %d: command line %q lacks %q", c.compat, m.Cmdline(), w)
+			}
+		}
+		for _, w := range c.absent {
+			if strings.Contains(m.Cmdline(), w) {
+				t.Errorf("compat %d: command line %q has %q", c.compat, m.Cmdline(), w)
+			}
+		}
+	}
+}
