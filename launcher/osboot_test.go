@@ -25,6 +25,7 @@ import (
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
 	vboot "github.com/kvirt/kvirt/vmm/boot"
+	"github.com/kvirt/kvirt/vmm/kvm"
 	"github.com/kvirt/kvirt/vmm/memory"
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -205,6 +206,7 @@ func TestOSBootDirectKvirtKernel(t *testing.T) {
 // console, and a graceful shutdown on SIGTERM (systemd powers off).
 func debianBoot(t *testing.T, image, bootKernel string, want control.BootKernel) {
 	testenv.RequireKVM(t) // before wrapping the image: that takes a while
+	testenv.RequireOSBoot(t)
 	if testing.Short() {
 		t.Skip("boots an operating system (minutes, longer on PVM hosts); skipped with -short")
 	}
@@ -226,6 +228,10 @@ func debianBoot(t *testing.T, image, bootKernel string, want control.BootKernel)
 // TestOSBootDebianImageKernel: the Debian 12 image's own kernel and initrd (hosts that run stock kernels;
 // forced here so that it also runs where the automatic choice would differ).
 func TestOSBootDebianImageKernel(t *testing.T) {
+	testenv.RequireKVM(t)
+	if kvm.PVM() {
+		t.Skip("needs a host that runs stock kernels: this host's KVM is PVM (Debian's own kernel dies in its interpreter; the platform-kernel tests cover this image here)")
+	}
 	debianBoot(t, "debian-12.qcow2", spec.BootImageKernel, control.ImageKernel)
 }
 

@@ -79,6 +79,7 @@ spec:
 func osSetup(t *testing.T) *env {
 	e := setup(t)
 	testenv.OSImage(t, "debian-12.qcow2")
+	testenv.RequireOSBoot(t)
 	return e
 }
 
@@ -264,6 +265,7 @@ func TestDebianVirtLauncherRunLocally(t *testing.T) {
 		t.Skip("end-to-end test: set KVIRT_E2E=1 (or run `just e2e`)")
 	}
 	testenv.RequireKVM(t)
+	testenv.RequireOSBoot(t)
 	archive := testenv.ContainerDiskArchive(t, testenv.OSImage(t, "debian-12.qcow2"))
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "virt-launcher")

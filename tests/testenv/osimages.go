@@ -29,3 +29,17 @@ func OSImage(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// OSBootMinutesPVM is how long a Debian 12 boot to its login prompt and cloud-init's end takes on a PVM
+// host (measured, docs/boot.md); on hardware virtualization it takes seconds.
+const OSBootMinutesPVM = 40
+
+// RequireOSBoot skips a test that boots a distribution's userland (systemd, cloud-init, sshd) on a PVM
+// host, where every guest kernel instruction is interpreted and such a boot takes tens of minutes, unless
+// KVIRT_OS_BOOT=1 (`just os-test`, `just e2e-os`). On other hosts it runs, so CI there covers it.
+func RequireOSBoot(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil && os.Getenv("KVIRT_OS_BOOT") != "1" {
+		t.Skipf("long suite on PVM hosts: boots Debian's userland (~%d min here, every guest kernel instruction interpreted): run `just os-test` or `just e2e-os`", OSBootMinutesPVM)
+	}
+}
