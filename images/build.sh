@@ -2,7 +2,7 @@
 # Build every kvirt guest image into build/images/ (or $KVIRT_IMAGES_DIR): the guest kernel (vmlinux,
 # bzImage), the initramfs (initramfs.cpio) and the test guest (testguest). Each is cached by the content
 # hash of its inputs in ${XDG_CACHE_HOME:-$HOME/.cache}/kvirt/, so a second run takes seconds.
-# A first run takes ~10 min (kernel ~7-10 min, initramfs ~1-3 min) on 2 cores.
+# A first run takes ~12 min on 2 cores (images/README.md has the measured figures).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

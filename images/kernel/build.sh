@@ -16,7 +16,12 @@ src_tar=/usr/src/linux-source-6.1.tar.xz
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/kvirt
 
 say() { echo "kernel: $*"; }
-die() { echo "kernel: ERROR: $*" >&2; exit 1; }
+beat="" # the running step's heartbeat
+die() {
+	[ -z "$beat" ] || kill "$beat" 2>/dev/null
+	echo "kernel: ERROR: $*" >&2
+	exit 1
+}
 
 [ -r "$src_tar" ] || die "$src_tar missing: apt-get install linux-source-6.1 (listed in .ci/install)"
 for tool in gcc make flex bison bc lz4 patch; do
@@ -50,15 +55,21 @@ else
 		flock 8
 	fi
 	: >"$log"
+	build_start=$SECONDS
 	step() {
 		local name=$1
 		shift
 		say "$name (log: $log)"
 		echo "=== $name: $*" >>"$log"
+		# Heartbeat: elapsed time and the last make line (e.g. "CC fs/ext4/inode.o"), every 30 s.
+		(while sleep 30; do say "… $name: $(((SECONDS - build_start) / 60))m$(((SECONDS - build_start) % 60))s, at: $(tail -n1 "$log" | tr -s ' ' | cut -c1-80)"; done) &
+		beat=$!
 		"$@" >>"$log" 2>&1 || die "step '$name' failed; the last lines of $log:
 $(tail -n 25 "$log")
 Fix the cause (see the full log) and run the build again; inputs: $here. If the kept source tree is
 damaged, remove $tree and build again."
+		kill "$beat" 2>/dev/null
+		beat=""
 	}
 	ksrc=$tree/linux-source-6.1
 	applied=$tree/applied-patches
@@ -76,7 +87,7 @@ damaged, remove $tree and build again."
 		rm -rf "$tree"
 	fi
 	if [ ! -d "$ksrc" ]; then
-		say "building kernel-$hash from linux-source $pkg_version with $gcc_version (first build ~10-25 min on 2 cores)"
+		say "building kernel-$hash from linux-source $pkg_version with $gcc_version (cold ~10 min on 2 cores; a heartbeat every 30 s)"
 		mkdir -p "$tree"
 		step "extract $src_tar" tar -C "$tree" -xf "$src_tar"
 	else
@@ -117,7 +128,7 @@ damaged, remove $tree and build again."
 	[ "$bad" = 0 ] || die "config.fragment options above did not survive Kconfig (missing dependency or something selecting them); fix images/kernel/config.fragment. Resolved config: $ksrc/.config"
 	say "config verified: every option of config.fragment is set as asked"
 
-	step "make vmlinux bzImage (nice, -j2)" nice make -C "$ksrc" -j2 vmlinux bzImage
+	step "make vmlinux bzImage (nice, -j$(nproc))" nice make -C "$ksrc" -j"$(nproc)" vmlinux bzImage
 	rm -rf "$cache.tmp"
 	mkdir -p "$cache.tmp"
 	cp "$ksrc/vmlinux" "$cache.tmp/vmlinux"
