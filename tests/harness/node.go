@@ -398,15 +398,26 @@ func Up(opts NodeOptions) error {
 		return err
 	}
 
-	dsPods, err := client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=kvm-device-plugin"})
-	if err != nil || len(dsPods.Items) == 0 || dsPods.Items[0].Status.PodIP == "" {
-		return fmt.Errorf("device plugin pod or its IP not found (%v)", err)
+	// The plugin registers with the kubelet before the kubelet reports the pod's IP: wait for the IP too.
+	var podIP string
+	if err := poll(ctx, kubelet, "the device plugin pod has an IP", func() (bool, error) {
+		dsPods, err := client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=kvm-device-plugin"})
+		if err != nil {
+			return false, err
+		}
+		if len(dsPods.Items) == 0 || dsPods.Items[0].Status.PodIP == "" {
+			return false, fmt.Errorf("device plugin pod or its IP not reported yet (kubectl -n kube-system get pods -o wide)")
+		}
+		podIP = dsPods.Items[0].Status.PodIP
+		return true, nil
+	}); err != nil {
+		return err
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
-	err = ping(pctx, dsPods.Items[0].Status.PodIP)
+	err = ping(pctx, podIP)
 	pcancel()
 	if err != nil {
-		return fmt.Errorf("host cannot reach pod %s over %s: %w", dsPods.Items[0].Status.PodIP, BridgeName, err)
+		return fmt.Errorf("host cannot reach pod %s over %s: %w", podIP, BridgeName, err)
 	}
 
 	s.step("running a test pod that requests devices.kubevirt.io/kvm (when usable) and tun")
