@@ -14,6 +14,23 @@ cat >"$r/etc/cloud/cloud.cfg.d/90_kvirt.cfg" <<'CFG'
 datasource_list: [NoCloud, None]
 CFG
 
+# systemd runs its generators at boot under one fixed 90 s deadline and kills them all when it passes.
+# cloud-init's generator (a shell script running ds-identify, dozens of processes) overruns it on hosts
+# where the guest kernel is interpreted (PVM), which disabled cloud-init and could cost the serial getty.
+# So the image enables both statically and masks that generator: cloud-init runs on every boot (its
+# datasource list is NoCloud, None), the serial console always gets a login prompt.
+ln -sf /dev/null "$r/etc/systemd/system-generators/cloud-init-generator" 2>/dev/null ||
+	{ mkdir -p "$r/etc/systemd/system-generators" && ln -sf /dev/null "$r/etc/systemd/system-generators/cloud-init-generator"; }
+mkdir -p "$r/etc/systemd/system/multi-user.target.wants" "$r/etc/systemd/system/getty.target.wants"
+ln -sf /lib/systemd/system/cloud-init.target "$r/etc/systemd/system/multi-user.target.wants/cloud-init.target"
+ln -sf /lib/systemd/system/serial-getty@.service "$r/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+printf 'policy: enabled\n' >"$r/etc/cloud/ds-identify.cfg"
+
+# ifupdown's networking.service sets its own 5 min start timeout, which the kernel command line's
+# default cannot lengthen: DHCP through dhclient-script (dozens of processes) overruns it on PVM hosts.
+mkdir -p "$r/etc/systemd/system/networking.service.d"
+printf '[Service]\nTimeoutStartSec=30min\n' >"$r/etc/systemd/system/networking.service.d/kvirt-slow-hosts.conf"
+
 # Networking: cloud-init writes the DHCP stanza for the first NIC into interfaces.d (its eni renderer).
 cat >"$r/etc/network/interfaces" <<'NET'
 # Loopback; cloud-init writes the rest into interfaces.d.
