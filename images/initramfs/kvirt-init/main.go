@@ -86,6 +86,9 @@ func setupSystem() {
 		{"devtmpfs", "/dev", "devtmpfs", syscall.MS_NOSUID, "mode=0755"},
 		{"devpts", "/dev/pts", "devpts", syscall.MS_NOSUID | syscall.MS_NOEXEC, "ptmxmode=0666,mode=0620"},
 		{"tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID | syscall.MS_NODEV, "mode=1777"},
+		// As every init does: /run is a tmpfs, so the cloud-init data can be mounted there even when the
+		// root filesystem is a disk mounted read-only (a boot entry's "ro").
+		{"tmpfs", "/run", "tmpfs", syscall.MS_NOSUID | syscall.MS_NODEV, "mode=0755"},
 	}
 	for _, m := range mounts {
 		_ = os.MkdirAll(m.dir, 0o755)
