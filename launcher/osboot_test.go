@@ -256,43 +256,6 @@ func TestCirrosUserData(t *testing.T) {
 	}
 }
 
-// initramfsTree unpacks kvirt's initramfs (newc cpio) into a file tree for an ext4 root filesystem: regular
-// files, directories and symlinks (device nodes are left to devtmpfs).
-func initramfsTree(t *testing.T, path string) map[string]bt.File {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(f))
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	tree := map[string]bt.File{}
-	for _, r := range recs {
-		name := strings.TrimPrefix(filepath.Clean("/"+r.Name), "/")
-		if name == "" || name == "TRAILER!!!" {
-			continue
-		}
-		switch r.Mode & cpio.S_IFMT {
-		case cpio.S_IFDIR:
-			tree[name+"/"] = bt.File{}
-		case cpio.S_IFLNK, cpio.S_IFREG:
-			b, err := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Mode&cpio.S_IFMT == cpio.S_IFLNK {
-				tree[name] = bt.File{Link: string(b)}
-			} else {
-				tree[name] = bt.File{Data: string(b), Mode: os.FileMode(r.Mode & 0o777)}
-			}
-		}
-	}
-	return tree
-}
-
 // TestOSBootPlatformKernelKvirtRoot: the platform-kernel path with no distribution image needed. The disk's
 // root filesystem holds kvirt's initramfs unpacked (kvirt-init as /init) and a GRUB entry naming some
 // distribution kernel; the launcher boots kvirt's platform kernel instead, with root=UUID= resolved to
@@ -302,7 +265,7 @@ func TestOSBootPlatformKernelKvirtRoot(t *testing.T) {
 	testenv.RequireKVM(t)
 	bt.Need(t)
 	testenv.Image(t, images.Vmlinux)
-	tree := initramfsTree(t, testenv.Image(t, images.Initramfs))
+	tree := bt.CpioTree(t, testenv.Image(t, images.Initramfs))
 	const rootUUID = "7a6b7c8d-1111-4222-8333-944455556666"
 	tree["boot/vmlinuz-6.1.0-28-cloud-amd64"] = bt.File{Data: bt.BzImage("a distribution kernel that must not boot")}
 	tree["boot/initrd.img-6.1.0-28-cloud-amd64"] = bt.File{Data: "an initrd that must not be loaded"}
@@ -345,7 +308,7 @@ func TestInitramfsTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	tree := initramfsTree(t, p)
+	tree := bt.CpioTree(t, p)
 	img, err := os.ReadFile(bt.MakeFS(t, bt.FS{Files: tree}))
 	if err != nil {
 		t.Fatal(err)
