@@ -123,10 +123,11 @@ func (c *Config) normalize() error {
 }
 
 // PVMGuestArgs are appended to the command line on PVM hosts, where every guest kernel instruction is
-// interpreted: a distribution boots in minutes where it would take seconds, and systemd's defaults (a
-// 90 s start and device timeouts, 3 min service watchdogs, udev's 180 s event timeout) would kill services that are
-// merely slow — udevd loading its rules, journald — and restart them in a loop that never ends. These
-// words give them half an hour; a guest without systemd ignores them.
+// interpreted: a distribution boots in minutes where it would take seconds, and systemd's defaults (90 s
+// start and device timeouts, 3 min service watchdogs, udev's 180 s event timeout) would kill services that
+// are merely slow — udevd loading its rules, journald — and restart them in a loop that never ends. These
+// words give them half an hour (the device timeout from systemd 254 on; older images need a drop-in, see
+// images/os/customize.sh); a guest without systemd ignores them.
 var PVMGuestArgs = []string{"systemd.default_timeout_start_sec=1800", "systemd.default_device_timeout_sec=1800", "systemd.service_watchdogs=0", "udev.event_timeout=1800"}
 
 // DefaultCmdline is the kernel command line kvirt's guests boot with (see PLATFORM.md): serial console,

@@ -25,6 +25,11 @@ mkdir -p "$r/etc/systemd/system/multi-user.target.wants" "$r/etc/systemd/system/
 ln -sf /lib/systemd/system/cloud-init.target "$r/etc/systemd/system/multi-user.target.wants/cloud-init.target"
 ln -sf /lib/systemd/system/serial-getty@.service "$r/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
 printf 'policy: enabled\n' >"$r/etc/cloud/ds-identify.cfg"
+# The serial getty waits for udev to announce ttyS0, under systemd's 90 s device timeout, which systemd
+# 252 does not let the kernel command line lengthen (systemd.default_device_timeout_sec= came in 254):
+# on PVM udevd alone needs minutes to start, and the getty failed with "Timed out waiting for device".
+mkdir -p "$r/etc/systemd/system/dev-ttyS0.device.d"
+printf '[Unit]\nJobRunningTimeoutSec=30min\n' >"$r/etc/systemd/system/dev-ttyS0.device.d/kvirt-slow-hosts.conf"
 
 # ifupdown's networking.service sets its own 5 min start timeout, which the kernel command line's
 # default cannot lengthen: DHCP through dhclient-script (dozens of processes) overruns it on PVM hosts.
