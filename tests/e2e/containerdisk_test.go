@@ -44,7 +44,10 @@ func TestExampleVMContainerDiskAndCloudInit(t *testing.T) {
 	want := "kvirt-guest: cidata instance-id=" + uid + " local-hostname=testvm"
 	e.eventually("the guest booted from the containerDisk and read its cloud-init meta-data", 6*time.Minute, func() (bool, string) {
 		out, err := e.run(kubectl, "logs", pod, "-c", "compute", "--tail=-1")
-		return err == nil && strings.Contains(out, "kvirt-guest: ready") && strings.Contains(out, want), lastLines(out, 15)
+		// kvirt-init prints the user-data line after the meta-data line: wait for both, or the check below
+		// races the guest (CI caught it reading the log between the two lines).
+		return err == nil && strings.Contains(out, "kvirt-guest: ready") && strings.Contains(out, want) &&
+			strings.Contains(out, "kvirt-guest: cidata user-data bytes="), lastLines(out, 15)
 	})
 	out := e.kubectl("logs", pod, "-c", "compute", "--tail=-1")
 	if strings.Contains(out, "pull ") || strings.Contains(out, "registry") {
