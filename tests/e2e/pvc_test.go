@@ -300,6 +300,10 @@ func (e *env) durability(vm string) {
 func TestPVCDataSurvivesRestart(t *testing.T) {
 	for _, mode := range []string{"Filesystem", "Block"} {
 		t.Run(mode, func(t *testing.T) {
+			if mode == "Block" {
+				// ~10 min per restart cycle on PVM; the Filesystem case covers the guest path in CI there.
+				testenv.LongOnPVM(t, "a second PVC durability cycle (~10 min here)")
+			}
 			e := setupGuest(t)
 			e.apply(claimManifest("disk", mode, "256Mi"))
 			e.apply(diskVM("pvcvm", "Halted", "persistentVolumeClaim: {claimName: disk}", durabilityArgs))
@@ -310,6 +314,7 @@ func TestPVCDataSurvivesRestart(t *testing.T) {
 
 // Issue 15 acceptance: hostDisk DiskOrCreate is created on the node at its capacity and keeps its data.
 func TestHostDiskDiskOrCreateSurvivesRestart(t *testing.T) {
+	testenv.LongOnPVM(t, "another durability cycle (~10 min here); TestPVCDataSurvivesRestart/Filesystem covers the path in CI")
 	e := setupGuest(t)
 	dir := filepath.Join("/var/lib/kvirt-e2e", e.ns)
 	t.Cleanup(func() { os.RemoveAll(dir) })

@@ -43,3 +43,12 @@ func RequireOSBoot(t testing.TB) {
 		t.Skipf("long suite on PVM hosts: boots Debian's userland (~%d min here, every guest kernel instruction interpreted): run `just os-test` or `just e2e-os`", OSBootMinutesPVM)
 	}
 }
+
+// LongOnPVM skips a slow real-guest test on a PVM host unless KVIRT_LONG=1 (`just e2e-long`): there each
+// guest restart costs minutes and CI cannot afford every variant; elsewhere it runs in `just test`.
+func LongOnPVM(t testing.TB, why string) {
+	t.Helper()
+	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil && os.Getenv("KVIRT_LONG") != "1" {
+		t.Skipf("long suite on PVM hosts: %s: run `just e2e-long`", why)
+	}
+}
