@@ -16,6 +16,7 @@ import (
 	"github.com/kvirt/kvirt/tests/harness"
 	"github.com/kvirt/kvirt/tests/testenv"
 	"github.com/kvirt/kvirt/vmm"
+	"github.com/kvirt/kvirt/vmm/kvm"
 )
 
 // rootDiskRef is a containerDisk holding an operating system whose root filesystem is kvirt's initramfs
@@ -130,7 +131,7 @@ spec:
 		t.Fatalf("VMI UID: %q %v", uid, err)
 	}
 	want := "True ImageKernel"
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
+	if kvm.PVM() {
 		want = "True PlatformKernel"
 	}
 	e.waitField("vmi/diskos", `{.status.conditions[?(@.type=="BootedFromDisk")].status} {.status.conditions[?(@.type=="BootedFromDisk")].reason}`, want, 2*time.Minute)
