@@ -145,6 +145,15 @@ func (c *Client) Shutdown(ctx context.Context, grace time.Duration) error {
 	return err
 }
 
+// SetGrace lowers the launcher's grace period to grace (whole seconds); a shutdown under way ends at its
+// start plus grace if that is earlier, and grace 0 stops the guest now.
+func (c *Client) SetGrace(ctx context.Context, grace time.Duration) error {
+	q := url.Values{}
+	q.Set("seconds", strconv.FormatInt(int64(grace/time.Second), 10))
+	_, err := c.call(ctx, "POST", "/v1/grace", q)
+	return err
+}
+
 // Stop stops the guest hard, now.
 func (c *Client) Stop(ctx context.Context) error {
 	_, err := c.call(ctx, "POST", "/v1/stop", nil)
