@@ -118,6 +118,9 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	return st, nil
 }
 
+// CloseIdleConnections closes the connections a finished request left open (a client used once).
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Status returns the launcher's current status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	return c.call(ctx, "GET", "/v1/status", nil)
