@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -599,5 +600,71 @@ func TestDeletingVMDoesNotDeleteReleasedVMI(t *testing.T) {
 	f.mustSync("vm", "keeper")
 	if _, err := f.kv.KubevirtV1().VirtualMachineInstances(ns).Get(ctx, "keeper", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the owned VMI was not deleted: %v", err)
+	}
+}
+
+// §2 RestartRequired: a VMI records the VM generation and template it was created from; a template change
+// on a running VM shows RestartRequired=True with observedGeneration behind desiredGeneration, and a change
+// that leaves the template alone moves the VMI's generation on (a patch of its annotation).
+func TestVMSyncRestartRequired(t *testing.T) {
+	f := newFixture(t, false)
+	vm := settledVM("vm1", v1.RunStrategyAlways)
+	vm.Generation = 2
+	f.addVM(vm)
+	f.mustSync("vm", "vm1")
+	vmi := f.getVMI("vm1")
+	if vmi.Annotations[v1.VirtualMachineGenerationAnnotation] != "2" || vmi.Annotations[controller.TemplateHashAnnotation] == "" {
+		t.Fatalf("VMI annotations %v", vmi.Annotations)
+	}
+	vmi.Status.Phase = v1.Running
+	if err := f.caches.VMIs.Add(vmi); err != nil {
+		t.Fatal(err)
+	}
+	f.c.VMIExpectations().CreationObserved(ns + "/vm1")
+
+	// The run strategy changes (generation 3), the template does not: the VMI's generation follows.
+	vm = f.getVM("vm1")
+	vm.Generation = 3
+	vm.Spec.RunStrategy = ptr(v1.RunStrategyRerunOnFailure)
+	f.updateVM(vm)
+	f.mustSync("vm", "vm1")
+	if got := f.getVMI("vm1").Annotations[v1.VirtualMachineGenerationAnnotation]; got != "3" {
+		t.Fatalf("VMI generation %q after a run-strategy change, want 3", got)
+	}
+	if st := f.getVM("vm1").Status; st.ObservedGeneration != 3 || st.DesiredGeneration != 3 || st.Condition(v1.VirtualMachineRestartRequired) != nil {
+		t.Fatalf("status %+v", st)
+	}
+	if err := f.caches.VMIs.Update(f.getVMI("vm1")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The template changes (generation 4): RestartRequired, the VMI's generation stays.
+	vm = f.getVM("vm1")
+	vm.Generation = 4
+	vm.Spec.Template.Spec.Domain.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}
+	f.updateVM(vm)
+	f.mustSync("vm", "vm1")
+	st := f.getVM("vm1").Status
+	rr := st.Condition(v1.VirtualMachineRestartRequired)
+	if rr == nil || rr.Status != corev1.ConditionTrue || rr.Message != "a non-live-updatable field was changed in the template spec" ||
+		st.ObservedGeneration != 3 || st.DesiredGeneration != 4 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, a := range f.actions() {
+		if a == "patch virtualmachineinstances" {
+			t.Fatal("the VMI's generation moved on although it runs the old template")
+		}
+	}
+}
+
+// updateVM stores vm through the API and in the cache.
+func (f *fixture) updateVM(vm *v1.VirtualMachine) {
+	f.t.Helper()
+	out, err := f.kv.KubevirtV1().VirtualMachines(ns).Update(context.Background(), vm, metav1.UpdateOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.caches.VMs.Update(out); err != nil {
+		f.t.Fatal(err)
 	}
 }

@@ -48,26 +48,53 @@ func NewPortForwardStatusSource(cfg *rest.Config) (StatusSource, error) {
 // NeedsPodIP: only the direct mode dials the pod IP; port-forward names the pod.
 func (s controlStatusSource) NeedsPodIP() bool { return s.pf == nil }
 
-func (s controlStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error {
+// client returns a control API client for ep; last, with port-forward, holds the latest connection.
+func (s controlStatusSource) client(ep LauncherEndpoint) (cl *control.Client, last *atomic.Pointer[pfConn]) {
 	port := ep.Port
 	if port == 0 {
 		port = control.DefaultPort
 	}
 	if s.pf == nil {
-		cl := control.NewClient(net.JoinHostPort(ep.PodIP, strconv.Itoa(port)), ep.Token)
-		return cl.Watch(ctx, func(s control.Status) { report(fromControlStatus(s)) })
+		return control.NewClient(net.JoinHostPort(ep.PodIP, strconv.Itoa(port)), ep.Token), nil
 	}
-	var last atomic.Pointer[pfConn]
+	last = &atomic.Pointer[pfConn]{}
 	name := fmt.Sprintf("pod %s/%s port %d (port-forward)", ep.Namespace, ep.PodName, port)
-	cl := control.NewDialClient(name, func(ctx context.Context) (net.Conn, error) {
+	return control.NewDialClient(name, func(ctx context.Context) (net.Conn, error) {
 		c, err := s.pf.Dial(ctx, ep.Namespace, ep.PodName, port)
 		if err != nil {
 			return nil, err
 		}
 		last.Store(c)
 		return c, nil
-	}, ep.Token)
+	}, ep.Token), last
+}
+
+// launcherCommandTimeout bounds one request to a launcher (a port-forward included).
+const launcherCommandTimeout = 15 * time.Second
+
+// Command sends cmd to the launcher at ep.
+func (s controlStatusSource) Command(ctx context.Context, ep LauncherEndpoint, cmd LauncherCommand) error {
+	ctx, cancel := context.WithTimeout(ctx, launcherCommandTimeout)
+	defer cancel()
+	cl, _ := s.client(ep)
+	defer cl.CloseIdleConnections()
+	switch cmd.Op {
+	case OpShutdown:
+		return cl.Shutdown(ctx, cmd.Grace)
+	case OpSetGrace:
+		return cl.SetGrace(ctx, cmd.Grace)
+	case OpStop:
+		return cl.Stop(ctx)
+	}
+	return fmt.Errorf("unknown launcher request %q", cmd.Op)
+}
+
+func (s controlStatusSource) Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error {
+	cl, last := s.client(ep)
 	err := cl.Watch(ctx, func(s control.Status) { report(fromControlStatus(s)) })
+	if last == nil {
+		return err
+	}
 	// When the kubelet refuses the forward, it closes the data stream and says why on the error stream;
 	// the HTTP client may fail first on the closed stream (a write error, an EOF). The kubelet's reason
 	// is the one that tells the user what to do.
@@ -222,7 +249,8 @@ func (a pfAddr) String() string                    { return string(a) }
 type pfAddr string
 
 func fromControlStatus(s control.Status) LauncherState {
-	out := LauncherState{Paused: s.Paused, Reason: s.Reason, Message: s.Message, Boot: s.Boot}
+	out := LauncherState{Paused: s.Paused, Reason: s.Reason, Message: s.Message, Boot: s.Boot,
+		ShuttingDown: s.ShuttingDown, GracePeriodSeconds: s.GracePeriodSeconds}
 	switch s.Phase {
 	case control.Running:
 		out.Phase = GuestRunning

@@ -72,3 +72,62 @@ func TestControlStatusSource(t *testing.T) {
 		t.Fatalf("watch ended with %v", err)
 	}
 }
+
+type recordingShutdowner struct{ got chan string }
+
+func (r recordingShutdowner) Shutdown(g time.Duration) { r.got <- "shutdown " + g.String() }
+func (r recordingShutdowner) SetGrace(g time.Duration) { r.got <- "grace " + g.String() }
+
+// TestControlStatusSourceCommands sends the controller's requests to a real control-API server and reads
+// the launcher's grace period and shutdown state from its reports.
+func TestControlStatusSourceCommands(t *testing.T) {
+	g := int64(600)
+	board := control.NewBoard(control.Status{Phase: control.Running, ShuttingDown: true, GracePeriodSeconds: &g})
+	rec := recordingShutdowner{make(chan string, 4)}
+	srv := &control.Server{Board: board, Shutdown: rec, Token: "s3cret"}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l, false)
+	defer srv.Close()
+	ep := LauncherEndpoint{PodIP: "127.0.0.1", Port: l.Addr().(*net.TCPAddr).Port, Token: "s3cret"}
+	src := NewControlStatusSource().(LauncherCommander)
+	for _, tc := range []struct {
+		cmd  LauncherCommand
+		want string
+	}{
+		{LauncherCommand{Op: OpShutdown, Grace: 30 * time.Second}, "shutdown 30s"},
+		{LauncherCommand{Op: OpSetGrace, Grace: 5 * time.Second}, "grace 5s"},
+		{LauncherCommand{Op: OpStop}, "shutdown 0s"},
+	} {
+		if err := src.Command(context.Background(), ep, tc.cmd); err != nil {
+			t.Fatalf("%s: %v", tc.cmd.Op, err)
+		}
+		if got := <-rec.got; got != tc.want {
+			t.Fatalf("%s reached the launcher as %q, want %q", tc.cmd.Op, got, tc.want)
+		}
+	}
+	bad := ep
+	bad.Token = "wrong"
+	if err := src.Command(context.Background(), bad, LauncherCommand{Op: OpStop}); err == nil {
+		t.Fatal("a wrong token was accepted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan LauncherState, 1)
+	go src.(StatusSource).Watch(ctx, ep, func(s LauncherState) {
+		select {
+		case got <- s:
+		default:
+		}
+	})
+	select {
+	case s := <-got:
+		if !s.ShuttingDown || s.GracePeriodSeconds == nil || *s.GracePeriodSeconds != 600 {
+			t.Fatalf("report %+v: want shutting down with a grace period of 600 s", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no report within 5s")
+	}
+}

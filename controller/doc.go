@@ -23,7 +23,18 @@
 //     once, so a VM keeps its MAC across restarts and pods (KubeVirt needs the KubeMacPool add-on).
 //   - The launcher pod requests guest memory + LauncherMemoryOverhead (32Mi, from the launcher's
 //     measured RSS beside a running guest, see pod.go) + guest/512 for page tables; limits likewise.
-//   - Launcher pod termination grace = VMI terminationGracePeriodSeconds (default 30) + 15 s.
+//   - Launcher pod termination grace = VMI terminationGracePeriodSeconds (default 30) + 15 s. A VMI being
+//     deleted has its pods deleted with no longer a grace period than its grace period now + 15 s, so a
+//     lowered one (virtctl stop --force) also cuts a pod deletion under way.
+//   - The controller does virt-handler's part of a shutdown through the launcher's control API
+//     (LauncherCommander): it asks a deleted VMI's launcher to shut down with the VMI's grace period before
+//     deleting the pod, passes on a grace period lowered later (the launcher's only shrinks), and asks for
+//     a hard stop at grace 0. What it asked of a launcher is remembered with its watcher, so a request and
+//     its event (ShuttingDown, Deleted) are made once. Without a control API (or if it fails) the pod's
+//     SIGTERM alone starts the shutdown.
+//   - RestartRequired: KubeVirt compares the VM spec with the one it saved in a ControllerRevision when it
+//     started the VMI; kvirt writes a hash of the template spec on the VMI (kvirt.io/template-hash) beside
+//     KubeVirt's kubevirt.io/vm-generation, and compares that.
 //   - The launcher container runs the image's entrypoint with LauncherArgs: `run -f /var/run/kvirt/vmi.json
 //     --token-file ... --control-addr :8186 --termination-log /dev/termination-log`. Contract with the
 //     launcher: it exits 0 only after the guest powered off (a pod that Succeeded while the VMI was

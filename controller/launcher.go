@@ -52,6 +52,10 @@ type LauncherState struct {
 	Interfaces []v1.VirtualMachineInstanceNetworkInterface
 	// Boot is the launcher's choice of kernel (nil until made); see bootstatus.go.
 	Boot *control.Boot
+	// ShuttingDown: a graceful shutdown is under way in the launcher.
+	ShuttingDown bool
+	// GracePeriodSeconds is the grace period the launcher gives a shutdown (nil: not reported).
+	GracePeriodSeconds *int64
 }
 
 // LauncherEndpoint says how to reach one VMI's launcher.
@@ -72,6 +76,34 @@ type StatusSource interface {
 	// Watch calls report with the launcher's current state and then with every change until ctx ends
 	// or the connection breaks; it returns the error that ended it (nil or ctx.Err() when ctx ended).
 	Watch(ctx context.Context, ep LauncherEndpoint, report func(LauncherState)) error
+}
+
+// LauncherOp names a request to a launcher's control API.
+type LauncherOp string
+
+// What the controller asks of a launcher: KubeVirt's virt-handler part of stopping a VMI.
+const (
+	// OpShutdown starts a graceful shutdown with LauncherCommand.Grace (virt-handler's
+	// ShutdownVirtualMachine), which also becomes the launcher's grace period.
+	OpShutdown LauncherOp = "Shutdown"
+	// OpSetGrace lowers the launcher's grace period to LauncherCommand.Grace (the VMI's was lowered): a
+	// shutdown under way then ends at its start plus Grace, as virt-handler's grace-period check does.
+	OpSetGrace LauncherOp = "SetGrace"
+	// OpStop stops the guest now (virt-handler's KillVirtualMachine).
+	OpStop LauncherOp = "Stop"
+)
+
+// LauncherCommand is one request to a launcher.
+type LauncherCommand struct {
+	Op    LauncherOp
+	Grace time.Duration
+}
+
+// LauncherCommander is implemented by StatusSources that can also act on a launcher through its control
+// API (the real one and the tests' fake). Without it the controller only watches; a launcher then learns
+// of a VMI's end from its pod's deletion alone.
+type LauncherCommander interface {
+	Command(ctx context.Context, ep LauncherEndpoint, cmd LauncherCommand) error
 }
 
 // podIPFreeSource is implemented by StatusSources that reach a launcher without its pod IP (through
@@ -109,6 +141,45 @@ type launcherWatcher struct {
 	ep     LauncherEndpoint
 	cancel context.CancelFunc
 	state  *LauncherState
+	sent   launcherSent
+}
+
+// launcherSent is what the controller has asked of one launcher, so that a request and its event are made
+// once however often the VMI is synced before the launcher's report says it was done.
+type launcherSent struct {
+	shutdown, stop bool
+	// grace is the shortest grace period sent, in seconds (nil: none).
+	grace *int64
+}
+
+// Sent returns what was asked of the launcher of key at pod podName.
+func (w *launcherWatchers) Sent(key, podName string) launcherSent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if lw := w.byKey[key]; lw != nil && lw.ep.PodName == podName {
+		return lw.sent
+	}
+	return launcherSent{}
+}
+
+// MarkSent records that cmd was sent to the launcher of key at pod podName.
+func (w *launcherWatchers) MarkSent(key, podName string, cmd LauncherCommand) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lw := w.byKey[key]
+	if lw == nil || lw.ep.PodName != podName {
+		return
+	}
+	switch cmd.Op {
+	case OpStop:
+		lw.sent.stop = true
+		return
+	case OpShutdown:
+		lw.sent.shutdown = true
+	}
+	if g := int64(cmd.Grace / time.Second); lw.sent.grace == nil || g < *lw.sent.grace {
+		lw.sent.grace = &g
+	}
 }
 
 func newLauncherWatchers(src StatusSource, notify func(string), log *slog.Logger) *launcherWatchers {

@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -91,6 +92,27 @@ func vmiFromRawTemplate(vmi *v1.VirtualMachineInstance, rawVM []byte, uid types.
 	if err != nil || !found {
 		return nil, fmt.Errorf("the stored VM has no spec.template.spec (%v)", err)
 	}
+	// The generation and template hash the VMI records are the stored VM's, whose spec it gets.
+	var typed struct {
+		Metadata struct {
+			Generation int64 `json:"generation"`
+		} `json:"metadata"`
+		Spec struct {
+			Template struct {
+				Spec v1.VirtualMachineInstanceSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(rawVM, &typed); err != nil {
+		return nil, fmt.Errorf("decode the stored VM's template spec: %w", err)
+	}
+	gen := typed.Metadata.Generation
+	vmi = vmi.DeepCopy()
+	if vmi.Annotations == nil {
+		vmi.Annotations = map[string]string{}
+	}
+	vmi.Annotations[v1.VirtualMachineGenerationAnnotation] = strconv.FormatInt(gen, 10)
+	vmi.Annotations[TemplateHashAnnotation] = templateHash(&typed.Spec.Template.Spec)
 	out, err := runtime.DefaultUnstructuredConverter.ToUnstructured(vmi)
 	if err != nil {
 		return nil, err

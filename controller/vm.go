@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
@@ -233,6 +235,15 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 		}
 		vm = upd
 	}
+	if gen, ok := generationBump(vm, vmi); ok {
+		upd, err := patchVMI(ctx, c.kv, vmi, setField("/metadata/annotations/"+jsonPointerEscape(v1.VirtualMachineGenerationAnnotation), strconv.FormatInt(gen, 10)))
+		if err != nil && !apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("move the VMI's %s on to %d: %w", v1.VirtualMachineGenerationAnnotation, gen, err)
+		}
+		if err == nil {
+			vmi, in.vmi = upd, upd
+		}
+	}
 
 	var requeue time.Duration
 	status := vm.Status.DeepCopy()
@@ -397,6 +408,11 @@ func (c *VMController) patchVM(ctx context.Context, vm *v1.VirtualMachine, ops .
 	return c.kv.KubevirtV1().VirtualMachines(vm.Namespace).Patch(ctx, vm.Name, types.JSONPatchType, body, metav1.PatchOptions{})
 }
 
+// jsonPointerEscape escapes a map key for a JSON pointer (RFC 6901).
+func jsonPointerEscape(k string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
+}
+
 // patchVMI applies ops to vmi after testing its resourceVersion and returns the result.
 func patchVMI(ctx context.Context, kv kvclient.Interface, vmi *v1.VirtualMachineInstance, ops ...patchOp) (*v1.VirtualMachineInstance, error) {
 	body, err := jsonPatch(vmi.ResourceVersion, ops...)
@@ -449,6 +465,12 @@ func newVMIFromTemplate(vm *v1.VirtualMachine, paused bool) *v1.VirtualMachineIn
 		vmi.Spec = *t.Spec.DeepCopy()
 	}
 	vmi.Labels[v1.VirtualMachineNameLabel] = vm.Name
+	if t != nil {
+		// What RestartRequired and status.observedGeneration compare (createVMI sets them from the stored
+		// VM when it reads it).
+		vmi.Annotations[v1.VirtualMachineGenerationAnnotation] = strconv.FormatInt(vm.Generation, 10)
+		vmi.Annotations[TemplateHashAnnotation] = templateHash(&t.Spec)
+	}
 	if paused {
 		s := v1.StartStrategyPaused
 		vmi.Spec.StartStrategy = &s

@@ -1,7 +1,11 @@
 package controller
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
@@ -335,6 +339,62 @@ func templatePVCs(vm *v1.VirtualMachine) []string {
 	return out
 }
 
+// TemplateHashAnnotation on a VMI the VM controller created is a hash of the VM's template spec it was
+// created from. KubeVirt keeps that spec in a ControllerRevision named in the VMI's status; kvirt keeps
+// only the hash, which is all that RestartRequired and the generation bump compare.
+const TemplateHashAnnotation = "kvirt.io/template-hash"
+
+// restartRequiredMessage is KubeVirt's, for a template change that a running VMI cannot take live. No
+// template change is live-updatable in kvirt (KubeVirt's LiveUpdate rollout can hotplug CPUs, memory,
+// volumes and interfaces and move affinity and tolerations; kvirt has no hotplug).
+const restartRequiredMessage = "a non-live-updatable field was changed in the template spec"
+
+// templateHash is the hash of a template spec as the typed API sees it (the same spec decoded from the
+// stored VM or from the cache hashes alike).
+func templateHash(spec *v1.VirtualMachineInstanceSpec) string {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// vmiGeneration is the VM generation vmi was created from (or moved on to), from its annotation.
+func vmiGeneration(vmi *v1.VirtualMachineInstance) (int64, bool) {
+	g, err := strconv.ParseInt(vmi.Annotations[v1.VirtualMachineGenerationAnnotation], 10, 64)
+	return g, err == nil
+}
+
+// templateChanged is syncRestartRequired's comparison: whether vm's template spec differs from the one
+// vmi was created from. known is false for a VMI that does not say (not created by this controller).
+func templateChanged(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) (changed, known bool) {
+	if vmi == nil || vm.Spec.Template == nil {
+		return false, false
+	}
+	h, ok := vmi.Annotations[TemplateHashAnnotation]
+	if !ok {
+		return false, false
+	}
+	return h != templateHash(&vm.Spec.Template.Spec), true
+}
+
+// generationBump is conditionallyBumpGenerationAnnotationOnVmi: the VM generation to write on vmi's
+// kubevirt.io/vm-generation when the VM changed but not its template (a run strategy change), so that
+// status.observedGeneration follows. A VMI being deleted is left alone.
+func generationBump(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance) (int64, bool) {
+	if vmi == nil || vmi.DeletionTimestamp != nil {
+		return 0, false
+	}
+	if g, ok := vmiGeneration(vmi); ok && g == vm.Generation {
+		return 0, false
+	}
+	if changed, known := templateChanged(vm, vmi); !known || changed {
+		return 0, false
+	}
+	return vm.Generation, true
+}
+
 // syncError is what went wrong in a VM sync (KubeVirt's SyncError): the error, and the reason the
 // Failure condition shows for it.
 type syncError struct {
@@ -367,10 +427,12 @@ func vmStatus(vm *v1.VirtualMachine, st v1.VirtualMachineStatus, in vmStatusInpu
 	now := metav1.NewTime(in.now)
 	st.Created = vmi != nil
 	st.Ready = vmReady(vmi)
-	st.ObservedGeneration = vm.Generation
 	st.RunStrategy = statusRunStrategy(st.RunStrategy, in.strategy, vmi)
-	if vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal() {
-		st.DesiredGeneration = vm.Generation
+	// syncGenerationInfo: the generation the VMI runs and the VM's; without a VMI both stay.
+	if vmi != nil {
+		if g, ok := vmiGeneration(vmi); ok {
+			st.ObservedGeneration, st.DesiredGeneration = g, vm.Generation
+		}
 	}
 	st.StartFailure = nextStartFailure(st.StartFailure, in.strategy, vmi, in.now, in.jitter)
 	st.StateChangeRequests = trimRequests(st.StateChangeRequests, vmi)
@@ -405,12 +467,16 @@ func vmStatus(vm *v1.VirtualMachine, st v1.VirtualMachineStatus, in vmStatusInpu
 			put(v1.VirtualMachineCondition{Type: v1.VirtualMachineConditionType(vc.Type), Status: vc.Status, Reason: vc.Reason, Message: vc.Message, LastProbeTime: vc.LastProbeTime, LastTransitionTime: vc.LastTransitionTime})
 		}
 	}
-	// Conditions set by others that we do not own are kept (e.g. RestartRequired).
-	for _, oc := range st.Conditions {
-		mirrored := vmi != nil && vmi.Status.Condition(v1.VirtualMachineInstanceConditionType(oc.Type)) != nil
-		if oc.Type == v1.VirtualMachineRestartRequired && !mirrored {
-			conds = append(conds, oc)
-		}
+	// RestartRequired (syncRestartRequired): True while the VMI was created from another template spec,
+	// gone when it was not; without a VMI it stays until a new VMI is created (startVMI's cleanup).
+	changed, known := templateChanged(vm, vmi)
+	old := st.Condition(v1.VirtualMachineRestartRequired)
+	switch {
+	case changed:
+		put(v1.VirtualMachineCondition{Type: v1.VirtualMachineRestartRequired, Status: corev1.ConditionTrue, Message: restartRequiredMessage})
+	case known, vmi == nil && in.createExpected:
+	case old != nil:
+		conds = append(conds, *old)
 	}
 	st.Conditions = conds
 	return st

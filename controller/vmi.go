@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -34,6 +35,9 @@ const (
 	ReasonPaused           = "Paused"
 	ReasonUnpaused         = "Unpaused"
 	ReasonSyncFailed       = "SyncFailed"
+	ReasonShuttingDown     = "ShuttingDown"
+	ReasonDeleted          = "Deleted"
+	ReasonCreated          = "Created"
 )
 
 // VMI status reasons set by this controller.
@@ -57,6 +61,8 @@ type VMIController struct {
 	recorder record.EventRecorder
 	podExp   *Expectations
 	watchers *launcherWatchers
+	// commander sends requests to launchers (nil: the status source cannot).
+	commander LauncherCommander
 	// needIP: the StatusSource dials the pod IP (direct mode), so watching waits for the pod's IP.
 	needIP  bool
 	cfg     PodConfig
@@ -82,6 +88,7 @@ func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, 
 		now:      time.Now,
 	}
 	c.watchers = newLauncherWatchers(src, c.queue.Add, c.log)
+	c.commander, _ = src.(LauncherCommander)
 	c.needIP = needsPodIP(src)
 	if err := c.watchClaims(vmiInf, pvcInf); err != nil {
 		return nil, err
@@ -195,23 +202,34 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 	if err != nil {
 		return 0, err
 	}
-	in := vmiInput{vmi: cached, pods: pods, claims: claims, createPending: createPending, needIP: c.needIP, port: c.controlPort(), now: c.now()}
+	in := vmiInput{vmi: cached, pods: pods, claims: claims, createPending: createPending, needIP: c.needIP, port: c.controlPort(),
+		commander: c.commander != nil, now: c.now()}
 	var tokenErr error
 	if pod := statusPod(cached, pods); pod != nil {
 		if s, ok := c.watchers.State(key, pod.Name); ok {
 			in.state = &s
 		}
-		if cached.DeletionTimestamp == nil {
-			in.token, tokenErr = c.token(cached)
-			in.hasToken = tokenErr == nil
-		}
+		in.sent = c.watchers.Sent(key, pod.Name)
+		in.token, tokenErr = c.token(cached)
+		in.hasToken = tokenErr == nil
 	}
 	a := decideVMI(in)
 	if a.noToken {
 		log.Debug("no launcher token yet", "err", tokenErr)
 	}
-	return 0, c.execute(ctx, log, key, cached.DeepCopy(), a, claims, in.now)
+	err = c.execute(ctx, log, key, cached.DeepCopy(), a, claims, in.now)
+	if err != nil && !cached.IsFinal() && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && !errors.As(err, new(reportedError)) {
+		// virt-handler's SyncFailed: what went wrong, on the VMI (errors with an event of their own, and
+		// conflicts and vanished objects of a stale cache, which the retry resolves, excepted).
+		c.recorder.Event(cached, corev1.EventTypeWarning, ReasonSyncFailed, err.Error())
+	}
+	return 0, err
 }
+
+// reportedError is a sync error that has had its own event (FailedCreate, FailedDelete).
+type reportedError struct{ error }
+
+func (e reportedError) Unwrap() error { return e.error }
 
 // execute carries out a VMI sync's actions in order; it stops at the first that fails.
 func (c *VMIController) execute(ctx context.Context, log *slog.Logger, key string, vmi *v1.VirtualMachineInstance, a vmiActions,
@@ -223,11 +241,22 @@ func (c *VMIController) execute(ctx context.Context, log *slog.Logger, key strin
 		}
 		vmi = upd
 	}
+	// A launcher that cannot be reached must not hold its pod's deletion back: the error is returned
+	// after the pods were deleted.
+	var callErr error
+	if a.call != nil {
+		callErr = c.callLauncher(ctx, log, key, vmi, a.call)
+	}
 	if a.stopWatch {
 		c.watchers.Stop(key)
 	}
 	for _, p := range a.deletePods {
-		if err := c.deletePod(ctx, vmi, p); err != nil {
+		if err := c.deletePod(ctx, vmi, p, nil); err != nil {
+			return err
+		}
+	}
+	for _, p := range a.shortenPods {
+		if err := c.deletePod(ctx, vmi, p, &a.podGrace); err != nil {
 			return err
 		}
 	}
@@ -278,7 +307,7 @@ func (c *VMIController) execute(ctx context.Context, log *slog.Logger, key strin
 		}
 	}
 	if a.deletePodAfterStatus != nil {
-		if err := c.deletePod(ctx, vmi, a.deletePodAfterStatus); err != nil {
+		if err := c.deletePod(ctx, vmi, a.deletePodAfterStatus, nil); err != nil {
 			return err
 		}
 	}
@@ -287,6 +316,19 @@ func (c *VMIController) execute(ctx context.Context, log *slog.Logger, key strin
 			return fmt.Errorf("remove finalizer: %w", err)
 		}
 		log.Info("launcher pods gone; finalizer removed")
+	}
+	return callErr
+}
+
+// callLauncher sends call to the launcher, remembers it was sent and records its event.
+func (c *VMIController) callLauncher(ctx context.Context, log *slog.Logger, key string, vmi *v1.VirtualMachineInstance, call *launcherCall) error {
+	if err := c.commander.Command(ctx, call.ep, call.cmd); err != nil {
+		return fmt.Errorf("launcher %s (grace period %s): %w", call.cmd.Op, call.cmd.Grace, err)
+	}
+	c.watchers.MarkSent(key, call.ep.PodName, call.cmd)
+	log.Info("asked the launcher", "request", call.cmd.Op, "grace", call.cmd.Grace, "pod", call.ep.PodName)
+	if call.event != nil {
+		c.recorder.Event(vmi, call.event.eventType, call.event.reason, call.event.message)
 	}
 	return nil
 }
@@ -344,29 +386,30 @@ func (c *VMIController) createPod(ctx context.Context, key string, vmi *v1.Virtu
 	pod, err := renderLauncherPod(vmi, c.cfg, claims)
 	if err != nil {
 		c.recorder.Event(vmi, corev1.EventTypeWarning, ReasonFailedCreate, fmt.Sprintf("Error creating pod: %v", err))
-		return err
+		return reportedError{err}
 	}
 	c.podExp.ExpectCreations(key, 1)
 	created, err := c.kube.CoreV1().Pods(vmi.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		c.podExp.CreationObserved(key)
 		c.recorder.Event(vmi, corev1.EventTypeWarning, ReasonFailedCreate, fmt.Sprintf("Error creating pod: %v", err))
-		return fmt.Errorf("create launcher pod: %w", err)
+		return reportedError{fmt.Errorf("create launcher pod: %w", err)}
 	}
 	c.recorder.Event(vmi, corev1.EventTypeNormal, ReasonSuccessfulCreate, "Created virtual machine pod "+created.Name)
 	c.log.Info("created launcher pod", "namespace", vmi.Namespace, "vmi", vmi.Name, "pod", created.Name)
 	return nil
 }
 
-func (c *VMIController) deletePod(ctx context.Context, vmi *v1.VirtualMachineInstance, pod *corev1.Pod) error {
+// deletePod deletes pod with grace seconds (nil: the pod's own grace period).
+func (c *VMIController) deletePod(ctx context.Context, vmi *v1.VirtualMachineInstance, pod *corev1.Pod, grace *int64) error {
 	uid := pod.UID
-	err := c.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	err := c.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, GracePeriodSeconds: grace})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
 	if err != nil {
 		c.recorder.Event(vmi, corev1.EventTypeWarning, ReasonFailedDelete, fmt.Sprintf("Error deleting pod %s: %v", pod.Name, err))
-		return fmt.Errorf("delete launcher pod: %w", err)
+		return reportedError{fmt.Errorf("delete launcher pod: %w", err)}
 	}
 	c.recorder.Event(vmi, corev1.EventTypeNormal, ReasonSuccessfulDelete, "Deleted virtual machine pod "+pod.Name)
 	return nil

@@ -38,7 +38,11 @@ type vmiInput struct {
 	needIP bool
 	// port is the launcher's control port.
 	port int
-	now  time.Time
+	// commander: the status source can also send requests to launchers (LauncherCommander); sent is
+	// what was asked of the launcher of statusPod(vmi, pods) already.
+	commander bool
+	sent      launcherSent
+	now       time.Time
 }
 
 // vmiActions is what one VMI sync does, in the order VMIController.sync executes it.
@@ -48,8 +52,15 @@ type vmiActions struct {
 	addFinalizer bool
 	// stopWatch ends the launcher watcher (the VMI or its new phase is final, or its pods are gone).
 	stopWatch bool
+	// call is a request to the launcher (virt-handler's part of a shutdown), sent before pods are deleted
+	// so that its SIGTERM finds the shutdown under way; its event is recorded once it succeeded.
+	call *launcherCall
 	// deletePods are deleted gracefully (a final or deleted VMI's live pods).
 	deletePods []*corev1.Pod
+	// shortenPods are (deleted or) deleted again with podGrace seconds: a deleted VMI's pods whose grace
+	// period is longer than the VMI's grace period now plus GraceMargin.
+	shortenPods []*corev1.Pod
+	podGrace    int64
 	// createPod creates the token secret (if missing) and the launcher pod. It is false while a claim the
 	// VMI names does not exist (the status says ErrorPvcNotFound until it appears).
 	createPod bool
@@ -76,6 +87,108 @@ type vmiActions struct {
 // vmiEvent is one event to record on the VMI.
 type vmiEvent struct {
 	eventType, reason, message string
+}
+
+// launcherCall is one request to a launcher and the event that says it was made.
+type launcherCall struct {
+	ep    LauncherEndpoint
+	cmd   LauncherCommand
+	event *vmiEvent
+}
+
+// virt-handler's events for a VMI it stops, and the one for a guest it hands over (KubeVirt's reasons
+// ShuttingDown, Deleted and Created with virt-handler's messages).
+var (
+	evShuttingDown   = vmiEvent{corev1.EventTypeNormal, ReasonShuttingDown, "Signaled Graceful Shutdown"}
+	evStopping       = vmiEvent{corev1.EventTypeNormal, ReasonDeleted, "VirtualMachineInstance stopping"}
+	evSignalDeletion = vmiEvent{corev1.EventTypeNormal, ReasonDeleted, "Signaled Deletion"}
+	evDefined        = vmiEvent{corev1.EventTypeNormal, ReasonCreated, "VirtualMachineInstance defined."}
+)
+
+// launcherEndpoint is how to reach the launcher in pod, if it can be reached: once the pod is bound to a
+// node when the source reaches launchers by pod name (port-forward), else once the pod has an IP. The
+// endpoint carries the IP only when it is used, so the IP's arrival does not restart a working watch.
+func launcherEndpoint(in vmiInput, pod *corev1.Pod) (ep *LauncherEndpoint, reachable bool) {
+	if pod == nil {
+		return nil, false
+	}
+	podIP := ""
+	if in.needIP {
+		podIP = pod.Status.PodIP
+	}
+	if podIP == "" && (in.needIP || pod.Spec.NodeName == "") {
+		return nil, false
+	}
+	if !in.hasToken {
+		return nil, true
+	}
+	vmi := in.vmi
+	return &LauncherEndpoint{Namespace: vmi.Namespace, VMIName: vmi.Name, VMIUID: vmi.UID,
+		PodName: pod.Name, PodIP: podIP, Port: in.port, Token: in.token}, true
+}
+
+// launcherGrace is the grace period the launcher in pod gives a shutdown: what it reported, else what it
+// was launched with (the pod's grace period less GraceMargin), lowered by what the controller sent since.
+func launcherGrace(state *LauncherState, pod *corev1.Pod, sent launcherSent) int64 {
+	g := DefaultGracePeriodSeconds
+	switch {
+	case state != nil && state.GracePeriodSeconds != nil:
+		g = *state.GracePeriodSeconds
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		g = max(*pod.Spec.TerminationGracePeriodSeconds-GraceMargin, 0)
+	}
+	if sent.grace != nil && *sent.grace < g {
+		g = *sent.grace
+	}
+	return g
+}
+
+// decideLauncherCall is what virt-handler does with a launcher whose VMI's grace period changed or which
+// is being deleted (helperVmShutdown): with grace 0 it stops the guest ("Deleted": stopping); otherwise it
+// signals a graceful shutdown with the VMI's grace period once ("ShuttingDown"), and if the VMI's grace
+// period is lowered later (virtctl stop --force --grace-period N) it passes the new one on, which ends the
+// shutdown at its start plus N. A running VMI whose grace period was lowered gets it passed on too, so the
+// kubelet's SIGTERM finds it. Nothing is asked of a launcher that has not reported or has finished.
+func decideLauncherCall(in vmiInput, pod *corev1.Pod) *launcherCall {
+	if !in.commander || pod == nil || podTerminated(pod) || in.state == nil ||
+		in.state.Phase == GuestSucceeded || in.state.Phase == GuestFailed {
+		return nil
+	}
+	ep, _ := launcherEndpoint(in, pod)
+	if ep == nil {
+		return nil
+	}
+	want := gracePeriod(in.vmi)
+	have := launcherGrace(in.state, pod, in.sent)
+	call := func(op LauncherOp, ev *vmiEvent) *launcherCall {
+		return &launcherCall{ep: *ep, cmd: LauncherCommand{Op: op, Grace: time.Duration(want) * time.Second}, event: ev}
+	}
+	if in.vmi.DeletionTimestamp != nil {
+		switch {
+		case want == 0:
+			if !in.sent.stop {
+				return call(OpStop, &evStopping)
+			}
+			return nil
+		case !in.state.ShuttingDown && !in.sent.shutdown:
+			return call(OpShutdown, &evShuttingDown)
+		}
+	}
+	if want < have {
+		return call(OpSetGrace, nil)
+	}
+	return nil
+}
+
+// podGraceNow is the grace period pod's deletion has (or will have when deleted without options).
+func podGraceNow(pod *corev1.Pod) int64 {
+	if pod.DeletionTimestamp != nil && pod.DeletionGracePeriodSeconds != nil {
+		return *pod.DeletionGracePeriodSeconds
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		return *g
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds
 }
 
 // statusPod is the pod whose state the VMI's status follows: the newest pod, or for a VMI being
@@ -111,10 +224,26 @@ func decideVMI(in vmiInput) vmiActions {
 	}
 
 	if vmi.DeletionTimestamp != nil {
-		a.deletePods = livePods()
+		// The launcher first (it learns the VMI's grace period now), then its pod, with no longer a grace
+		// period than the VMI's now plus the launcher's margin (a lowered one cuts a deletion under way).
+		a.call = decideLauncherCall(in, pod)
+		a.podGrace = gracePeriod(vmi) + GraceMargin
+		for _, p := range in.pods {
+			switch {
+			case podTerminated(p):
+			case podGraceNow(p) > a.podGrace:
+				a.shortenPods = append(a.shortenPods, p)
+			case podLive(p):
+				a.deletePods = append(a.deletePods, p)
+			}
+		}
 		if pod != nil {
 			// Still shutting down: record what the launcher reports until the pod is gone.
 			a.status, a.events = statusChange(vmi, vmiStatus(vmi, pod, in.state, in.createPending, in.now), in.state, pod)
+			if a.status != nil && isFinalPhase(a.status.Phase) && !isFinalPhase(vmi.Status.Phase) {
+				// The guest is down: virt-handler removes the domain of the deleted VMI.
+				a.events = append([]vmiEvent{evSignalDeletion}, a.events...)
+			}
 			return a
 		}
 		a.stopWatch = true
@@ -149,20 +278,12 @@ func decideVMI(in vmiInput) vmiActions {
 	pvcNotFound := pvcSyncStatus(&st, vmi.Namespace, missingPVCs, metav1.NewTime(in.now))
 	final := isFinalPhase(st.Phase)
 
-	// Keep a launcher watcher while the pod can serve the control API: from the moment the pod is bound
-	// to a node when the launcher is reached by pod name (port-forward), else once it has an IP. The
-	// endpoint carries the IP only when it is used, so the IP's arrival does not restart a working watch.
-	podIP := ""
-	if in.needIP && pod != nil {
-		podIP = pod.Status.PodIP
-	}
-	reachable := podIP != "" || (!in.needIP && pod != nil && pod.Spec.NodeName != "")
-	if reachable && podLive(pod) && !final {
-		if in.hasToken {
-			a.watch = &LauncherEndpoint{Namespace: vmi.Namespace, VMIName: vmi.Name, VMIUID: vmi.UID,
-				PodName: pod.Name, PodIP: podIP, Port: in.port, Token: in.token}
-		} else {
-			a.noToken = true
+	// Keep a launcher watcher while the pod can serve the control API (launcherEndpoint).
+	if ep, reachable := launcherEndpoint(in, pod); reachable && podLive(pod) && !final {
+		a.watch = ep
+		a.noToken = ep == nil
+		if !a.noToken {
+			a.call = decideLauncherCall(in, pod)
 		}
 	}
 	a.stopWatch = final
@@ -402,6 +523,11 @@ func removeVMICondition(st *v1.VirtualMachineInstanceStatus, t v1.VirtualMachine
 func vmiEvents(old, st *v1.VirtualMachineInstanceStatus, state *LauncherState, pod *corev1.Pod) []vmiEvent {
 	var evs []vmiEvent
 	if old.Phase != st.Phase {
+		if (st.Phase == v1.Scheduled || st.Phase == v1.Running) && (old.Phase == v1.VmPhaseUnset || old.Phase == v1.Pending || old.Phase == v1.Scheduling) {
+			// The launcher has the VMI and its pod is up: the guest is defined (kvirt's launcher defines
+			// and starts it in one go, so a launcher that reports Running at once gives both events).
+			evs = append(evs, evDefined)
+		}
 		switch st.Phase {
 		case v1.Running:
 			evs = append(evs, vmiEvent{corev1.EventTypeNormal, ReasonStarted, "VirtualMachineInstance started."})

@@ -238,6 +238,10 @@ func TestVMIEvents(t *testing.T) {
 	}{
 		{"Running/Started", st(v1.Scheduled, "", false), st(v1.Running, "", false), nil, nil,
 			[]vmiEvent{{corev1.EventTypeNormal, ReasonStarted, "VirtualMachineInstance started."}}},
+		{"Scheduled/Created", st(v1.Scheduling, "", false), st(v1.Scheduled, "", false), nil, nil,
+			[]vmiEvent{{corev1.EventTypeNormal, ReasonCreated, "VirtualMachineInstance defined."}}},
+		{"Running before Scheduled/Created then Started", st(v1.Scheduling, "", false), st(v1.Running, "", false), nil, nil,
+			[]vmiEvent{evDefined, {corev1.EventTypeNormal, ReasonStarted, "VirtualMachineInstance started."}}},
 		{"Succeeded/Stopped", st(v1.Running, "", false), st(v1.Succeeded, "", false), nil, nil,
 			[]vmiEvent{{corev1.EventTypeNormal, ReasonStopped, "The VirtualMachineInstance was shut down."}}},
 		{"Failed with a launcher message/Stopped warning with it", st(v1.Running, "", false), st(v1.Failed, "Crashed", false), &LauncherState{Phase: GuestFailed, Message: "triple fault"}, nil,
@@ -423,5 +427,114 @@ func TestDecideVMIMissingClaim(t *testing.T) {
 	found := decideVMI(vmiInput{vmi: vmi, claims: map[string]*corev1.PersistentVolumeClaim{"data": {}}, now: t0})
 	if !found.createPod || found.status == nil || found.status.Condition(v1.VirtualMachineInstanceSynchronized) != nil {
 		t.Fatalf("claim present: createPod %v, status %+v", found.createPod, found.status)
+	}
+}
+
+// BEHAVIOUR.md §3 shutdown: what the controller asks of a launcher (virt-handler's part of stopping a
+// VMI) and the event it records once the launcher took the request.
+func TestDecideLauncherCall(t *testing.T) {
+	grace := func(s int64) func(*v1.VirtualMachineInstance) {
+		return func(v *v1.VirtualMachineInstance) { v.Spec.TerminationGracePeriodSeconds = &s }
+	}
+	deleting := func(v *v1.VirtualMachineInstance) { ts := metav1.NewTime(t0); v.DeletionTimestamp = &ts }
+	vmiWith := func(opts ...func(*v1.VirtualMachineInstance)) *v1.VirtualMachineInstance {
+		v := testVMI(v1.Running)
+		for _, o := range opts {
+			o(v)
+		}
+		return v
+	}
+	s := func(n int64) *int64 { return &n }
+	running := &LauncherState{Phase: GuestRunning, GracePeriodSeconds: s(30)}
+	shutting := func(g int64) *LauncherState {
+		return &LauncherState{Phase: GuestRunning, ShuttingDown: true, GracePeriodSeconds: s(g)}
+	}
+	podGrace := func(g int64) podOpt { return func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = &g } }
+	for _, tc := range []struct {
+		name      string
+		vmi       *v1.VirtualMachineInstance
+		pod       *corev1.Pod
+		state     *LauncherState
+		sent      launcherSent
+		noCmd     bool
+		noToken   bool
+		op        LauncherOp // "": no call
+		grace     time.Duration
+		wantEvent *vmiEvent
+	}{
+		{"deleted/graceful shutdown with the VMI's grace, ShuttingDown", vmiWith(deleting), testPod(podRunning), running, launcherSent{}, false, false,
+			OpShutdown, 30 * time.Second, &evShuttingDown},
+		{"deleted, shutdown signalled/nothing again", vmiWith(deleting), testPod(podRunning), running, launcherSent{shutdown: true, grace: s(30)}, false, false, "", 0, nil},
+		{"deleted, launcher shutting down on its own (SIGTERM first)/nothing", vmiWith(deleting), testPod(podRunning, podDeleting), shutting(30), launcherSent{}, false, false, "", 0, nil},
+		{"force stop with grace 5 during a 600 s shutdown/grace passed on", vmiWith(deleting, grace(5)), testPod(podRunning, podDeleting), shutting(600), launcherSent{shutdown: true, grace: s(600)}, false, false,
+			OpSetGrace, 5 * time.Second, nil},
+		{"force stop with grace 5, passed on/nothing again", vmiWith(deleting, grace(5)), testPod(podRunning, podDeleting), shutting(600), launcherSent{shutdown: true, grace: s(5)}, false, false, "", 0, nil},
+		{"force stop with grace 0/stop now, Deleted", vmiWith(deleting, grace(0)), testPod(podRunning, podDeleting), shutting(600), launcherSent{shutdown: true}, false, false,
+			OpStop, 0, &evStopping},
+		{"force stop with grace 0 sent/nothing again", vmiWith(deleting, grace(0)), testPod(podRunning, podDeleting), shutting(600), launcherSent{stop: true}, false, false, "", 0, nil},
+		{"deleted with grace 0, not shutting down/stop now", vmiWith(deleting, grace(0)), testPod(podRunning), running, launcherSent{}, false, false, OpStop, 0, &evStopping},
+		{"running, grace lowered/passed on for the next SIGTERM", vmiWith(grace(10)), testPod(podRunning), running, launcherSent{}, false, false, OpSetGrace, 10 * time.Second, nil},
+		{"running, grace unchanged/nothing", vmiWith(), testPod(podRunning), running, launcherSent{}, false, false, "", 0, nil},
+		{"running, launcher grace not reported/the pod's less the margin", vmiWith(grace(30)), testPod(podRunning, podGrace(615)), guest(GuestRunning), launcherSent{}, false, false,
+			OpSetGrace, 30 * time.Second, nil},
+		{"running, launcher grace not reported, pod as rendered/nothing", vmiWith(), testPod(podRunning, podGrace(45)), guest(GuestRunning), launcherSent{}, false, false, "", 0, nil},
+		{"deleted, launcher never reported/nothing (the pod's SIGTERM)", vmiWith(deleting), testPod(podRunning), nil, launcherSent{}, false, false, "", 0, nil},
+		{"deleted, guest already off/nothing", vmiWith(deleting), testPod(podRunning), guest(GuestSucceeded), launcherSent{}, false, false, "", 0, nil},
+		{"deleted, launcher exited/nothing", vmiWith(deleting), testPod(podExited(0, corev1.PodSucceeded, "")), running, launcherSent{}, false, false, "", 0, nil},
+		{"deleted, no token/nothing", vmiWith(deleting), testPod(podRunning), running, launcherSent{}, false, true, "", 0, nil},
+		{"deleted, source cannot send/nothing", vmiWith(deleting), testPod(podRunning), running, launcherSent{}, true, false, "", 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := vmiInput{vmi: tc.vmi, pods: []*corev1.Pod{tc.pod}, state: tc.state, sent: tc.sent, commander: !tc.noCmd,
+				token: "tok", hasToken: !tc.noToken, needIP: true, port: 8186, now: t0}
+			c := decideLauncherCall(in, tc.pod)
+			if tc.op == "" {
+				if c != nil {
+					t.Fatalf("call %+v, want none", c.cmd)
+				}
+				return
+			}
+			if c == nil || c.cmd.Op != tc.op || c.cmd.Grace != tc.grace {
+				t.Fatalf("call %+v, want %s %v", c, tc.op, tc.grace)
+			}
+			if c.ep.PodName != "pod" || c.ep.PodIP != "10.0.0.5" || c.ep.Token != "tok" {
+				t.Fatalf("endpoint %+v", c.ep)
+			}
+			if (c.event == nil) != (tc.wantEvent == nil) || (c.event != nil && *c.event != *tc.wantEvent) {
+				t.Fatalf("event %+v, want %+v", c.event, tc.wantEvent)
+			}
+			// decideVMI makes the same call, before the pods are deleted.
+			if a := decideVMI(in); a.call == nil || a.call.cmd != c.cmd {
+				t.Fatalf("decideVMI call %+v", a.call)
+			}
+		})
+	}
+}
+
+// BEHAVIOUR.md §3 deletion: a deleted VMI's pods get no longer a grace period than the VMI's now plus the
+// launcher's margin; a deletion under way with a longer one is cut.
+func TestDecideVMIPodGrace(t *testing.T) {
+	g := func(n int64) *int64 { return &n }
+	vmi := testVMI(v1.Running)
+	ts := metav1.NewTime(t0)
+	vmi.DeletionTimestamp = &ts
+	live := testPod(podRunning)
+	live.Spec.TerminationGracePeriodSeconds = g(45)
+	going := testPod(podRunning, podDeleting)
+	going.Name, going.DeletionGracePeriodSeconds = "going", g(615)
+	names := func(ps []*corev1.Pod) (out []string) {
+		for _, p := range ps {
+			out = append(out, p.Name)
+		}
+		return out
+	}
+	a := decideVMI(vmiInput{vmi: vmi, pods: []*corev1.Pod{live, going}, now: t0})
+	if !slices.Equal(names(a.deletePods), []string{"pod"}) || !slices.Equal(names(a.shortenPods), []string{"going"}) || a.podGrace != 45 {
+		t.Fatalf("grace 30: delete %v, shorten %v to %d", names(a.deletePods), names(a.shortenPods), a.podGrace)
+	}
+	vmi.Spec.TerminationGracePeriodSeconds = g(0)
+	a = decideVMI(vmiInput{vmi: vmi, pods: []*corev1.Pod{live, going}, now: t0})
+	if len(a.deletePods) != 0 || !slices.Equal(names(a.shortenPods), []string{"pod", "going"}) || a.podGrace != 15 {
+		t.Fatalf("grace 0: delete %v, shorten %v to %d", names(a.deletePods), names(a.shortenPods), a.podGrace)
 	}
 }

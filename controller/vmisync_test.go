@@ -2,9 +2,11 @@ package controller_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
@@ -12,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // addLauncherPod stores the launcher pod the VMI controller renders for vmi, with status (the kubelet's
@@ -333,5 +336,142 @@ func TestVMISyncGone(t *testing.T) {
 	}
 	if !f.c.PodExpectations().Satisfied(ns + "/gone") {
 		t.Fatal("expectations kept")
+	}
+}
+
+// podDeleteGraces returns the grace period of each pod deletion of the last sync (-1: the pod's own).
+func (f *fixture) podDeleteGraces() []int64 {
+	var out []int64
+	for _, a := range f.kube.Actions() {
+		if d, ok := a.(k8stesting.DeleteAction); ok && d.GetResource().Resource == "pods" {
+			g := int64(-1)
+			if o := d.GetDeleteOptions(); o.GracePeriodSeconds != nil {
+				g = *o.GracePeriodSeconds
+			}
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// §3 shutdown: a VMI deleted with its default grace period has its launcher told to shut the guest down
+// gracefully (ShuttingDown, once) before its pod is deleted with the pod's own grace period; a force stop
+// (virtctl stop --force --grace-period=0 patches the VMI's grace period to 0) stops the guest at once
+// (Deleted "VirtualMachineInstance stopping", once) and cuts the pod's deletion to GraceMargin.
+func TestVMISyncDeletedVMIStopsItsLauncher(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := controllertest.VMI("bye")
+	vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer}
+	vmi.Status.Phase = v1.Running
+	g := int64(600)
+	vmi.Spec.TerminationGracePeriodSeconds = &g
+	now := metav1.NewTime(f.now)
+	vmi.DeletionTimestamp = &now
+	vmi = f.addVMI(vmi)
+	f.addToken(vmi)
+	pod := f.addLauncherPod(vmi, gated)
+	f.c.SetLauncherState(ns+"/bye", pod.Name, controller.LauncherState{Phase: controller.GuestRunning})
+
+	f.mustSync("vmi", "bye")
+	if got := f.status.Commands(ns, "bye"); !slices.Equal(got, []controller.LauncherCommand{{Op: controller.OpShutdown, Grace: 600 * time.Second}}) {
+		t.Fatalf("launcher requests %+v", got)
+	}
+	if got := f.podDeleteGraces(); !slices.Equal(got, []int64{-1}) {
+		t.Fatalf("pod deletions with grace %v, want the pod's own (615 s)", got)
+	}
+	f.wantEvent("Normal ShuttingDown Signaled Graceful Shutdown")
+	f.refreshVMI("bye")
+	f.mustSync("vmi", "bye") // the launcher has not reported yet: nothing is sent twice
+	if got := f.status.Commands(ns, "bye"); len(got) != 1 {
+		t.Fatalf("launcher requests %+v after a second sync", got)
+	}
+	if evs := f.recorded(); slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, "ShuttingDown") }) {
+		t.Fatalf("ShuttingDown again: %q", evs)
+	}
+
+	// virtctl stop --force --grace-period=0, the pod (in the cache) still terminating with 615 s.
+	zero := int64(0)
+	forced := f.getVMI("bye")
+	forced.Spec.TerminationGracePeriodSeconds = &zero
+	if err := f.caches.VMIs.Update(forced); err != nil {
+		t.Fatal(err)
+	}
+	terminating := pod.DeepCopy()
+	terminating.DeletionTimestamp, terminating.DeletionGracePeriodSeconds = &now, ptr(int64(615))
+	if err := f.caches.Pods.Update(terminating); err != nil {
+		t.Fatal(err)
+	}
+	f.c.SetLauncherState(ns+"/bye", pod.Name, controller.LauncherState{Phase: controller.GuestRunning, ShuttingDown: true, GracePeriodSeconds: ptr(int64(600))})
+	f.mustSync("vmi", "bye")
+	if got := f.status.Commands(ns, "bye"); len(got) != 2 || got[1].Op != controller.OpStop {
+		t.Fatalf("launcher requests %+v, want a Stop", got)
+	}
+	if got := f.podDeleteGraces(); !slices.Equal(got, []int64{controller.GraceMargin}) {
+		t.Fatalf("pod deletions with grace %v, want %d", got, controller.GraceMargin)
+	}
+	f.wantEvent("Normal Deleted VirtualMachineInstance stopping")
+	f.refreshVMI("bye")
+	f.mustSync("vmi", "bye")
+	if got := f.status.Commands(ns, "bye"); len(got) != 2 {
+		t.Fatalf("launcher requests %+v after another sync", got)
+	}
+}
+
+// §3 events: a launcher that cannot be reached is virt-handler's SyncFailed warning with the error; the
+// pod is deleted all the same, and the sync returns the error (a retry).
+func TestVMISyncFailedLauncherRequest(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := controllertest.VMI("bye")
+	vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer}
+	vmi.Status.Phase = v1.Running
+	now := metav1.NewTime(f.now)
+	vmi.DeletionTimestamp = &now
+	vmi = f.addVMI(vmi)
+	f.addToken(vmi)
+	pod := f.addLauncherPod(vmi, gated)
+	f.c.SetLauncherState(ns+"/bye", pod.Name, controller.LauncherState{Phase: controller.GuestRunning})
+	f.status.FailCommands(errors.New("connection refused"))
+	if _, err := f.sync("vmi", "bye"); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("sync error %v", err)
+	}
+	if got := f.podDeleteGraces(); len(got) != 1 {
+		t.Fatalf("pod deletions %v: an unreachable launcher held its pod's deletion back", got)
+	}
+	evs := f.recorded()
+	if !slices.Contains(evs, "Warning SyncFailed launcher Shutdown (grace period 30s): connection refused") ||
+		slices.ContainsFunc(evs, func(e string) bool { return strings.Contains(e, "ShuttingDown") }) {
+		t.Fatalf("events %q: want SyncFailed and no ShuttingDown for a request that did not arrive", evs)
+	}
+	// The retry sends it.
+	f.status.FailCommands(nil)
+	f.refreshVMI("bye")
+	f.mustSync("vmi", "bye")
+	f.wantEvent("Normal ShuttingDown")
+}
+
+// §3 events: the guest of a deleted VMI is down: virt-handler's Deleted "Signaled Deletion", then Stopped.
+func TestVMISyncDeletedGuestDown(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := controllertest.VMI("bye")
+	vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer}
+	vmi.Status.Phase = v1.Running
+	now := metav1.NewTime(f.now)
+	vmi.DeletionTimestamp = &now
+	vmi = f.addVMI(vmi)
+	pod := f.addLauncherPod(vmi, func(p *corev1.Pod) { gated(p); p.DeletionTimestamp = &now })
+	f.c.SetLauncherState(ns+"/bye", pod.Name, controller.LauncherState{Phase: controller.GuestSucceeded, Reason: "Shutdown"})
+	f.mustSync("vmi", "bye")
+	if got := f.recorded(); !slices.Equal(got, []string{"Normal Deleted Signaled Deletion", "Normal Stopped The VirtualMachineInstance was shut down."}) {
+		t.Fatalf("events %q", got)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// refreshVMI puts the stored VMI in the cache, as the informer would after a sync wrote it.
+func (f *fixture) refreshVMI(name string) {
+	f.t.Helper()
+	if err := f.caches.VMIs.Update(f.getVMI(name)); err != nil {
+		f.t.Fatal(err)
 	}
 }

@@ -144,6 +144,7 @@ func (r *runner) run(ctx context.Context) grace.Outcome {
 		return r.fail(fmt.Errorf("spec.domain.cpu.features: %w", err))
 	}
 	r.shutdown = &grace.Manager{Grace: m.TerminationGrace, Board: r.board, Log: r.log}
+	r.shutdown.Publish()
 	if err := r.serve(); err != nil {
 		return r.fail(err)
 	}

@@ -428,9 +428,11 @@ type VirtualMachineStatus struct {
 	StateChangeRequests []VirtualMachineStateChangeRequest `json:"stateChangeRequests,omitempty"`
 	// StartFailure tracks consecutive failed starts for the crash-loop backoff.
 	StartFailure *VirtualMachineStartFailure `json:"startFailure,omitempty"`
-	// ObservedGeneration is the VM generation the status was computed from.
+	// ObservedGeneration is the VM generation the VMI was started from (its kubevirt.io/vm-generation
+	// annotation, moved on while the template stays the same).
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// DesiredGeneration is the VM generation the running VMI was created from.
+	// DesiredGeneration is the VM's generation, written with ObservedGeneration: the two differ while the
+	// VMI runs a template the VM no longer has.
 	DesiredGeneration int64 `json:"desiredGeneration,omitempty"`
 }
 
@@ -495,6 +497,8 @@ const (
 	DomainAnnotation = "kubevirt.io/domain"
 	// CreateMigrationTargetAnnotation marks a WaitAsReceiver VMI.
 	CreateMigrationTargetAnnotation = "kubevirt.io/create-migration-target"
+	// VirtualMachineGenerationAnnotation on a VMI holds the generation of the VM it was created from.
+	VirtualMachineGenerationAnnotation = "kubevirt.io/vm-generation"
 
 	// VirtualMachineControllerFinalizer is on VMs and VMIs owned by the VM controller.
 	VirtualMachineControllerFinalizer = "kubevirt.io/virtualMachineControllerFinalize"

@@ -19,6 +19,8 @@ type FakeStatusSource struct {
 	watches map[string]int
 	uids    map[string]types.UID
 	def     *controller.LauncherState
+	cmds    map[string][]controller.LauncherCommand
+	cmdErr  error
 	// PodIPFree makes the fake reach launchers by pod name as the port-forward source does (the
 	// controller watches once the pod is bound, without a pod IP). Set before the controller starts.
 	PodIPFree bool
@@ -37,7 +39,35 @@ func (f *FakeStatusSource) SetDefault(s controller.LauncherState) {
 
 // NewFakeStatusSource returns an empty fake.
 func NewFakeStatusSource() *FakeStatusSource {
-	return &FakeStatusSource{states: map[string]controller.LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{}, uids: map[string]types.UID{}}
+	return &FakeStatusSource{states: map[string]controller.LauncherState{}, changed: map[string]chan struct{}{}, watches: map[string]int{},
+		uids: map[string]types.UID{}, cmds: map[string][]controller.LauncherCommand{}}
+}
+
+// Command implements controller.LauncherCommander: it records cmd for the VMI (Commands) and answers with
+// the error set by FailCommands. It does not change the reported state: tests do, as the launcher would.
+func (f *FakeStatusSource) Command(_ context.Context, ep controller.LauncherEndpoint, cmd controller.LauncherCommand) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cmdErr != nil {
+		return f.cmdErr
+	}
+	key := ep.Namespace + "/" + ep.VMIName
+	f.cmds[key] = append(f.cmds[key], cmd)
+	return nil
+}
+
+// FailCommands makes every later Command fail with err (nil: succeed again).
+func (f *FakeStatusSource) FailCommands(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cmdErr = err
+}
+
+// Commands returns the requests the controller sent to the launcher of VMI namespace/name, in order.
+func (f *FakeStatusSource) Commands(namespace, name string) []controller.LauncherCommand {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]controller.LauncherCommand(nil), f.cmds[namespace+"/"+name]...)
 }
 
 func (f *FakeStatusSource) ch(key string) chan struct{} {

@@ -309,6 +309,9 @@ func (e *env) kubelet(ctx context.Context) {
 		for i := range pods.Items {
 			p := &pods.Items[i]
 			switch {
+			case p.DeletionTimestamp != nil && p.Labels[slowKillLabel] == "true" && time.Now().Before(p.DeletionTimestamp.Time) &&
+				p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
+				// A launcher that has not exited lives until its grace period ends (the kubelet's SIGKILL).
 			case p.DeletionTimestamp != nil:
 				zero := int64(0)
 				_ = e.kube.CoreV1().Pods(e.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
@@ -342,6 +345,11 @@ func (e *env) kubelet(ctx context.Context) {
 		}
 	}
 }
+
+// slowKillLabel on a VMI (and so on its pod) makes the stand-in kubelet finish the pod's deletion only once
+// its launcher exited (the test sets the pod Succeeded or Failed) or its grace period ended, as a kubelet
+// does; without it deletions complete at once.
+const slowKillLabel = "test.kvirt.io/slow-kill"
 
 // unschedulableLabel on a VMI (and so on its pod) makes the stand-in scheduler report it Unschedulable.
 const unschedulableLabel = "test.kvirt.io/unschedulable"

@@ -118,6 +118,9 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	return st, nil
 }
 
+// CloseIdleConnections closes the connections a finished request left open (a client used once).
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Status returns the launcher's current status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	return c.call(ctx, "GET", "/v1/status", nil)
@@ -142,6 +145,15 @@ func (c *Client) Shutdown(ctx context.Context, grace time.Duration) error {
 		q.Set("grace", strconv.FormatInt(int64(grace/time.Second), 10))
 	}
 	_, err := c.call(ctx, "POST", "/v1/shutdown", q)
+	return err
+}
+
+// SetGrace lowers the launcher's grace period to grace (whole seconds); a shutdown under way ends at its
+// start plus grace if that is earlier, and grace 0 stops the guest now.
+func (c *Client) SetGrace(ctx context.Context, grace time.Duration) error {
+	q := url.Values{}
+	q.Set("seconds", strconv.FormatInt(int64(grace/time.Second), 10))
+	_, err := c.call(ctx, "POST", "/v1/grace", q)
 	return err
 }
 

@@ -55,9 +55,10 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-type fakeShutdown struct{ got chan time.Duration }
+type fakeShutdown struct{ got, grace chan time.Duration }
 
 func (f fakeShutdown) Shutdown(g time.Duration) { f.got <- g }
+func (f fakeShutdown) SetGrace(g time.Duration) { f.grace <- g }
 
 type rig struct {
 	vm        *fakeVM
@@ -70,7 +71,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{vm: newFakeVM(), board: NewBoard(Status{Phase: Running}), shut: fakeShutdown{make(chan time.Duration, 4)}}
+	r := &rig{vm: newFakeVM(), board: NewBoard(Status{Phase: Running}), shut: fakeShutdown{make(chan time.Duration, 4), make(chan time.Duration, 4)}}
 	r.srv = &Server{VM: r.vm, Board: r.board, Shutdown: r.shut, Token: "s3cret"}
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -232,6 +233,19 @@ func TestShutdownStop(t *testing.T) {
 	}
 	if g := <-r.shut.got; g >= 0 {
 		t.Fatalf("default grace %v, want negative", g)
+	}
+	if err := r.tcp.SetGrace(c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-r.shut.grace; g != 5*time.Second {
+		t.Fatalf("SetGrace reached the grace logic with %v, want 5s", g)
+	}
+	for _, q := range []string{"", "?seconds=-1", "?seconds=x"} {
+		rec := httptest.NewRecorder()
+		r.srv.Handler(true).ServeHTTP(rec, httptest.NewRequest("POST", "/v1/grace"+q, nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Fatalf("POST /v1/grace%s: %d %s, want 400", q, rec.Code, rec.Body)
+		}
 	}
 	if err := r.tcp.Stop(c); err != nil {
 		t.Fatal(err)

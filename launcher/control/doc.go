@@ -17,6 +17,8 @@
 //	POST /v1/unpause             resume them              ("VM is not running", "VMI is not paused")
 //	POST /v1/shutdown?grace=S    graceful shutdown (ACPI power button, hard stop after S seconds;
 //	                             without grace: the VMI's terminationGracePeriodSeconds)
+//	POST /v1/grace?seconds=S     lower the grace period to S (the VMI's was lowered): a shutdown under
+//	                             way ends at its start + S if earlier (S=0: now); a longer S is ignored
 //	POST /v1/stop                hard stop now (through the Shutdowner with grace 0 when there is one)
 //	GET  /v1/console             "Connection: Upgrade", "Upgrade: kvirt-console": after 101 Switching Protocols
 //	                             the connection carries raw serial bytes both ways (works while paused)

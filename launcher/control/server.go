@@ -54,6 +54,7 @@ func (s *Server) Handler(trusted bool) http.Handler {
 	mux.HandleFunc("POST /v1/pause", func(w http.ResponseWriter, r *http.Request) { s.pause(w, true) })
 	mux.HandleFunc("POST /v1/unpause", func(w http.ResponseWriter, r *http.Request) { s.pause(w, false) })
 	mux.HandleFunc("POST /v1/shutdown", s.shutdown)
+	mux.HandleFunc("POST /v1/grace", s.setGrace)
 	mux.HandleFunc("POST /v1/stop", s.stop)
 	mux.HandleFunc("GET /v1/console", s.console)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -176,15 +177,24 @@ func (s *Server) pause(w http.ResponseWriter, pause bool) {
 	writeJSON(w, http.StatusOK, s.Board.Get())
 }
 
+// seconds parses query parameter name as a number of seconds >= 0 (missing: -1).
+func seconds(r *http.Request, name string) (time.Duration, error) {
+	g := r.URL.Query().Get(name)
+	if g == "" {
+		return -1, nil
+	}
+	n, err := strconv.ParseInt(g, 10, 64)
+	if err != nil || n < 0 || n > 1<<31 {
+		return 0, fmt.Errorf("%s %q: want a number of seconds >= 0", name, g)
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
-	grace := time.Duration(-1)
-	if g := r.URL.Query().Get("grace"); g != "" {
-		n, err := strconv.ParseInt(g, 10, 64)
-		if err != nil || n < 0 || n > 1<<31 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("grace %q: want a number of seconds >= 0", g))
-			return
-		}
-		grace = time.Duration(n) * time.Second
+	grace, err := seconds(r, "grace")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	if s.Board.Get().Phase.Final() {
 		writeError(w, http.StatusConflict, "VM is not running")
@@ -196,6 +206,27 @@ func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Shutdown.Shutdown(grace)
 	writeJSON(w, http.StatusAccepted, s.Board.Get())
+}
+
+func (s *Server) setGrace(w http.ResponseWriter, r *http.Request) {
+	grace, err := seconds(r, "seconds")
+	if err == nil && grace < 0 {
+		err = errors.New("seconds: missing")
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.Board.Get().Phase.Final() {
+		writeError(w, http.StatusConflict, "VM is not running")
+		return
+	}
+	if s.Shutdown == nil {
+		writeError(w, http.StatusNotImplemented, "graceful shutdown is not wired in this launcher")
+		return
+	}
+	s.Shutdown.SetGrace(grace)
+	writeJSON(w, http.StatusOK, s.Board.Get())
 }
 
 func (s *Server) stop(w http.ResponseWriter, r *http.Request) {

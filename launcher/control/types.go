@@ -42,6 +42,9 @@ type Status struct {
 	// ShuttingDown: a graceful shutdown is under way; Deadline is when the hard stop happens.
 	ShuttingDown bool       `json:"shuttingDown,omitempty"`
 	Deadline     *time.Time `json:"deadline,omitempty"`
+	// GracePeriodSeconds is the grace period a shutdown gets: the VMI's terminationGracePeriodSeconds at
+	// launch, or the shorter one the controller passed on since (nil: not known yet).
+	GracePeriodSeconds *int64 `json:"gracePeriodSeconds,omitempty"`
 	// Reason and Message explain a final phase (e.g. "Shutdown", "Crashed", "GracePeriodExpired").
 	Reason     string      `json:"reason,omitempty"`
 	Message    string      `json:"message,omitempty"`
@@ -90,6 +93,10 @@ func (s Status) clone() Status {
 		d := *s.Deadline
 		c.Deadline = &d
 	}
+	if s.GracePeriodSeconds != nil {
+		g := *s.GracePeriodSeconds
+		c.GracePeriodSeconds = &g
+	}
 	return c
 }
 
@@ -104,10 +111,12 @@ type VM interface {
 	Console() (out io.ReadCloser, in io.Writer, err error)
 }
 
-// Shutdowner starts a graceful shutdown with the given grace (negative: the VMI's own grace period); the
-// launcher's grace handling implements it.
+// Shutdowner is the launcher's grace handling (launcher/grace). Shutdown starts a graceful shutdown with the
+// given grace (negative: the grace period the launcher has); SetGrace lowers the grace period (a shutdown
+// under way ends at its start plus grace if that is earlier; 0 stops the guest now).
 type Shutdowner interface {
 	Shutdown(grace time.Duration)
+	SetGrace(grace time.Duration)
 }
 
 // Board holds the launcher's Status and tells watchers about every change.

@@ -4,10 +4,16 @@
 // ended into an Outcome (phase, reason, message, exit code) and writes the termination message the
 // controller reads.
 //
+// The grace period is the VMI's at launch, but it can only shrink: the controller passes on a VMI whose
+// terminationGracePeriodSeconds was lowered (`virtctl stop --force --grace-period N`) with SetGrace, as
+// KubeVirt's virt-handler re-reads the VMI's grace period on every sync. A shutdown under way then ends
+// at its start plus the new grace period if that is earlier (at once if that time has passed; grace 0
+// stops the guest now), and a later SIGTERM uses the new value.
+//
 // Outcomes (KubeVirt's phases for the same domain states):
 //
 //	guest powered off                     Succeeded  reason Shutdown    exit 0
-//	hard stop with grace 0                Succeeded  reason Destroyed   exit 0
+//	hard stop asked for (grace 0)         Succeeded  reason Destroyed   exit 0
 //	hard stop when the grace period ended Failed     reason Destroyed   exit 1  (ACPI was tried and ignored)
 //	guest crash (panic, triple fault)     Failed     reason Crashed     exit 1
 //	VMM failure                           Failed     reason VMMError    exit 1
@@ -80,17 +86,28 @@ type Manager struct {
 	Grace time.Duration // terminationGracePeriodSeconds
 	// Resend is the interval between power-button presses (DefaultResend when 0).
 	Resend time.Duration
-	Clock  Clock          // RealClock when nil
-	Board  *control.Board // optional: ShuttingDown/Deadline and the final phase are published here
-	Log    *slog.Logger
+	Clock  Clock // RealClock when nil
+	// Board is optional: GracePeriodSeconds, ShuttingDown/Deadline and the final phase are published here.
+	Board *control.Board
+	Log   *slog.Logger
 
 	once sync.Once
-	reqs chan time.Duration
+	reqs chan request
+	mu   sync.Mutex
+	// grace is the grace period now: Grace, lowered by SetGrace and Shutdown.
+	grace time.Duration
+}
+
+// request is a shutdown (shutdown) or a new, shorter grace period only, from the control API.
+type request struct {
+	shutdown bool
+	grace    time.Duration
 }
 
 func (m *Manager) init() {
 	m.once.Do(func() {
-		m.reqs = make(chan time.Duration, 16)
+		m.reqs = make(chan request, 16)
+		m.grace = max(m.Grace, 0)
 		if m.Clock == nil {
 			m.Clock = RealClock{}
 		}
@@ -103,29 +120,81 @@ func (m *Manager) init() {
 	})
 }
 
-// Shutdown asks for a graceful shutdown with grace (negative: m.Grace; 0: hard stop now). A shutdown
-// already under way keeps the earlier of the two deadlines. It never blocks.
-func (m *Manager) Shutdown(grace time.Duration) {
+// GracePeriod is the grace period a shutdown starting now gets.
+func (m *Manager) GracePeriod() time.Duration {
 	m.init()
-	if grace < 0 {
-		grace = m.Grace
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.grace
+}
+
+// Publish puts the grace period on the board (Run does it too; the launcher calls it before it prepares
+// the guest, so the controller sees it from the first report).
+func (m *Manager) Publish() {
+	g := m.GracePeriod()
+	m.publish(func(s *control.Status) { s.GracePeriodSeconds = ptrSeconds(g) })
+}
+
+func ptrSeconds(d time.Duration) *int64 { s := int64(d / time.Second); return &s }
+
+// lower sets the grace period to g if that is shorter; it reports whether it was.
+func (m *Manager) lower(g time.Duration) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g < 0 || g >= m.grace {
+		return false
 	}
+	m.grace = g
+	return true
+}
+
+func (m *Manager) send(r request) {
 	select {
-	case m.reqs <- grace:
+	case m.reqs <- r:
 	default: // a burst of requests: the ones queued already decide
 	}
 }
 
+// Shutdown asks for a graceful shutdown with grace (negative: the grace period now; 0: hard stop now); a
+// shorter grace also becomes the grace period. A shutdown already under way keeps the earlier of the two
+// deadlines. It never blocks.
+func (m *Manager) Shutdown(grace time.Duration) {
+	m.init()
+	if grace < 0 {
+		grace = m.GracePeriod()
+	} else if m.lower(grace) {
+		m.Publish()
+	}
+	m.send(request{shutdown: true, grace: grace})
+}
+
+// SetGrace lowers the grace period to grace (a longer one, or a negative one, is ignored: the launcher
+// pod's own grace period, which bounds the launcher's life, cannot grow). A shutdown under way then ends
+// at its start plus grace if that is earlier; grace 0 stops the guest at once. It never blocks.
+func (m *Manager) SetGrace(grace time.Duration) {
+	m.init()
+	if !m.lower(grace) {
+		return
+	}
+	m.Log.Info("grace period lowered", "grace", grace)
+	m.Publish()
+	m.send(request{grace: grace})
+}
+
 // Run drives the guest until the VMM reports its exit: signals (SIGTERM, SIGINT) start a graceful shutdown
-// with m.Grace, a second signal stops the guest at once. When ctx ends the guest is stopped hard. Run
-// returns the Outcome; the VMM must deliver an Exit after Stop.
+// with the grace period, a second signal stops the guest at once (a signal after a shutdown the control
+// API started is a first one: the kubelet's SIGTERM that follows the controller's request). When ctx ends
+// the guest is stopped hard. Run returns the Outcome; the VMM must deliver an Exit after Stop.
 func (m *Manager) Run(ctx context.Context, signals <-chan os.Signal, exited <-chan Exit) Outcome {
 	m.init()
+	m.Publish()
 	var (
 		shuttingDown bool
+		bySignal     bool // the shutdown under way was started by a signal
 		hardStopped  bool
-		zeroGrace    bool
+		stopAsked    bool // a grace of 0 was asked for: the hard stop is what was wanted
 		applied      time.Duration
+		started      time.Time
 		deadline     time.Time
 		resendT      Timer
 		deadlineT    Timer
@@ -152,13 +221,29 @@ func (m *Manager) Run(ctx context.Context, signals <-chan os.Signal, exited <-ch
 			m.Log.Error("hard stop failed", "err", err)
 		}
 	}
+	// arm makes the shutdown end at d (now: at once).
+	arm := func(d time.Time, grace time.Duration) {
+		now := m.Clock.Now()
+		deadline, applied = d, grace
+		m.publish(func(s *control.Status) { s.ShuttingDown, s.Deadline = true, &d })
+		if deadlineT != nil {
+			deadlineT.Stop()
+		}
+		if !d.After(now) {
+			deadlineC = nil
+			stopNow(fmt.Sprintf("grace period of %s ended", applied))
+			return
+		}
+		deadlineT = m.Clock.NewTimer(d.Sub(now))
+		deadlineC = deadlineT.C()
+	}
 	start := func(grace time.Duration) {
 		now := m.Clock.Now()
 		if grace <= 0 {
 			if !shuttingDown {
-				zeroGrace = true
+				started = now
 			}
-			shuttingDown = true
+			shuttingDown, stopAsked = true, true
 			m.publish(func(s *control.Status) { s.ShuttingDown, s.Deadline = true, &now })
 			stopNow("grace period 0")
 			return
@@ -167,14 +252,11 @@ func (m *Manager) Run(ctx context.Context, signals <-chan os.Signal, exited <-ch
 			return // the running shutdown ends earlier
 		}
 		first := !shuttingDown
-		shuttingDown, deadline, applied = true, now.Add(grace), grace
-		if deadlineT != nil {
-			deadlineT.Stop()
+		if first {
+			started = now
 		}
-		deadlineT = m.Clock.NewTimer(grace)
-		deadlineC = deadlineT.C()
-		d := deadline
-		m.publish(func(s *control.Status) { s.ShuttingDown, s.Deadline = true, &d })
+		shuttingDown = true
+		arm(now.Add(grace), grace)
 		if first {
 			m.Log.Info("graceful shutdown: pressing the power button", "grace", grace)
 			if err := m.VM.RequestShutdown(); err != nil {
@@ -184,18 +266,35 @@ func (m *Manager) Run(ctx context.Context, signals <-chan os.Signal, exited <-ch
 			resendC = resendT.C()
 		}
 	}
+	// shorten applies a lowered grace period to a shutdown under way: it ends at its start plus grace.
+	shorten := func(grace time.Duration) {
+		if !shuttingDown || hardStopped || !started.Add(grace).Before(deadline) {
+			return
+		}
+		if grace == 0 {
+			start(0)
+			return
+		}
+		m.Log.Info("grace period lowered: the shutdown ends earlier", "grace", grace)
+		arm(started.Add(grace), grace)
+	}
 	for {
 		select {
 		case sig := <-signals:
-			if shuttingDown {
+			if shuttingDown && bySignal {
 				m.Log.Info("second signal: stopping now", "signal", sig)
 				start(0)
 			} else {
 				m.Log.Info("signal: graceful shutdown", "signal", sig)
-				start(m.Grace)
+				bySignal = true
+				start(m.GracePeriod())
 			}
-		case g := <-m.reqs:
-			start(g)
+		case r := <-m.reqs:
+			if r.shutdown {
+				start(r.grace)
+			} else {
+				shorten(r.grace)
+			}
 		case <-resendC:
 			if err := m.VM.RequestShutdown(); err != nil {
 				m.Log.Warn("power button", "err", err)
@@ -208,7 +307,7 @@ func (m *Manager) Run(ctx context.Context, signals <-chan os.Signal, exited <-ch
 			ctxDone = nil
 			stopNow("launcher cancelled")
 		case e := <-exited:
-			o := decide(e, hardStopped, zeroGrace, applied)
+			o := decide(e, hardStopped, stopAsked, applied)
 			m.publish(func(s *control.Status) {
 				s.Phase, s.Reason, s.Message, s.Paused, s.ShuttingDown = o.Phase, o.Reason, o.Message, false, false
 			})
@@ -224,12 +323,12 @@ func (m *Manager) publish(f func(*control.Status)) {
 	}
 }
 
-func decide(e Exit, hardStopped, zeroGrace bool, grace time.Duration) Outcome {
+func decide(e Exit, hardStopped, stopAsked bool, grace time.Duration) Outcome {
 	switch e.Kind {
 	case Poweroff:
 		return Outcome{Phase: control.Succeeded, Reason: "Shutdown", Message: "the guest powered off", ExitCode: 0}
 	case Stopped:
-		if zeroGrace {
+		if stopAsked {
 			return Outcome{Phase: control.Succeeded, Reason: "Destroyed", Message: "stopped at once (grace period 0)", ExitCode: 0}
 		}
 		if hardStopped && grace > 0 {

@@ -222,3 +222,119 @@ func TestTerminationMessage(t *testing.T) {
 		t.Fatalf("%+v", lf)
 	}
 }
+
+func (r *run) grace(t *testing.T, want int64) {
+	t.Helper()
+	testenv.Eventually(t, fmt.Sprintf("board grace %d s", want), 5*time.Second, func() (bool, string) {
+		g := r.board.Get().GracePeriodSeconds
+		return g != nil && *g == want, fmt.Sprintf("grace %v", g)
+	})
+}
+
+// A grace period lowered during a shutdown (virtctl stop --force --grace-period 30 while the guest
+// ignores the button with 600 s left) moves the hard stop to the shutdown's start plus the new grace.
+func TestLoweredGraceShortensShutdownUnderWay(t *testing.T) {
+	r := start(t, 600*time.Second, 0)
+	r.grace(t, 600)
+	r.sigs <- syscall.SIGTERM
+	r.waitPress(t, 1)
+	r.clock.WaitPending(2, 5*time.Second)
+	r.clock.Advance(5 * time.Second)
+	r.waitPress(t, 2)
+	r.m.SetGrace(20 * time.Second) // ends at 1020, 15 s from now
+	r.grace(t, 20)
+	testenv.Eventually(t, "deadline moved to start + 20 s", 5*time.Second, func() (bool, string) {
+		d := r.board.Get().Deadline
+		return d != nil && d.Equal(time.Unix(1020, 0)), fmt.Sprintf("deadline %v", d)
+	})
+	r.m.SetGrace(300 * time.Second) // longer: ignored
+	r.clock.WaitPending(2, 5*time.Second)
+	r.clock.Advance(5 * time.Second)
+	r.waitPress(t, 3)
+	r.clock.WaitPending(2, 5*time.Second)
+	r.clock.Advance(10 * time.Second) // 1020
+	o := r.outcome(t)
+	if o.Phase != control.Failed || o.Reason != "Destroyed" || !strings.Contains(o.Message, "20s") {
+		t.Fatalf("outcome %+v", o)
+	}
+	if g := r.board.Get().GracePeriodSeconds; g == nil || *g != 20 {
+		t.Fatalf("grace %v after a longer SetGrace, want 20", g)
+	}
+}
+
+// Lowered below the time the shutdown has run, or to 0, the grace period stops the guest at once.
+func TestLoweredGraceStopsAtOnce(t *testing.T) {
+	r := start(t, 600*time.Second, 0)
+	r.sigs <- syscall.SIGTERM
+	r.waitPress(t, 1)
+	for i := 2; i <= 3; i++ {
+		r.clock.WaitPending(2, 5*time.Second)
+		r.clock.Advance(5 * time.Second)
+		r.waitPress(t, i)
+	}
+	r.m.SetGrace(8 * time.Second) // the shutdown started 10 s ago
+	o := r.outcome(t)
+	if o.Phase != control.Failed || o.Reason != "Destroyed" || !strings.Contains(o.Message, "8s") {
+		t.Fatalf("outcome %+v", o)
+	}
+
+	r = start(t, 600*time.Second, 0)
+	r.sigs <- syscall.SIGTERM
+	r.waitPress(t, 1)
+	r.m.SetGrace(0) // virtctl stop --force --grace-period=0
+	o = r.outcome(t)
+	if o.Phase != control.Succeeded || o.Reason != "Destroyed" || o.ExitCode != 0 {
+		t.Fatalf("outcome %+v", o)
+	}
+	if presses, stops := r.vm.counts(); presses != 1 || stops != 1 {
+		t.Fatalf("presses %d stops %d", presses, stops)
+	}
+}
+
+// A grace period lowered before any shutdown is the one the kubelet's SIGTERM gets.
+func TestLoweredGraceAppliesToTheNextSignal(t *testing.T) {
+	r := start(t, 600*time.Second, 0)
+	r.m.SetGrace(5 * time.Second)
+	r.grace(t, 5)
+	r.sigs <- syscall.SIGTERM
+	r.waitPress(t, 1)
+	if d := r.board.Get().Deadline; d == nil || !d.Equal(time.Unix(1005, 0)) {
+		t.Fatalf("deadline %v, want 5 s after the signal", d)
+	}
+	r.clock.WaitPending(2, 5*time.Second)
+	r.clock.Advance(5 * time.Second)
+	if o := r.outcome(t); o.Phase != control.Failed || !strings.Contains(o.Message, "5s") {
+		t.Fatalf("outcome %+v", o)
+	}
+
+	r = start(t, 600*time.Second, 0)
+	r.m.SetGrace(0)
+	r.grace(t, 0)
+	r.sigs <- syscall.SIGTERM
+	if o := r.outcome(t); o.Phase != control.Succeeded || o.Reason != "Destroyed" {
+		t.Fatalf("outcome %+v", o)
+	}
+}
+
+// The controller starts the shutdown through the control API and the kubelet's SIGTERM follows: that
+// signal is not a second one (it does not stop the guest); a signal after it is.
+func TestSignalAfterControlShutdownIsNotASecondSignal(t *testing.T) {
+	r := start(t, 600*time.Second, 0)
+	r.m.Shutdown(30 * time.Second)
+	r.waitPress(t, 1)
+	r.grace(t, 30)
+	r.sigs <- syscall.SIGTERM
+	r.clock.WaitPending(2, 5*time.Second)
+	r.clock.Advance(5 * time.Second)
+	r.waitPress(t, 2)
+	if _, stops := r.vm.counts(); stops != 0 {
+		t.Fatal("the kubelet's SIGTERM after the controller's shutdown stopped the guest")
+	}
+	if d := r.board.Get().Deadline; d == nil || !d.Equal(time.Unix(1030, 0)) {
+		t.Fatalf("deadline %v, want the controller's (start + 30 s)", d)
+	}
+	r.sigs <- syscall.SIGTERM
+	if o := r.outcome(t); o.Phase != control.Succeeded || o.Reason != "Destroyed" {
+		t.Fatalf("outcome %+v", o)
+	}
+}

@@ -24,6 +24,7 @@ type vmSpec struct {
 	name, strategy, kernel, args string
 	masquerade                   bool
 	apiVersion                   string // default kubevirt.io/v1
+	grace                        int64  // terminationGracePeriodSeconds (default 10)
 }
 
 func (s vmSpec) String() string {
@@ -32,6 +33,10 @@ func (s vmSpec) String() string {
 		api = "kubevirt.io/v1"
 	}
 	image, kernelPath, initrd, memory := "docker-archive:/usr/share/kvirt/e2e/testguest-kernel.tar", "/boot/testguest", "", "64Mi"
+	grace := s.grace
+	if grace == 0 {
+		grace = 10
+	}
 	args := s.args
 	if s.kernel == "linux" {
 		image, kernelPath, memory = "docker-archive:/usr/share/kvirt/e2e/linux-kernel.tar", "/boot/vmlinux", "128Mi"
@@ -51,7 +56,7 @@ spec:
     metadata:
       labels: {e2e.kvirt.io/vm: %s}
     spec:
-      terminationGracePeriodSeconds: 10
+      terminationGracePeriodSeconds: %d
       domain:
         resources: {requests: {memory: %s}}
         firmware:
@@ -60,7 +65,7 @@ spec:
             container:
               image: %s
               kernelPath: %s%s
-%s`, api, s.name, s.strategy, s.name, memory, args, image, kernelPath, initrd, net)
+%s`, api, s.name, s.strategy, s.name, grace, memory, args, image, kernelPath, initrd, net)
 }
 
 // phaseWatch records every (uid, phase) a VMI goes through (kubectl get -w), so short-lived phases
