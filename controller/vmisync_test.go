@@ -335,3 +335,25 @@ func TestVMISyncGone(t *testing.T) {
 		t.Fatal("expectations kept")
 	}
 }
+
+// Review finding F2: the control API listened on every pod address, the guest's gateway among them. Through
+// pods/portforward (the default) the runtime enters the pod on 127.0.0.1, so the launcher listens there
+// only; the direct pod-ip mode still needs every address.
+func TestLauncherControlAddrFollowsTheTransport(t *testing.T) {
+	for _, tc := range []struct {
+		podIPFree bool
+		want      string
+	}{
+		{podIPFree: true, want: "--control-addr 127.0.0.1:8186"},
+		{podIPFree: false, want: "--control-addr :8186"},
+	} {
+		f := newFixture(t, tc.podIPFree)
+		pod, err := f.c.RenderLauncherPod(controllertest.VMI("vm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if args := strings.Join(pod.Spec.Containers[0].Args, " "); !strings.Contains(args, tc.want) {
+			t.Errorf("podIPFree %v: launcher args %q, want %q", tc.podIPFree, args, tc.want)
+		}
+	}
+}
