@@ -12,7 +12,9 @@
 //     the pod in one object (no extra API object to create, watch and garbage-collect) and is visible to
 //     `kubectl get pod -o yaml` for debugging; its 256 KiB limit is far above any sensible VMI.
 //   - Each VMI gets a Secret "<vmi>-launcher-token" (controller ownerRef to the VMI, label
-//     kubevirt.io=launcher-token) whose key "token" is mounted at /var/run/kvirt/secret/token. The
+//     kubevirt.io=launcher-token) whose key "token" is mounted at /var/run/kvirt/secret/token. kvirt
+//     deletes only such a Secret it made for an earlier VMI of the same name; one it did not create keeps
+//     the VMI waiting with a FailedCreate warning until its owner renames or deletes it. The
 //     launcher requires it as a bearer token on its control API at port DefaultControlPort (8186). The
 //     controller reaches it through the apiserver's pods/portforward subresource (kubelet → 127.0.0.1:8186
 //     in the pod; virt-controller --launcher-connect=portforward, the default), and the launcher then
