@@ -47,8 +47,10 @@ type fixture struct {
 	events *record.FakeRecorder
 	now    time.Time
 
-	mu    sync.Mutex
-	calls []string // API calls of the last sync, in order, as "verb resource[/subresource]"
+	mu      sync.Mutex
+	calls   []string // API calls of the last sync, in order, as "verb resource[/subresource]"
+	syncing bool
+	synced  []string // "verb group/resource[/subresource]" of every call a sync made
 }
 
 var fakeSeq atomic.Int64
@@ -142,6 +144,9 @@ func newFixture(t *testing.T, podIPFree bool) *fixture {
 		}
 		f.mu.Lock()
 		f.calls = append(f.calls, s)
+		if f.syncing { // not the fixture's own calls
+			f.synced = append(f.synced, a.GetVerb()+" "+a.GetResource().Group+"/"+strings.TrimPrefix(s, a.GetVerb()+" "))
+		}
 		f.mu.Unlock()
 		return false, nil, nil
 	}
@@ -158,8 +163,20 @@ func newFixture(t *testing.T, podIPFree bool) *fixture {
 	c.SetClock(f.now)
 	f.events = c.UseFakeRecorder()
 	t.Cleanup(c.StopWatchers)
+	t.Cleanup(f.checkGranted)
 	f.c, f.caches = c, c.Caches()
 	return f
+}
+
+// checkGranted fails the test if a sync called the API in a way deploy/rbac/virt-controller.yaml does
+// not grant (the deployed controller would get 403).
+func (f *fixture) checkGranted() {
+	grants := controllerGrants(f.t)
+	for _, c := range slices.Compact(slices.Sorted(slices.Values(f.synced))) {
+		if !grants[c] {
+			f.t.Errorf("the controller calls %q, which deploy/rbac/virt-controller.yaml does not grant", c)
+		}
+	}
 }
 
 type testWriter struct{ t *testing.T }
@@ -227,8 +244,9 @@ func (f *fixture) sync(kind, name string) (time.Duration, error) {
 	f.kv.ClearActions()
 	f.kube.ClearActions()
 	f.mu.Lock()
-	f.calls = nil
+	f.calls, f.syncing = nil, true
 	f.mu.Unlock()
+	defer func() { f.mu.Lock(); f.syncing = false; f.mu.Unlock() }()
 	if kind == "vm" {
 		return f.c.SyncVM(context.Background(), ns+"/"+name)
 	}

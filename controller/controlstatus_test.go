@@ -3,7 +3,13 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,5 +135,44 @@ func TestControlStatusSourceCommands(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no report within 5s")
+	}
+}
+
+// Review finding F4: one 128 MiB status message drove the controller's heap to 449 MiB (its limit is
+// 512 Mi), so one launcher could crash-loop the controller every VM depends on. The watch now refuses a
+// message over control.MaxStatusBytes without reading the rest of it.
+func TestControlStatusSourceRefusesOversizedStatus(t *testing.T) {
+	const huge = 128 << 20
+	var written atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		n, _ := io.WriteString(w, `{"phase":"Running","message":"`)
+		written.Add(int64(n))
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		for written.Load() < huge {
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return // the controller hung up
+			}
+		}
+		io.WriteString(w, "\"}\n")
+	}))
+	defer hs.Close()
+	port := hs.Listener.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reports := 0
+	err := NewControlStatusSource().Watch(ctx, LauncherEndpoint{PodIP: "127.0.0.1", Port: port, Token: "t"}, func(LauncherState) { reports++ })
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("exceeds %d bytes", control.MaxStatusBytes)) {
+		t.Fatalf("watch ended with %v, want the message refused for its size", err)
+	}
+	if reports != 0 {
+		t.Fatalf("%d reports from an oversized message", reports)
+	}
+	hs.CloseClientConnections()
+	// The launcher could push only what the socket buffers hold past the bound before the controller hung up.
+	if w := written.Load(); w >= huge {
+		t.Fatalf("the controller read all %d bytes of the message", w)
 	}
 }

@@ -12,12 +12,15 @@
 //     the pod in one object (no extra API object to create, watch and garbage-collect) and is visible to
 //     `kubectl get pod -o yaml` for debugging; its 256 KiB limit is far above any sensible VMI.
 //   - Each VMI gets a Secret "<vmi>-launcher-token" (controller ownerRef to the VMI, label
-//     kubevirt.io=launcher-token) whose key "token" is mounted at /var/run/kvirt/secret/token. The
-//     launcher requires it as a bearer token on its control API, served on every pod address at port
-//     DefaultControlPort (8186). The controller reaches it through the apiserver's pods/portforward
-//     subresource (kubelet → 127.0.0.1:8186 in the pod; virt-controller --launcher-connect=portforward,
-//     the default): with the bridge binding the pod IP is the guest's, so podIP:8186 reaches the guest, not
-//     the launcher. --launcher-connect=pod-ip dials the pod IP directly (masquerade only).
+//     kubevirt.io=launcher-token) whose key "token" is mounted at /var/run/kvirt/secret/token. kvirt
+//     deletes only such a Secret it made for an earlier VMI of the same name; one it did not create keeps
+//     the VMI waiting with a FailedCreate warning until its owner renames or deletes it. The
+//     launcher requires it as a bearer token on its control API at port DefaultControlPort (8186). The
+//     controller reaches it through the apiserver's pods/portforward subresource (kubelet → 127.0.0.1:8186
+//     in the pod; virt-controller --launcher-connect=portforward, the default), and the launcher then
+//     listens on 127.0.0.1 only, out of reach of other pods and of the guest: with the bridge binding the
+//     pod IP is the guest's, so podIP:8186 reaches the guest, not the launcher. --launcher-connect=pod-ip
+//     dials the pod IP directly (masquerade only) and the launcher listens on every pod address.
 //   - Beyond KubeVirt: every template interface without a macAddress gets a stable, locally
 //     administered MAC derived from the VM UID and the interface name, written into the VM template
 //     once, so a VM keeps its MAC across restarts and pods (KubeVirt needs the KubeMacPool add-on).
@@ -36,7 +39,8 @@
 //     started the VMI; kvirt writes a hash of the template spec on the VMI (kvirt.io/template-hash) beside
 //     KubeVirt's kubevirt.io/vm-generation, and compares that.
 //   - The launcher container runs the image's entrypoint with LauncherArgs: `run -f /var/run/kvirt/vmi.json
-//     --token-file ... --control-addr :8186 --termination-log /dev/termination-log`. Contract with the
+//     --token-file ... --control-addr 127.0.0.1:8186 --termination-log /dev/termination-log` (`:8186` with
+//     pod-ip). Contract with the
 //     launcher: it exits 0 only after the guest powered off (a pod that Succeeded while the VMI was
 //     Scheduled/Running makes the VMI Succeeded); any other end is Failed, with the container's
 //     termination reason as the VMI's status.reason and its message in the "Stopped" warning event.

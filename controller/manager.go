@@ -149,7 +149,8 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	if rc, ok := kv.KubevirtV1().RESTClient().(*rest.RESTClient); ok && rc != nil {
 		c.vm.raw = rc // fake clientsets have none: VMIs are then created from the typed template
 	}
-	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort, HostDisks: opts.HostDisks}
+	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort, HostDisks: opts.HostDisks,
+		ControlLoopback: !needsPodIP(opts.Status)}
 	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, pvcInf, recorder, opts.Status, pc, opts.Logger, opts.Metrics); err != nil {
 		return nil, err
 	}

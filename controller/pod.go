@@ -69,23 +69,37 @@ type PodConfig struct {
 	Image string
 	// ControlPort the launcher serves its control API on.
 	ControlPort int
+	// ControlLoopback: the launcher listens on 127.0.0.1 only, which is where pods/portforward enters the
+	// pod (virt-controller --launcher-connect=portforward). Otherwise it listens on every pod address.
+	ControlLoopback bool
 	// HostDisks allows hostDisk volumes (virt-controller --host-disks, KubeVirt's HostDisk feature gate):
 	// a hostPath volume lets whoever creates the VMI create and write files on the node as the launcher.
 	HostDisks bool
 }
 
 // LauncherArgs are the launcher container's arguments (after the image's entrypoint, virt-launcher):
-// run the VMI in VMIFile (ARCHITECTURE.md: `virt-launcher run -f vmi.yaml`), serve the control API on
-// the pod IP at port with the token in TokenFile, and write the outcome to the termination log the
-// controller reads when the pod ends. The launcher reads the grace period from the VMI itself.
-func LauncherArgs(port int) []string {
+// run the VMI in VMIFile (ARCHITECTURE.md: `virt-launcher run -f vmi.yaml`), serve the control API at
+// port with the token in TokenFile (on 127.0.0.1 only when loopback, else on every pod address), and
+// write the outcome to the termination log the controller reads when the pod ends. The launcher reads
+// the grace period from the VMI itself.
+func LauncherArgs(port int, loopback bool) []string {
 	return []string{
 		"run",
 		"-f", VMIFile,
 		"--token-file", TokenFile,
-		"--control-addr", fmt.Sprintf(":%d", port),
+		"--control-addr", controlAddr(port, loopback),
 		"--termination-log", corev1.TerminationMessagePathDefault,
 	}
+}
+
+// controlAddr is the launcher's --control-addr. Through pods/portforward the kubelet's runtime dials
+// 127.0.0.1:port inside the pod, so a loopback listener is all the controller needs; nothing on the pod
+// network (another pod, or the guest, whose gateway is a pod address) then reaches the API at all.
+func controlAddr(port int, loopback bool) string {
+	if loopback {
+		return fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	return fmt.Sprintf(":%d", port)
 }
 
 // TokenSecretName is the name of the per-VMI control-API token secret.
@@ -271,7 +285,7 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map
 				Name:            LauncherContainerName,
 				Image:           cfg.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Args:            LauncherArgs(port),
+				Args:            LauncherArgs(port, cfg.ControlLoopback),
 				Env: []corev1.EnvVar{
 					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
@@ -351,21 +352,27 @@ func (c *VMIController) token(vmi *v1.VirtualMachineInstance) (string, error) {
 	return string(s.Data[TokenSecretKey]), nil
 }
 
-// ensureTokenSecret creates the per-VMI token secret; one left by an earlier VMI of the same name is
-// deleted first (its garbage collection may not have happened yet).
+// ensureTokenSecret creates the per-VMI token secret. One that kvirt made for an earlier VMI of the same
+// name is deleted first (its garbage collection may not have happened yet); a Secret of that name that
+// kvirt did not create is never deleted: the VMI waits, with a warning event, until its owner renames or
+// deletes it.
 func (c *VMIController) ensureTokenSecret(ctx context.Context, vmi *v1.VirtualMachineInstance) error {
 	secrets := c.kube.CoreV1().Secrets(vmi.Namespace)
-	existing, err := c.secrets.Secrets(vmi.Namespace).Get(TokenSecretName(vmi.Name))
-	if err == nil {
-		if existing.Labels[v1.CreatedByLabel] == string(vmi.UID) {
-			return nil
-		}
+	name := TokenSecretName(vmi.Name)
+	existing, err := c.secrets.Secrets(vmi.Namespace).Get(name)
+	switch {
+	case err == nil && existing.Labels[v1.CreatedByLabel] == string(vmi.UID):
+		return nil
+	case err == nil && !staleTokenSecret(existing):
+		return c.foreignSecret(vmi, fmt.Sprintf("Secret %s/%s has the label %s=%s but is not owned by a VirtualMachineInstance: kvirt did not create it and does not delete it; rename or delete it for the VMI to start",
+			vmi.Namespace, name, v1.AppLabel, TokenSecretLabelValue))
+	case err == nil:
 		uid := existing.UID
 		err := secrets.Delete(ctx, existing.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete stale token secret: %w", err)
 		}
-	} else if !apierrors.IsNotFound(err) {
+	case !apierrors.IsNotFound(err):
 		return err
 	}
 	tok, err := newToken()
@@ -374,12 +381,31 @@ func (c *VMIController) ensureTokenSecret(ctx context.Context, vmi *v1.VirtualMa
 	}
 	_, err = secrets.Create(ctx, renderTokenSecret(vmi, tok), metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("token secret %s/%s exists and is not yet in the cache; retrying", vmi.Namespace, TokenSecretName(vmi.Name))
+		// The controller sees only Secrets with kvirt's label: either it created this one moments ago and
+		// its cache lags, or the Secret is someone else's.
+		return c.foreignSecret(vmi, fmt.Sprintf("Secret %s/%s already exists and is not one the controller knows as its own (label %s=%s): if it was not created by kvirt, rename or delete it for the VMI to start; kvirt never deletes Secrets it did not create",
+			vmi.Namespace, name, v1.AppLabel, TokenSecretLabelValue))
 	}
 	if err != nil {
 		return fmt.Errorf("create token secret: %w", err)
 	}
 	return nil
+}
+
+// staleTokenSecret reports whether s is a token secret kvirt made for a VMI: its controller is that VMI,
+// whose UID its created-by label names.
+func staleTokenSecret(s *corev1.Secret) bool {
+	ref := metav1.GetControllerOf(s)
+	return s.Labels[v1.AppLabel] == TokenSecretLabelValue && ref != nil &&
+		ref.Kind == v1.VirtualMachineInstanceGroupVersionKind.Kind && strings.HasPrefix(ref.APIVersion, v1.GroupName+"/") &&
+		ref.UID != "" && string(ref.UID) == s.Labels[v1.CreatedByLabel]
+}
+
+// foreignSecret reports a token secret name taken by a Secret kvirt must not touch, as a warning event on
+// the VMI and as the sync's error (the VMI is retried with backoff).
+func (c *VMIController) foreignSecret(vmi *v1.VirtualMachineInstance, msg string) error {
+	c.recorder.Event(vmi, corev1.EventTypeWarning, ReasonFailedCreate, "Error creating pod: "+msg)
+	return errors.New(msg)
 }
 
 func (c *VMIController) createPod(ctx context.Context, key string, vmi *v1.VirtualMachineInstance, claims map[string]*corev1.PersistentVolumeClaim) error {

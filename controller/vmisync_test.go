@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -463,6 +464,88 @@ func TestVMISyncDeletedGuestDown(t *testing.T) {
 	f.mustSync("vmi", "bye")
 	if got := f.recorded(); !slices.Equal(got, []string{"Normal Deleted Signaled Deletion", "Normal Stopped The VirtualMachineInstance was shut down."}) {
 		t.Fatalf("events %q", got)
+	}
+}
+
+// Review finding F2: the control API listened on every pod address, the guest's gateway among them. Through
+// pods/portforward (the default) the runtime enters the pod on 127.0.0.1, so the launcher listens there
+// only; the direct pod-ip mode still needs every address.
+func TestLauncherControlAddrFollowsTheTransport(t *testing.T) {
+	for _, tc := range []struct {
+		podIPFree bool
+		want      string
+	}{
+		{podIPFree: true, want: "--control-addr 127.0.0.1:8186"},
+		{podIPFree: false, want: "--control-addr :8186"},
+	} {
+		f := newFixture(t, tc.podIPFree)
+		pod, err := f.c.RenderLauncherPod(controllertest.VMI("vm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if args := strings.Join(pod.Spec.Containers[0].Args, " "); !strings.Contains(args, tc.want) {
+			t.Errorf("podIPFree %v: launcher args %q, want %q", tc.podIPFree, args, tc.want)
+		}
+	}
+}
+
+// Review finding F6: creating a VMI deleted any Secret named "<vmi>-launcher-token" with kvirt's label
+// whose created-by label differed. kvirt now deletes only a token secret it made for an earlier VMI of the
+// same name (controlled by that VMI); a Secret it did not create stays, and the VMI waits with a warning.
+func TestVMISyncTokenSecretOwnership(t *testing.T) {
+	oldUID := types.UID("old-vmi-uid")
+	userData := map[string][]byte{"password": []byte("hunter2")}
+	for _, tc := range []struct {
+		name    string
+		secret  corev1.Secret
+		cached  bool // the label-scoped informer sees it
+		replace bool // kvirt deletes it and creates its own
+	}{
+		{name: "stale token of an earlier VMI", cached: true, replace: true, secret: corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Labels:          map[string]string{v1.AppLabel: controller.TokenSecretLabelValue, v1.CreatedByLabel: string(oldUID)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachineInstance", Name: "vm1", UID: oldUID, Controller: ptr(true)}}}}},
+		{name: "user secret with kvirt's labels, no owner", cached: true, secret: corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Labels: map[string]string{v1.AppLabel: controller.TokenSecretLabelValue, v1.CreatedByLabel: string(oldUID)}}}},
+		{name: "user secret owned by something else", cached: true, secret: corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Labels:          map[string]string{v1.AppLabel: controller.TokenSecretLabelValue, v1.CreatedByLabel: string(oldUID)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "x", UID: oldUID, Controller: ptr(true)}}}}},
+		{name: "user secret without kvirt's label", secret: corev1.Secret{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, false)
+			vmi := f.addVMI(controllertest.VMI("vm1"))
+			s := tc.secret.DeepCopy()
+			s.Name, s.Namespace, s.UID, s.Data = controller.TokenSecretName("vm1"), ns, "user-secret-uid", userData
+			if _, err := f.kube.CoreV1().Secrets(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.cached {
+				if err := f.caches.Secrets.Add(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := f.sync("vmi", "vm1")
+			got, gerr := f.kube.CoreV1().Secrets(ns).Get(context.Background(), s.Name, metav1.GetOptions{})
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			if tc.replace {
+				if err != nil || slices.Contains(f.actions(), "create pods") == false || got.Labels[v1.CreatedByLabel] != string(vmi.UID) {
+					t.Fatalf("sync: %v, calls %q, secret %+v", err, f.actions(), got.ObjectMeta)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "rename or delete it for the VMI to start") {
+				t.Fatalf("sync ended with %v, want the name conflict", err)
+			}
+			if got.UID != s.UID || string(got.Data["password"]) != "hunter2" {
+				t.Fatalf("the user's secret was replaced: %+v", got)
+			}
+			if slices.Contains(f.actions(), "delete secrets") || slices.Contains(f.actions(), "create pods") {
+				t.Fatalf("calls %q: no delete of the user's secret, no pod", f.actions())
+			}
+			f.wantEvent("Warning FailedCreate Error creating pod: Secret default/vm1-launcher-token")
+		})
 	}
 }
 

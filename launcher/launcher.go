@@ -116,6 +116,7 @@ type runner struct {
 
 	srv      *control.Server
 	srvWG    sync.WaitGroup
+	ctlPort  int // the control API's TCP port, from its listener (0: no TCP listener)
 	closers  []func() error
 	guest    atomic.Pointer[guest]
 	shutdown *grace.Manager
@@ -251,6 +252,9 @@ func (r *runner) serve() error {
 			return fmt.Errorf("control API: %w", err)
 		}
 		tcpAddr = l.Addr()
+		if a, ok := tcpAddr.(*net.TCPAddr); ok {
+			r.ctlPort = a.Port
+		}
 		r.srvWG.Add(1)
 		go func() { defer r.srvWG.Done(); r.srv.Serve(l, false) }()
 	}
@@ -288,6 +292,17 @@ func (r *runner) cleanup() {
 			r.log.Warn("cleanup", "err", err)
 		}
 	}
+}
+
+// reservedPorts are the TCP ports the guest must never receive: the control API's, taken from its real
+// listener, so that a non-default --control-addr port (virt-controller --launcher-control-port) is not
+// DNATed to the guest, who would then receive the controller's bearer token. Without a TCP listener the
+// default port stays reserved, as the controller may still try it.
+func (r *runner) reservedPorts() []int {
+	if r.ctlPort != 0 {
+		return []int{r.ctlPort}
+	}
+	return []int{control.DefaultPort}
 }
 
 // ifaceInfo is what the status reports about the NIC.
@@ -342,7 +357,7 @@ func (r *runner) network(m *spec.Machine) (*virtionet.Tap, ifaceInfo, error) {
 			return nil, info, fmt.Errorf("network namespace: %w", err)
 		}
 		pn, err := network.Setup(target, network.Config{Binding: in.Binding, MAC: in.MAC, Ports: in.Ports,
-			ReservedPorts: []int{control.DefaultPort}, Hostname: m.Hostname, Log: r.log})
+			ReservedPorts: r.reservedPorts(), Hostname: m.Hostname, Log: r.log})
 		if err != nil {
 			return nil, info, fmt.Errorf("spec.domain.devices.interfaces[0] (%s): %w", in.Name, err)
 		}

@@ -284,10 +284,10 @@ func TestRBAC(t *testing.T) {
 	for _, a := range []access{
 		{"list", "kubevirt.io", "virtualmachines", "", ""}, {"watch", "kubevirt.io", "virtualmachineinstances", "", ""},
 		{"create", "kubevirt.io", "virtualmachineinstances", "", ns}, {"delete", "kubevirt.io", "virtualmachineinstances", "", ns},
-		{"update", "kubevirt.io", "virtualmachines", "", ns}, {"patch", "kubevirt.io", "virtualmachines", "", ns},
+		{"get", "kubevirt.io", "virtualmachines", "", ns}, {"patch", "kubevirt.io", "virtualmachines", "", ns},
 		{"update", "kubevirt.io", "virtualmachines", "status", ns}, {"update", "kubevirt.io", "virtualmachineinstances", "status", ns},
 		{"create", "", "pods", "", ns}, {"delete", "", "pods", "", ns}, {"watch", "", "pods", "", ""},
-		{"patch", "", "pods", "status", ns}, {"create", "", "pods", "portforward", ns},
+		{"update", "", "pods", "status", ns}, {"create", "", "pods", "portforward", ns},
 		{"create", "", "secrets", "", ns}, {"list", "", "secrets", "", ""},
 		{"create", "", "events", "", ns}, {"patch", "", "events", "", ns},
 		{"get", "coordination.k8s.io", "leases", "", "kubevirt"}, {"update", "coordination.k8s.io", "leases", "", "kubevirt"},
@@ -299,6 +299,9 @@ func TestRBAC(t *testing.T) {
 	}
 	for _, a := range []access{
 		{"create", "coordination.k8s.io", "leases", "", ns}, {"create", "", "pods", "exec", ns}, {"delete", "", "namespaces", "", ""},
+		// Review finding F6: Secrets only as far as the launcher tokens need (no get, update or patch).
+		{"get", "", "secrets", "", ns}, {"update", "", "secrets", "", ns}, {"patch", "", "secrets", "", ns},
+		{"update", "", "pods", "", ns}, {"patch", "", "pods", "", ns}, {"update", "kubevirt.io", "virtualmachines", "", ns},
 	} {
 		if allowed(t, ctrl, a) {
 			t.Errorf("virt-controller may %+v, which it does not need", a)

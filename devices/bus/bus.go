@@ -1,7 +1,10 @@
 // Package bus routes guest I/O-port and MMIO accesses to device models.
 //
 // A Bus maps non-overlapping address ranges to Devices. Accesses to addresses no device claims are
-// tolerated: reads return all-ones, writes are dropped, and each such address is logged once.
+// tolerated: reads return all-ones, writes are dropped, and each such address is logged once, for the
+// first MaxLoggedAddrs addresses. Past them the guest could otherwise make every exit a log line (it
+// chooses the addresses), so new addresses are only counted, and a summary line with the count is logged
+// at most once per SummaryEvery.
 package bus
 
 import (
@@ -9,6 +12,14 @@ import (
 	"log"
 	"sort"
 	"sync"
+	"time"
+)
+
+const (
+	// MaxLoggedAddrs bounds the unclaimed addresses a Bus logs (and remembers) one by one.
+	MaxLoggedAddrs = 4096
+	// SummaryEvery is the most often a Bus logs how many unclaimed accesses it did not log one by one.
+	SummaryEvery = time.Minute
 )
 
 // Device is a device model reachable through a bus range. offset is relative to the range's base;
@@ -31,10 +42,13 @@ type Bus struct {
 	mu      sync.RWMutex
 	entries []entry // sorted by base, non-overlapping
 
-	logMu  sync.Mutex
-	logged map[uint64]bool
-	// Logf receives the one-time "unhandled access" messages; nil means log.Printf.
+	logMu       sync.Mutex
+	logged      map[uint64]bool
+	suppressed  uint64    // accesses to new addresses past MaxLoggedAddrs since the last summary
+	lastSummary time.Time // zero: none yet
+	// Logf receives the one-time "unhandled access" messages and the summaries; nil means log.Printf.
 	Logf func(format string, args ...any)
+	now  func() time.Time // tests
 }
 
 // New returns an empty bus; name ("pio", "mmio") prefixes its log messages.
@@ -96,19 +110,33 @@ func (b *Bus) find(addr uint64) (Device, uint64, bool) {
 
 func (b *Bus) unhandled(kind string, addr uint64, n int) {
 	b.logMu.Lock()
-	seen := b.logged[addr]
-	if !seen && len(b.logged) < 4096 {
-		b.logged[addr] = true
+	first, summary := false, uint64(0)
+	switch {
+	case b.logged[addr]:
+	case len(b.logged) < MaxLoggedAddrs:
+		b.logged[addr], first = true, true
+	default:
+		b.suppressed++
+		now := time.Now()
+		if b.now != nil {
+			now = b.now()
+		}
+		if b.lastSummary.IsZero() || now.Sub(b.lastSummary) >= SummaryEvery {
+			summary, b.suppressed, b.lastSummary = b.suppressed, 0, now
+		}
 	}
 	logf := b.Logf
 	b.logMu.Unlock()
-	if seen {
-		return
-	}
 	if logf == nil {
 		logf = log.Printf
 	}
-	logf("%s bus: unhandled %s of %d bytes at %#x (ignored; logged once)", b.name, kind, n, addr)
+	switch {
+	case first:
+		logf("%s bus: unhandled %s of %d bytes at %#x (ignored; logged once)", b.name, kind, n, addr)
+	case summary > 0:
+		logf("%s bus: %d more unhandled accesses to addresses past the first %d, latest a %s of %d bytes at %#x (ignored; counted, logged at most once per %v)",
+			b.name, summary, MaxLoggedAddrs, kind, n, addr, SummaryEvery)
+	}
 }
 
 // Read dispatches a guest read. It reports whether a device handled it; unhandled reads fill data with 0xff.

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,8 +112,15 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 		return Status{}, err
 	}
 	defer resp.Body.Close()
-	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxStatusBytes+1))
+	if err != nil {
+		return Status{}, fmt.Errorf("launcher status: %w", err)
+	}
+	if len(b) > MaxStatusBytes {
+		return Status{}, fmt.Errorf("launcher status: the answer exceeds %d bytes: refused", MaxStatusBytes)
+	}
+	st, err := decodeStatus(b)
+	if err != nil {
 		return Status{}, fmt.Errorf("launcher status: %w", err)
 	}
 	return st, nil
@@ -171,20 +179,66 @@ func (c *Client) Watch(ctx context.Context, report func(Status)) error {
 		return err
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var st Status
-		if err := dec.Decode(&st); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, io.EOF) {
-				return io.ErrUnexpectedEOF
-			}
+	err = decodeStream(resp.Body, report)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// Bounds of what a client accepts from a launcher, which may be hostile (a guest that took over its VMM,
+// or the guest itself if the address reaches it): a launcher's status is well under 1 KiB, and decoding
+// more would let one launcher make the controller, shared by every VM, buffer without limit.
+const (
+	// MaxStatusBytes bounds one status message: one line of a watch stream, or a whole answer.
+	MaxStatusBytes = 64 << 10
+	// MaxInterfaces bounds Status.Interfaces (the launcher reports the VMI's interfaces, at most one today).
+	MaxInterfaces = 16
+	// MaxInterfaceIPs bounds each interface's IPs.
+	MaxInterfaceIPs = 16
+)
+
+// decodeStream reads newline-delimited Status messages from r, each within the bounds, and reports them
+// in order. It returns io.ErrUnexpectedEOF when the stream ends (a watch ends only when the launcher
+// goes away) and an error naming the bound for a message that exceeds one, without reading it further.
+func decodeStream(r io.Reader, report func(Status)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4<<10), MaxStatusBytes)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		st, err := decodeStatus(line)
+		if err != nil {
 			return fmt.Errorf("launcher watch: %w", err)
 		}
 		report(st)
 	}
+	switch err := sc.Err(); {
+	case errors.Is(err, bufio.ErrTooLong):
+		return fmt.Errorf("launcher watch: a status message exceeds %d bytes: refused unread", MaxStatusBytes)
+	case err != nil:
+		return fmt.Errorf("launcher watch: %w", err)
+	}
+	return io.ErrUnexpectedEOF
+}
+
+// decodeStatus decodes one status message and checks its bounds.
+func decodeStatus(b []byte) (Status, error) {
+	var st Status
+	if err := json.Unmarshal(b, &st); err != nil {
+		return Status{}, err
+	}
+	if n := len(st.Interfaces); n > MaxInterfaces {
+		return Status{}, fmt.Errorf("status lists %d interfaces, more than %d: refused", n, MaxInterfaces)
+	}
+	for i, in := range st.Interfaces {
+		if n := len(in.IPs); n > MaxInterfaceIPs {
+			return Status{}, fmt.Errorf("status interface %d lists %d IPs, more than %d: refused", i, n, MaxInterfaceIPs)
+		}
+	}
+	return st, nil
 }
 
 // Console attaches to the guest's serial console: reads return guest output, writes go to its input.

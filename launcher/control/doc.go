@@ -2,9 +2,10 @@
 // `virt-launcher pause|unpause|console` subcommands (run through `kubectl exec`) act on it.
 //
 // The same HTTP API is served on two listeners:
-//   - TCP on the pod IP (DefaultPort 8186), for the controller. Every request needs
+//   - TCP (DefaultPort 8186), for the controller: on 127.0.0.1 when it comes through pods/portforward (the
+//     default), on every pod address with --launcher-connect=pod-ip. Every request needs
 //     "Authorization: Bearer <token>", the per-VMI secret mounted at /var/run/kvirt/secret/token,
-//     compared in constant time. Without it: 401.
+//     compared in constant time. Without it: 401, and the connection is closed.
 //   - A Unix socket inside the pod (DefaultSocket), for exec'd subcommands; access is controlled by the
 //     socket's file mode (0600), no token.
 //
@@ -22,6 +23,9 @@
 //	POST /v1/stop                hard stop now (through the Shutdowner with grace 0 when there is one)
 //	GET  /v1/console             "Connection: Upgrade", "Upgrade: kvirt-console": after 101 Switching Protocols
 //	                             the connection carries raw serial bytes both ways (works while paused)
+//
+// Whoever reaches a listener can open connections before authenticating, so each listener is bounded
+// (Limits): header and request deadlines, an idle timeout, a header size limit and a connection cap.
 //
 // The VMM side implements VM; the launcher keeps the Status in a Board, which the server publishes.
 package control

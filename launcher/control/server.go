@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // ConsoleUpgrade is the Upgrade protocol token of the console endpoint.
@@ -28,6 +30,8 @@ type Server struct {
 	// Token is required (as a bearer token) on the TCP listener; empty refuses every TCP request.
 	Token string
 	Log   *slog.Logger
+	// Limits bound what clients can hold open on each listener; zero fields take the defaults.
+	Limits Limits
 
 	mu       sync.Mutex // serialises pause/unpause
 	wg       sync.WaitGroup
@@ -45,6 +49,50 @@ func (s *Server) init() {
 	})
 }
 
+// Limits bound the connections of one listener. Whoever reaches the TCP listener can open connections
+// before it authenticates, so everything a connection holds is bounded: a request must arrive within
+// ReadHeaderTimeout and be read within ReadTimeout, a keep-alive connection idle for IdleTimeout is
+// closed, headers are at most MaxHeaderBytes, at most MaxConns connections are open (further ones wait in
+// the kernel's accept queue), and a connection that failed to authenticate is closed after its 401.
+// Watch and console streams are exempt from ReadTimeout once authorized.
+type Limits struct {
+	MaxConns          int
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+}
+
+// DefaultLimits are the limits of a Server whose Limits fields are zero. The controller holds one watch
+// per VMI and makes a request now and then; exec'd subcommands use the Unix socket, one each.
+var DefaultLimits = Limits{
+	MaxConns:          32,
+	ReadHeaderTimeout: 5 * time.Second,
+	ReadTimeout:       10 * time.Second,
+	IdleTimeout:       30 * time.Second,
+	MaxHeaderBytes:    8 << 10,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxConns > 0 {
+		d.MaxConns = l.MaxConns
+	}
+	if l.ReadHeaderTimeout > 0 {
+		d.ReadHeaderTimeout = l.ReadHeaderTimeout
+	}
+	if l.ReadTimeout > 0 {
+		d.ReadTimeout = l.ReadTimeout
+	}
+	if l.IdleTimeout > 0 {
+		d.IdleTimeout = l.IdleTimeout
+	}
+	if l.MaxHeaderBytes > 0 {
+		d.MaxHeaderBytes = l.MaxHeaderBytes
+	}
+	return d
+}
+
 // Handler returns the API; trusted listeners (the Unix socket) skip the token check.
 func (s *Server) Handler(trusted bool) http.Handler {
 	s.init()
@@ -60,6 +108,7 @@ func (s *Server) Handler(trusted bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !trusted && !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="kvirt-launcher"`)
+			w.Header().Set("Connection", "close") // an unauthenticated client keeps nothing open
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token: use the token of the VMI's launcher-token secret")
 			return
 		}
@@ -72,11 +121,27 @@ func (s *Server) authorized(r *http.Request) bool {
 	return ok && s.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) == 1
 }
 
-// Serve serves on l until Close; trusted is true for the in-pod Unix socket.
+// Serve serves on l until Close, within s.Limits; trusted is true for the in-pod Unix socket.
 func (s *Server) Serve(l net.Listener, trusted bool) error {
 	s.init()
-	hs := &http.Server{Handler: s.Handler(trusted), ReadHeaderTimeout: 10 * time.Second}
+	lim := s.Limits.withDefaults()
+	hs := &http.Server{
+		Handler:           s.Handler(trusted),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelDebug), // clients' broken requests
+	}
+	l = netutil.LimitListener(l, lim.MaxConns)
 	s.mu.Lock()
+	select {
+	case <-s.stopping: // Close came first: it could not close this server
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	default:
+	}
 	s.servers = append(s.servers, hs)
 	s.mu.Unlock()
 	err := hs.Serve(l)
@@ -125,6 +190,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "streaming unsupported")
 		return
 	}
+	// A stream: ReadTimeout bounded the request; the connection now lives as long as the watch.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
@@ -269,6 +336,7 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 		out.Close()
 		return
 	}
+	conn.SetDeadline(time.Time{}) // a session lasts as long as the client keeps it (ReadTimeout was the request's)
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ConsoleUpgrade + "\r\n\r\n")
 	brw.Flush()
 	s.wg.Add(1)

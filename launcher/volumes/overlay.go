@@ -15,8 +15,8 @@ import (
 const OverlayBlockSize = 4096
 
 // Overlay is a copy-on-write Backend over a read-only base: written blocks live in a sparse overlay file at the
-// same offsets, and a bitmap says which blocks the overlay holds. Reads of unwritten blocks come from the base;
-// nothing is ever written to the base. The bitmap is kept in memory only: the overlay is ephemeral, like the
+// same offsets, and a set of blocks (blockSet, sparse) says which blocks the overlay holds. Reads of unwritten blocks come from the base;
+// nothing is ever written to the base. The set is kept in memory only: the overlay is ephemeral, like the
 // containerDisk it sits on, and is discarded with the pod.
 //
 // The overlay file is a blk.File, so the overlay inherits its vectored I/O, hole punching (with the zero-fill
@@ -28,7 +28,7 @@ type Overlay struct {
 	size int64
 
 	mu     sync.RWMutex
-	bitmap []uint64 // bit i set: block i is in the overlay file
+	blocks blockSet // the blocks in the overlay file
 }
 
 // ReaderAtSize is a read-only disk: a ReaderAt that knows its size.
@@ -57,12 +57,17 @@ func NewOverlay(base ReaderAtSize, path string) (*Overlay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	blocks := (size + OverlayBlockSize - 1) / OverlayBlockSize
-	return &Overlay{base: base, file: file, size: size, bitmap: make([]uint64, (blocks+63)/64)}, nil
+	// Nothing in proportion to the size: a tiny qcow2 may claim 64 PiB (review finding F9).
+	return &Overlay{base: base, file: file, size: size, blocks: newBlockSet(blockCount(size))}, nil
 }
 
-func (o *Overlay) has(block int64) bool { return o.bitmap[block/64]&(1<<(block%64)) != 0 }
-func (o *Overlay) set(block int64)      { o.bitmap[block/64] |= 1 << (block % 64) }
+// blockCount is the number of blocks covering n bytes.
+func blockCount(n int64) int64 { return n/OverlayBlockSize + min(n%OverlayBlockSize, 1) }
+
+func (o *Overlay) has(block int64) bool { return o.blocks.has(block) }
+
+// setRange records that the overlay file holds every block touching [from, to).
+func (o *Overlay) setRange(from, to int64) { o.blocks.add(from/OverlayBlockSize, blockCount(to)) }
 
 // Size is the disk size in bytes (the base's).
 func (o *Overlay) Size() int64 { return o.size }
@@ -71,13 +76,7 @@ func (o *Overlay) Size() int64 { return o.size }
 func (o *Overlay) Allocated() int {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	n := 0
-	for _, w := range o.bitmap {
-		for ; w != 0; w &= w - 1 {
-			n++
-		}
-	}
-	return n
+	return int(o.blocks.count())
 }
 
 // ReadAt reads from the overlay where written and from the base elsewhere; a read past the end is cut short
@@ -203,9 +202,7 @@ func (o *Overlay) WriteVAt(bufs [][]byte, off int64) (int, error) {
 		if _, err := o.file.WriteVAt(iovSlice(bufs, int(start-off), int(end-start)), start); err != nil {
 			return int(start - off), fmt.Errorf("overlay: write at %d: %w", start, err)
 		}
-		for b := start / OverlayBlockSize; b*OverlayBlockSize < end; b++ {
-			o.set(b)
-		}
+		o.setRange(start, end)
 	}
 	return total, nil
 }
@@ -233,7 +230,7 @@ func (o *Overlay) merge(block, pos int64, src [][]byte) error {
 	if _, err := o.file.WriteAt(buf, bstart); err != nil {
 		return fmt.Errorf("overlay: write block %d: %w", block, err)
 	}
-	o.set(block)
+	o.setRange(bstart, bstart+1)
 	return nil
 }
 
@@ -297,9 +294,7 @@ func (o *Overlay) PunchHole(off, n int64) error {
 	if err := o.file.PunchHole(first, last-first); err != nil {
 		return fmt.Errorf("overlay: discard: %w", err)
 	}
-	for b := first / OverlayBlockSize; b*OverlayBlockSize < last; b++ {
-		o.set(b)
-	}
+	o.setRange(first, last)
 	return nil
 }
 

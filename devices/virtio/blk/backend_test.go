@@ -184,3 +184,45 @@ func TestFlushFailureIsSticky(t *testing.T) {
 		t.Fatalf("flush after reopening: status %d", st)
 	}
 }
+
+// flakyDisk is a backend whose Sync fails the first time only, as a backend would that forgets the error
+// it reported (the launcher's overlay over a file that does not latch, a network store, a test fake).
+type flakyDisk struct {
+	memDisk
+	failed atomic.Bool
+}
+
+func (f *flakyDisk) Sync() error {
+	if f.failed.CompareAndSwap(false, true) {
+		return syscall.EIO
+	}
+	return f.memDisk.Sync()
+}
+
+// F7 for every backend: the device itself keeps the first failed flush, so a backend that forgets it
+// cannot make a later FLUSH succeed over lost data, nor take writes, DISCARD or WRITE_ZEROES.
+func TestFlushFailureIsStickyWhateverTheBackend(t *testing.T) {
+	disk := &flakyDisk{memDisk: memDisk{b: make([]byte, 1<<20)}}
+	r := newRig(t, Config{Backend: disk, Size: 1 << 20}, allFeatures)
+	if st, _ := r.do(TypeOut, 0, [][]byte{pattern(4096, 9)}); st != StatusOK {
+		t.Fatalf("write status %d", st)
+	}
+	for i := range 3 {
+		if st, _ := r.do(TypeFlush, 0, nil); st != StatusIOErr {
+			t.Fatalf("flush %d after the failed one: status %d, want IOERR", i+1, st)
+		}
+	}
+	if syncs, _ := disk.state(); syncs != 0 {
+		t.Fatalf("the backend was synced again %d times after its failure", syncs)
+	}
+	if st, _ := r.do(TypeOut, 8, [][]byte{pattern(512, 1)}); st != StatusIOErr {
+		t.Fatalf("write after the failed flush: status %d, want IOERR", st)
+	}
+	rd := [][]byte{make([]byte, 4096)}
+	if st, _ := r.do(TypeIn, 0, rd); st != StatusOK || !bytes.Equal(rd[0], pattern(4096, 9)) {
+		t.Fatalf("read after the failed flush: status %d", st)
+	}
+	if err := r.dev.Close(); !errors.Is(err, ErrFlushFailed) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("closing the device: %v, want the flush failure", err)
+	}
+}

@@ -5,9 +5,10 @@
 // Requests (READ, WRITE, FLUSH, GET_ID, DISCARD, WRITE_ZEROES) are parsed from untrusted descriptor chains
 // with every sector, length and segment count checked, and served by a bounded pool of worker goroutines
 // with positional I/O, so several are in flight; a backend with VectorIO gets each request's guest buffers
-// in one call. FLUSH completes only after the backend's Sync, and a File whose Sync failed once fails every
-// later FLUSH and WRITE (ErrFlushFailed). Close syncs the backend, so writes the guest saw completed are
-// durable before the VMM reports the VM stopped.
+// in one call. FLUSH completes only after the backend's Sync, and once a Sync failed, whatever the backend,
+// the device fails every later FLUSH, WRITE, DISCARD and WRITE_ZEROES (ErrFlushFailed; File keeps the
+// failure itself too) until it is recreated over a reopened disk. Close syncs the backend, so writes the
+// guest saw completed are durable before the VMM reports the VM stopped.
 //
 // Lifecycle: the device sits behind an mmio.Transport; closing the transport stops the workers and then
 // closes the Device, which syncs the backend (and closes it if it owns it). The VMM closes its virtio
@@ -114,6 +115,9 @@ type Device struct {
 
 	inflight atomic.Int64
 	logged   atomic.Bool
+	// flushErr is the first failed Sync, whatever the backend: from then on FLUSH and every write fail
+	// (ErrFlushFailed), as File does itself, so no backend can ever acknowledge a flush over lost data.
+	flushErr atomic.Pointer[error]
 }
 
 // New builds a device from cfg.
@@ -303,7 +307,11 @@ func (d *Device) Close() error {
 	d.closed = true
 	var err error
 	if !d.cfg.ReadOnly {
-		if e := d.cfg.Backend.Sync(); e != nil {
+		e := d.flushFailed()
+		if e == nil {
+			e = d.sync()
+		}
+		if e != nil {
 			err = fmt.Errorf("virtio-blk %s: sync on close: %w", d.cfg.Name, e)
 		}
 	}
@@ -313,6 +321,27 @@ func (d *Device) Close() error {
 		}
 	}
 	return err
+}
+
+// sync syncs the backend; its first failure is kept (flushFailed), wrapping ErrFlushFailed.
+func (d *Device) sync() error {
+	err := d.cfg.Backend.Sync()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ErrFlushFailed) {
+		err = fmt.Errorf("%w; %w", err, ErrFlushFailed)
+	}
+	d.flushErr.CompareAndSwap(nil, &err)
+	return *d.flushErr.Load()
+}
+
+// flushFailed returns the first failed Sync's error, or nil.
+func (d *Device) flushFailed() error {
+	if p := d.flushErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // setStatus writes the status byte: the last byte of the writable buffers.
@@ -431,7 +460,7 @@ func (d *Device) Handle(c *queue.Chain) (uint32, byte) {
 		}
 		off := int64(req.Sector * SectorSize)
 		if req.Type == TypeOut {
-			if d.cfg.ReadOnly {
+			if d.cfg.ReadOnly || d.flushFailed() != nil {
 				return 1, StatusIOErr
 			}
 			if err := d.writeV(req.Data, off); err != nil {
@@ -446,7 +475,10 @@ func (d *Device) Handle(c *queue.Chain) (uint32, byte) {
 		}
 		return uint32(n) + 1, StatusOK
 	case TypeFlush:
-		if err := d.cfg.Backend.Sync(); err != nil {
+		if d.flushFailed() != nil {
+			return 1, StatusIOErr // never retried: the retry could succeed over data already lost
+		}
+		if err := d.sync(); err != nil {
 			d.logOnce("flush: %v", err)
 			return 1, StatusIOErr
 		}
@@ -460,7 +492,7 @@ func (d *Device) Handle(c *queue.Chain) (uint32, byte) {
 		}
 		return uint32(p) + 1, StatusOK
 	case TypeDiscard, TypeWriteZeroes:
-		if d.cfg.ReadOnly {
+		if d.cfg.ReadOnly || d.flushFailed() != nil {
 			return 1, StatusIOErr
 		}
 		if req.Type == TypeDiscard && d.discard == nil || req.Type == TypeWriteZeroes && d.discard == nil && d.zeroer == nil {
