@@ -31,7 +31,8 @@ import (
 	"github.com/kvirt/kvirt/tests/harness"
 )
 
-func TestMain(m *testing.M) { os.Exit(harness.RunShared(m, harness.Options{})) }
+// kube-controller-manager runs for its garbage collector: a Service made by expose goes with its owner.
+func TestMain(m *testing.M) { os.Exit(harness.RunShared(m, harness.Options{ControllerManager: true})) }
 
 var crdOnce sync.Once
 
@@ -444,14 +445,14 @@ func TestExposeRenameVersion(t *testing.T) {
 	ctx := context.Background()
 	c.createVM("web", "Halted")
 	code, out, errOut := c.virtctl(nil, "expose", "vm", "web", "--name", "web-http", "--port", "80", "--target-port", "8080")
-	if code != 0 || out != "Service web-http successfully exposed for vm web\n" {
+	if code != 0 || out != "Service web-http successfully created for vm web\n" {
 		t.Fatalf("expose: %d %q %q", code, out, errOut)
 	}
 	svc, err := c.kube.CoreV1().Services(c.ns).Get(ctx, "web-http", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc.Spec.Selector[v1.VirtualMachineNameLabel] != "web" || svc.Spec.Ports[0].TargetPort.IntValue() != 8080 || svc.Spec.ClusterIP == "" {
+	if svc.Spec.Selector[v1.VirtualMachineInstanceIDLabel] != "web" || svc.Spec.Ports[0].TargetPort.IntValue() != 8080 || svc.Spec.ClusterIP == "" {
 		t.Errorf("service %+v", svc.Spec)
 	}
 
@@ -696,6 +697,7 @@ func TestKvirtUserRoleSuffices(t *testing.T) {
 		{"restart", "a", "--force", "--grace-period=0"},
 		{"stop", "a", "--force", "--grace-period=0"},
 		{"expose", "vm", "a", "--name", "a-ssh", "--port", "22"},
+		{"expose", "vmi", "a", "--name", "a-http", "--port", "80"},
 		{"rename", "vm", "m", "m2"}, // m has a Start queued but no VMI: stopped
 	} {
 		if code, _, errOut := alice(args...); code != 0 {
