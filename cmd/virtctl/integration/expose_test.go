@@ -15,12 +15,14 @@ import (
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/cmd/virtctl/app"
+	"github.com/kvirt/kvirt/tests/harness"
 	"github.com/kvirt/kvirt/tests/testenv"
 )
 
 // gcTimeout bounds how long kube-controller-manager's garbage collector may take to delete a Service
-// whose owner is gone (it acts on the owner's delete event; the bound is for a loaded CI machine).
-const gcTimeout = 60 * time.Second
+// whose owner is gone. It includes the collector's discovery refresh (every 30 s), which must first see
+// the CRDs installed after it started, and slack for a loaded CI machine.
+const gcTimeout = 120 * time.Second
 
 // serviceGone waits until the garbage collector has deleted Service name.
 func (c *cluster) serviceGone(name string) {
@@ -57,21 +59,27 @@ func controllerRef(kind, name string, uid types.UID) []metav1.OwnerReference {
 	return []metav1.OwnerReference{{APIVersion: "kubevirt.io/v1", Kind: kind, Name: name, UID: uid, Controller: &t, BlockOwnerDeletion: &f}}
 }
 
-// Without --port the Service takes the ports the pod-network interface declares; it is owned by the VM
-// or VMI, and deleting that lets the garbage collector delete the Service.
-func TestExposeDeclaredPortsAndOwner(t *testing.T) {
-	c := setup(t)
-	ctx := context.Background()
-	vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: v1.VirtualMachineSpec{Template: template()}}
+// createVMWithPorts creates a Halted VM whose pod-network interface declares ssh (22) and 53/UDP.
+func (c *cluster) createVMWithPorts(name string) *v1.VirtualMachine {
+	c.t.Helper()
+	vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.VirtualMachineSpec{Template: template()}}
 	halted := v1.RunStrategyHalted
 	vm.Spec.RunStrategy = &halted
 	vm.Spec.Template.Spec.Networks = []v1.Network{{Name: "default", Pod: &v1.PodNetwork{}}}
 	vm.Spec.Template.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "default", Masquerade: &v1.InterfaceMasquerade{},
 		Ports: []v1.Port{{Name: "ssh", Port: 22}, {Port: 53, Protocol: "UDP"}}}}
-	vm, err := c.kv.KubevirtV1().VirtualMachines(c.ns).Create(ctx, vm, metav1.CreateOptions{})
+	vm, err := c.kv.KubevirtV1().VirtualMachines(c.ns).Create(context.Background(), vm, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatalf("create VM %s: %v", name, err)
 	}
+	return vm
+}
+
+// Without --port the Service takes the ports the pod-network interface declares; it is owned by the VM
+// or VMI it exposes.
+func TestExposeDeclaredPortsAndOwner(t *testing.T) {
+	c := setup(t)
+	vm := c.createVMWithPorts("web")
 
 	code, out, errOut := c.virtctl(nil, "expose", "vm", "web", "--name", "web-svc")
 	if code != 0 || out != "Service web-svc successfully created for vm web\n" || errOut != "" {
@@ -105,11 +113,35 @@ func TestExposeDeclaredPortsAndOwner(t *testing.T) {
 	if got, want := c.service("solo-http").OwnerReferences, controllerRef("VirtualMachineInstance", "solo", vmi.UID); !reflect.DeepEqual(got, want) {
 		t.Errorf("VMI Service owner references %+v, want %+v", got, want)
 	}
+}
 
+// Deleting the VM or VMI a Service was exposed for deletes the Service: kube-controller-manager's garbage
+// collector follows the owner reference. This test has a control plane of its own with the controller
+// manager, whose pod GC would otherwise delete the other tests' launcher pods bound to "no-such-node".
+func TestExposedServiceGoesWithItsOwner(t *testing.T) {
+	cp := harness.StartControlPlane(t, harness.Options{ControllerManager: true})
+	installCRDs(t, cp)
+	c := newCluster(t, cp)
+	ctx := context.Background()
+	vm := c.createVMWithPorts("web")
+	c.createVMI("solo", v1.Running)
+	for _, args := range [][]string{
+		{"expose", "vm", "web", "--name", "web-svc"},
+		{"expose", "vmi", "solo", "--name", "solo-http", "--port", "80"},
+	} {
+		if code, _, errOut := c.virtctl(nil, args...); code != 0 {
+			t.Fatalf("%v: %q", args, errOut)
+		}
+	}
+	if got := c.service("web-svc").OwnerReferences; len(got) != 1 || got[0].UID != vm.UID {
+		t.Fatalf("owner references %+v", got)
+	}
 	if err := c.kv.KubevirtV1().VirtualMachines(c.ns).Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	c.serviceGone("web-svc")
+	// The VMI's Service is untouched by the VM's deletion, and goes with the VMI.
+	c.service("solo-http")
 	if err := c.kv.KubevirtV1().VirtualMachineInstances(c.ns).Delete(ctx, "solo", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +195,8 @@ func TestExposeFlagsReachTheService(t *testing.T) {
 		}
 	}
 	code, _, errOut = c.virtctl(nil, "expose", "vm", "f", "--name", "f-bad", "--port", "70000")
-	if code != 1 || !strings.HasPrefix(errOut, `service creation failed: Service "f-bad" is invalid: spec.ports[0].port: Invalid value: 70000`) {
+	if code != 1 || !strings.HasPrefix(errOut, `service creation failed: Service "f-bad" is invalid: `) ||
+		!strings.Contains(errOut, "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535") {
 		t.Errorf("port 70000: %d %q", code, errOut)
 	}
 }

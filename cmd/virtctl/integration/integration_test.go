@@ -31,8 +31,7 @@ import (
 	"github.com/kvirt/kvirt/tests/harness"
 )
 
-// kube-controller-manager runs for its garbage collector: a Service made by expose goes with its owner.
-func TestMain(m *testing.M) { os.Exit(harness.RunShared(m, harness.Options{ControllerManager: true})) }
+func TestMain(m *testing.M) { os.Exit(harness.RunShared(m, harness.Options{})) }
 
 var crdOnce sync.Once
 
@@ -47,11 +46,20 @@ type cluster struct {
 func setup(t *testing.T) *cluster {
 	t.Helper()
 	cp := harness.Shared(t)
-	crdOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "crds")
-		cp.InstallCRDs(t, filepath.Join(dir, "kubevirt.io_virtualmachines.yaml"), filepath.Join(dir, "kubevirt.io_virtualmachineinstances.yaml"))
-	})
+	crdOnce.Do(func() { installCRDs(t, cp) })
+	return newCluster(t, cp)
+}
+
+// installCRDs installs kvirt's VM and VMI CRDs from deploy/crds.
+func installCRDs(t *testing.T, cp *harness.ControlPlane) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "crds")
+	cp.InstallCRDs(t, filepath.Join(dir, "kubevirt.io_virtualmachines.yaml"), filepath.Join(dir, "kubevirt.io_virtualmachineinstances.yaml"))
+}
+
+func newCluster(t *testing.T, cp *harness.ControlPlane) *cluster {
+	t.Helper()
 	kv, err := versioned.NewForConfig(cp.Config)
 	if err != nil {
 		t.Fatal(err)
