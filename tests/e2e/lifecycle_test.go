@@ -23,6 +23,7 @@ import (
 type vmSpec struct {
 	name, strategy, kernel, args string
 	masquerade                   bool
+	ports                        []int  // masquerade: forward only these TCP ports (default every port)
 	apiVersion                   string // default kubevirt.io/v1
 	grace                        int64  // terminationGracePeriodSeconds (default 10)
 }
@@ -45,7 +46,15 @@ func (s vmSpec) String() string {
 	}
 	net := "        devices: {autoattachPodInterface: false}\n"
 	if s.masquerade {
-		net = "        devices:\n          interfaces: [{name: default, masquerade: {}}]\n      networks: [{name: default, pod: {}}]\n"
+		var ports []string
+		for _, p := range s.ports {
+			ports = append(ports, fmt.Sprintf("{port: %d}", p))
+		}
+		listed := ""
+		if len(ports) > 0 {
+			listed = ", ports: [" + strings.Join(ports, ", ") + "]"
+		}
+		net = "        devices:\n          interfaces: [{name: default, masquerade: {}" + listed + "}]\n      networks: [{name: default, pod: {}}]\n"
 	}
 	return fmt.Sprintf(`apiVersion: %s
 kind: VirtualMachine
@@ -308,16 +317,20 @@ func (e *env) launcherPods(vm string) []string {
 	return strings.Fields(out)
 }
 
-// virtctl expose makes Services (ClusterIP and NodePort) whose endpoint is the launcher pod, and a
-// connection from this host to the ClusterIP or the node port reaches a server in the guest through
-// the masquerade binding (kvirt-init's serve action answers one fixed line).
+// virtctl expose makes Services (ClusterIP and NodePort, and one without --port that takes the port the
+// VM declares) whose endpoint is the launcher pod, and a connection from this host to the ClusterIP or
+// the node port reaches a server in the guest through the masquerade binding (kvirt-init's serve action
+// answers one fixed line). The Services belong to the VM: deleting it deletes them.
 func TestExposeReachesGuestThroughService(t *testing.T) {
 	t.Parallel()
 	e := setupGuest(t)
-	e.apply(vmSpec{name: "web", strategy: "runStrategy: Always", kernel: "linux", args: "kvirt.test=net,serve:8080", masquerade: true}.String())
+	e.apply(vmSpec{name: "web", strategy: "runStrategy: Always", kernel: "linux", args: "kvirt.test=net,serve:8080", masquerade: true, ports: []int{8080}}.String())
 	e.waitField("vmi/web", "{.status.phase}", "Running", 3*time.Minute)
 	e.virtctlOK("expose", "vm", "web", "--name", "web-cip", "--port", "80", "--target-port", "8080")
 	e.virtctlOK("expose", "vm", "web", "--name", "web-np", "--port", "8080", "--type", "NodePort")
+	if out := e.virtctlOK("expose", "vm", "web", "--name", "web-auto"); !strings.Contains(out, "Service web-auto successfully created for vm web\n") {
+		t.Fatalf("expose without --port: %q", out)
+	}
 	e.eventually("the guest serves on :8080", 6*time.Minute, func() (bool, string) {
 		out, err := e.run(kubectl, "logs", "-l", "vm.kubevirt.io/name=web", "-c", "compute", "--tail=-1")
 		if strings.Contains(out, "kvirt-guest: error") {
@@ -330,12 +343,13 @@ func TestExposeReachesGuestThroughService(t *testing.T) {
 		t.Fatalf("launcher pods %v, want one", pods)
 	}
 	podIP, _ := e.jsonpath(pods[0], "{.status.podIP}")
-	for _, svc := range []string{"web-cip", "web-np"} {
+	for _, svc := range []string{"web-cip", "web-np", "web-auto"} {
 		e.waitField("endpointslices", fmt.Sprintf(`{.items[?(@.metadata.labels.kubernetes\.io/service-name=="%s")].endpoints[*].addresses[*]}`, svc), podIP, time.Minute)
 	}
 	clusterIP, _ := e.jsonpath("service/web-cip", "{.spec.clusterIP}")
 	nodePort, _ := e.jsonpath("service/web-np", "{.spec.ports[0].nodePort}")
-	for _, addr := range []string{net.JoinHostPort(clusterIP, "80"), net.JoinHostPort("127.0.0.1", nodePort)} {
+	autoIP, _ := e.jsonpath("service/web-auto", "{.spec.clusterIP}")
+	for _, addr := range []string{net.JoinHostPort(clusterIP, "80"), net.JoinHostPort("127.0.0.1", nodePort), net.JoinHostPort(autoIP, "8080")} {
 		e.eventually("the guest answers through "+addr, 2*time.Minute, func() (bool, string) {
 			line, err := readLine(addr)
 			if err != nil {
@@ -345,6 +359,9 @@ func TestExposeReachesGuestThroughService(t *testing.T) {
 		})
 	}
 	e.kubectl("delete", "vm", "web", "--wait=false")
+	for _, svc := range []string{"web-cip", "web-np", "web-auto"} {
+		e.waitGone("service/"+svc, 2*time.Minute)
+	}
 }
 
 func readLine(addr string) (string, error) {

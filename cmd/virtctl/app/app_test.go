@@ -139,7 +139,8 @@ func TestArgumentErrors(t *testing.T) {
 		{[]string{"expose", "vm", "a", "--port", "80"}, `required flag(s) "name" not set`},
 		{[]string{"expose", "vm", "a", "--name", "s", "--port", "80", "--type", "ExternalName"}, "type: ExternalName not supported"},
 		{[]string{"expose", "vm", "a", "--name", "s", "--port", "80", "--protocol", "ICMP"}, "unknown protocol: ICMP"},
-		{[]string{"expose", "vm", "a", "--name", "s", "--port", "70000"}, "port must be between 1 and 65535"},
+		{[]string{"expose", "vm", "a", "--name", "s", "--ip-family", "IPv5"}, "unknown IPFamily/s: IPv5"},
+		{[]string{"expose", "vmx", "a", "--name", "s"}, "unsupported resource type: vmx"},
 		{[]string{"rename", "vmi", "a", "b"}, "only VirtualMachines can be renamed"},
 		{[]string{"console", "a", "--timeout=-1"}, "--timeout must be 0 or more minutes"},
 		{[]string{"stop", "my-vm", "--grace-period=x", "--force"}, "invalid argument"},
@@ -457,16 +458,19 @@ func FuzzCopyUntilEscape(f *testing.F) {
 
 func TestExpose(t *testing.T) {
 	f := newFake([]runtime.Object{testVM(v1.RunStrategyAlways), testVMI(v1.Running)})
-	code, out, errOut := f.run(t, nil, "expose", "vm", "my-vm", "--name", "my-vm-ssh", "--port", "2222", "--target-port", "22", "--type", "NodePort")
-	if code != 0 || out != "Service my-vm-ssh successfully exposed for vm my-vm\n" {
+	code, out, errOut := f.run(t, nil, "expose", "VM", "my-vm", "--name", "my-vm-ssh", "--port", "2222", "--target-port", "22", "--type", "NodePort")
+	if code != 0 || out != "Service my-vm-ssh successfully created for vm my-vm\n" {
 		t.Fatalf("code %d stdout %q stderr %q", code, out, errOut)
 	}
 	svc, err := f.kube.CoreV1().Services("ns").Get(context.Background(), "my-vm-ssh", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(svc.Spec.Selector) != 1 || svc.Spec.Selector[v1.VirtualMachineNameLabel] != "my-vm" {
+	if len(svc.Spec.Selector) != 1 || svc.Spec.Selector[v1.VirtualMachineInstanceIDLabel] != "my-vm" {
 		t.Errorf("selector %v", svc.Spec.Selector)
+	}
+	if len(svc.OwnerReferences) != 1 || svc.OwnerReferences[0].Kind != "VirtualMachine" || svc.OwnerReferences[0].Name != "my-vm" {
+		t.Errorf("owner references %+v", svc.OwnerReferences)
 	}
 	p := svc.Spec.Ports[0]
 	if p.Port != 2222 || p.TargetPort.IntValue() != 22 || p.Protocol != corev1.ProtocolTCP || svc.Spec.Type != corev1.ServiceTypeNodePort {
@@ -478,13 +482,22 @@ func TestExpose(t *testing.T) {
 	if code != 0 || err != nil {
 		t.Fatalf("code %d, %v", code, err)
 	}
-	if svc.Spec.Selector[v1.VirtualMachineInstanceIDLabel] != "my-vm" || svc.Spec.Ports[0].TargetPort.IntValue() != 80 {
-		t.Errorf("vmi service %+v", svc.Spec)
+	if svc.Spec.Selector[v1.VirtualMachineInstanceIDLabel] != "my-vm" || svc.Spec.Ports[0].TargetPort.IntValue() != 80 ||
+		svc.OwnerReferences[0].Kind != "VirtualMachineInstance" {
+		t.Errorf("vmi service %+v %+v", svc.ObjectMeta, svc.Spec)
 	}
 
+	code, _, errOut = f.run(t, nil, "expose", "vm", "my-vm", "--name", "x")
+	if code != 1 || errOut != "couldn't find port via --port flag or introspection\n" {
+		t.Errorf("no ports: code %d stderr %q", code, errOut)
+	}
 	code, _, errOut = f.run(t, nil, "expose", "vm", "other", "--name", "x", "--port", "80")
 	if code != 1 || !strings.HasPrefix(errOut, "error fetching VirtualMachine: ") {
 		t.Errorf("missing VM: code %d stderr %q", code, errOut)
+	}
+	code, _, errOut = f.run(t, nil, "expose", "vmirs", "pool", "--name", "x", "--port", "80")
+	if code != 1 || !strings.HasPrefix(errOut, "error fetching VirtualMachineInstanceReplicaSet: ") {
+		t.Errorf("missing replica set: code %d stderr %q", code, errOut)
 	}
 }
 
@@ -603,7 +616,7 @@ func TestNameCompletion(t *testing.T) {
 		{[]string{"__complete", "console", ""}, "my-vm\n:4\n"},
 		{[]string{"__complete", "pause", ""}, "vm\nvmi\n:4\n"},
 		{[]string{"__complete", "pause", "vm", "o"}, "other\n:4\n"},
-		{[]string{"__complete", "expose", "vmi", ""}, "--name\tName of the service created for the exposure of the VM.\n--port\tThe port that the service should serve on.\nmy-vm\n:4\n"},
+		{[]string{"__complete", "expose", "vmi", ""}, "--name\tName of the service created for the exposure of the VM.\nmy-vm\n:4\n"},
 		{[]string{"__complete", "start", "my-vm", ""}, ":4\n"},
 	} {
 		code, out, _ := f.run(t, nil, tc.args...)

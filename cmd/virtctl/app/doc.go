@@ -9,8 +9,9 @@
 //     instead of overwriting each other;
 //   - pause/unpause check the VMI's state, then run `virt-launcher pause|unpause` in the VMI's launcher
 //     pod through pod exec; console runs `virt-launcher console` there with a raw local terminal;
-//   - expose creates a Service selecting the launcher pod; rename re-creates a stopped VM under a new
-//     name; version prints the client and server versions; completion comes from cobra.
+//   - expose creates a Service selecting the launcher pod, owned by the VM or VMI so it goes with it;
+//     rename re-creates a stopped VM under a new name; version prints the client and server versions;
+//     completion comes from cobra.
 //
 // Kubeconfig handling is kubectl's (k8s.io/cli-runtime ConfigFlags). The same binary works as the
 // kubectl plugin `kubectl-virt`; cmd/virtctl and cmd/kubectl-virt are thin mains around Main.

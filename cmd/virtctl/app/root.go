@@ -181,8 +181,10 @@ func (e *env) example(lines ...string) string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		b.WriteString("  ")
-		b.WriteString(strings.ReplaceAll(l, "{{virtctl}}", e.Name))
+		if l != "" {
+			b.WriteString("  ")
+			b.WriteString(strings.ReplaceAll(l, "{{virtctl}}", e.Name))
+		}
 	}
 	return b.String()
 }

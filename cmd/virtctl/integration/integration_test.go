@@ -46,11 +46,20 @@ type cluster struct {
 func setup(t *testing.T) *cluster {
 	t.Helper()
 	cp := harness.Shared(t)
-	crdOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "crds")
-		cp.InstallCRDs(t, filepath.Join(dir, "kubevirt.io_virtualmachines.yaml"), filepath.Join(dir, "kubevirt.io_virtualmachineinstances.yaml"))
-	})
+	crdOnce.Do(func() { installCRDs(t, cp) })
+	return newCluster(t, cp)
+}
+
+// installCRDs installs kvirt's VM and VMI CRDs from deploy/crds.
+func installCRDs(t *testing.T, cp *harness.ControlPlane) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "crds")
+	cp.InstallCRDs(t, filepath.Join(dir, "kubevirt.io_virtualmachines.yaml"), filepath.Join(dir, "kubevirt.io_virtualmachineinstances.yaml"))
+}
+
+func newCluster(t *testing.T, cp *harness.ControlPlane) *cluster {
+	t.Helper()
 	kv, err := versioned.NewForConfig(cp.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -444,14 +453,14 @@ func TestExposeRenameVersion(t *testing.T) {
 	ctx := context.Background()
 	c.createVM("web", "Halted")
 	code, out, errOut := c.virtctl(nil, "expose", "vm", "web", "--name", "web-http", "--port", "80", "--target-port", "8080")
-	if code != 0 || out != "Service web-http successfully exposed for vm web\n" {
+	if code != 0 || out != "Service web-http successfully created for vm web\n" {
 		t.Fatalf("expose: %d %q %q", code, out, errOut)
 	}
 	svc, err := c.kube.CoreV1().Services(c.ns).Get(ctx, "web-http", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc.Spec.Selector[v1.VirtualMachineNameLabel] != "web" || svc.Spec.Ports[0].TargetPort.IntValue() != 8080 || svc.Spec.ClusterIP == "" {
+	if svc.Spec.Selector[v1.VirtualMachineInstanceIDLabel] != "web" || svc.Spec.Ports[0].TargetPort.IntValue() != 8080 || svc.Spec.ClusterIP == "" {
 		t.Errorf("service %+v", svc.Spec)
 	}
 
@@ -696,6 +705,7 @@ func TestKvirtUserRoleSuffices(t *testing.T) {
 		{"restart", "a", "--force", "--grace-period=0"},
 		{"stop", "a", "--force", "--grace-period=0"},
 		{"expose", "vm", "a", "--name", "a-ssh", "--port", "22"},
+		{"expose", "vmi", "a", "--name", "a-http", "--port", "80"},
 		{"rename", "vm", "m", "m2"}, // m has a Start queued but no VMI: stopped
 	} {
 		if code, _, errOut := alice(args...); code != 0 {
