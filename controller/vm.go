@@ -464,7 +464,7 @@ func newVMIFromTemplate(vm *v1.VirtualMachine, paused bool) *v1.VirtualMachineIn
 		}
 		vmi.Spec = *t.Spec.DeepCopy()
 	}
-	vmi.Labels[v1.VirtualMachineNameLabel] = vm.Name
+	vmi.Labels[v1.VirtualMachineNameLabel] = v1.NameLabelValue(vm.Name)
 	if t != nil {
 		// What RestartRequired and status.observedGeneration compare (createVMI sets them from the stored
 		// VM when it reads it).

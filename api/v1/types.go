@@ -485,9 +485,11 @@ const (
 	VirtLauncherValue = "virt-launcher"
 	// CreatedByLabel on a launcher pod holds the VMI UID.
 	CreatedByLabel = "kubevirt.io/created-by"
-	// VirtualMachineNameLabel (KubeVirt: DeprecatedVirtualMachineNameLabel) holds the VM name on VMI and pod.
+	// VirtualMachineNameLabel (KubeVirt: DeprecatedVirtualMachineNameLabel) holds NameLabelValue of the VM
+	// name on VMI and pod (KubeVirt puts the pod's host name, the VMI name cut at 63 characters, there).
 	VirtualMachineNameLabel = "vm.kubevirt.io/name"
-	// VirtualMachineInstanceIDLabel on a launcher pod holds the VMI name; `virtctl expose` selects on it.
+	// VirtualMachineInstanceIDLabel on a launcher pod holds NameLabelValue of the VMI name (KubeVirt's VMI
+	// ID); `virtctl expose` selects on it.
 	VirtualMachineInstanceIDLabel = "vmi.kubevirt.io/id"
 	// NodeNameLabel on a VMI holds its node once Scheduled.
 	NodeNameLabel = "kubevirt.io/nodeName"
