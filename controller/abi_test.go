@@ -9,9 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// The firmware identity a VM's template gets, keyed to docs/BEHAVIOUR.md §7: on the controller's first
-// sync (kvirt's stand-in for KubeVirt's VM mutator on create) a random UUID and a random serial where
-// empty; later only an empty UUID is filled, with KubeVirt's legacy name-derived UUID.
+// The firmware identity a VM's template gets (docs/BEHAVIOUR.md §8 "firmware"): on the controller's
+// first sync (kvirt's stand-in for KubeVirt's VM mutator on create) a random UUID and a random serial
+// where empty; later only an empty UUID is filled, with KubeVirt's legacy name-derived UUID.
 func TestABIDefaults(t *testing.T) {
 	const userUUID, userSerial = "11111111-aaaa-bbbb-cccc-555555555555", "user-serial"
 	for _, tc := range []struct {

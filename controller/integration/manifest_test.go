@@ -31,7 +31,7 @@ func (e *env) launcherPod(t *testing.T, uid string) *corev1.Pod {
 	return &pods.Items[0]
 }
 
-// BEHAVIOUR.md §7 "long names": a VM whose name is longer than a label value (70 characters) runs. Its
+// BEHAVIOUR.md §8 "long names": a VM whose name is longer than a label value (70 characters) runs. Its
 // pod's name, labels and token Secret are valid (the apiserver refuses anything else), the labels carry
 // KubeVirt's hashed VMI ID, and the controller still finds the pod to stop it.
 func TestLongNameVMRuns(t *testing.T) {
@@ -82,7 +82,7 @@ func TestLongNameVMRuns(t *testing.T) {
 	testenv.Eventually(t, "VM Stopped", 30*time.Second, e.printable(t, name, v1.VirtualMachineStatusStopped))
 }
 
-// BEHAVIOUR.md §7 "memory": VMIs created directly with only a memory limit, or with less memory than
+// BEHAVIOUR.md §8 "memory": VMIs created directly with only a memory limit, or with less memory than
 // kvirt's VMM boots, run: the pod requests what KubeVirt's pod would (plus kvirt's overhead) and the
 // launcher's copy of the VMI gives the guest its memory. A request below 1M is refused by the apiserver
 // with KubeVirt's message. The apiserver persists machine type q35 and no firmware identity, as
@@ -141,7 +141,7 @@ func mem(q string) corev1.ResourceList {
 	return corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(q)}
 }
 
-// BEHAVIOUR.md §7 "firmware": a new VM gets a random firmware UUID and serial in its template, written
+// BEHAVIOUR.md §8 "firmware": a new VM gets a random firmware UUID and serial in its template, written
 // once: the same across stops, starts and a controller restart, and different for a VM re-created under
 // the same name (KubeVirt's VM mutator on create). The machine type is persisted.
 func TestFirmwareIdentityPersisted(t *testing.T) {

@@ -8,8 +8,8 @@
 // reported as warnings, which the launcher logs and `virt-launcher run` prints.
 //
 // Decisions not taken from KubeVirt:
-//   - With no firmware.uuid (a standalone VMI; VMs get one from the API defaults), the guest's SMBIOS UUID is
-//     the VMI's metadata.uid, stable for the VMI's lifetime.
+//   - With no firmware.uuid (a standalone VMI; VMs get one from the VM controller), the guest's SMBIOS
+//     UUID is the VMI's metadata.uid, stable for the VMI's lifetime.
 //   - A guest with less memory than kvirt's VMM needs (MinMemoryBytes, 16 MiB) gets that much, with a warning:
 //     KubeVirt accepts and runs any memory from 1M (its own tests start guest-less VMs with 1Mi and 4096Ki).
 //   - Only the virtio bus exists in kvirt's VMM: sata, scsi and usb disks, and cdroms (sata by default), are
