@@ -21,16 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// launcherPod returns the one launcher pod of the VMI with uid.
-func (e *env) launcherPod(t *testing.T, uid string) *corev1.Pod {
-	t.Helper()
-	pods, err := e.kube.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: labels.Set{v1.CreatedByLabel: uid}.String()})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("launcher pods of %s: %d (err %v), want 1", uid, len(pods.Items), err)
-	}
-	return &pods.Items[0]
-}
-
 // BEHAVIOUR.md §8 "long names": a VM whose name is longer than a label value (70 characters) runs. Its
 // pod's name, labels and token Secret are valid (the apiserver refuses anything else), the labels carry
 // KubeVirt's hashed VMI ID, and the controller still finds the pod to stop it.
@@ -49,7 +39,7 @@ func TestLongNameVMRuns(t *testing.T) {
 	if len(want) != 63 || vmi.Labels[v1.VirtualMachineNameLabel] != want {
 		t.Fatalf("VMI labels %v, want %s=%s", vmi.Labels, v1.VirtualMachineNameLabel, want)
 	}
-	pod := e.launcherPod(t, string(vmi.UID))
+	pod := e.launcherPod(t, vmi)
 	if len(pod.Name) > 63 || !strings.HasPrefix(pod.Name, "virt-launcher-aaaa") || pod.Labels[v1.VirtualMachineInstanceIDLabel] != want ||
 		pod.Labels[v1.VirtualMachineNameLabel] != want || pod.Annotations[v1.DomainAnnotation] != name {
 		t.Fatalf("pod %s labels %v annotations %v", pod.Name, pod.Labels, pod.Annotations[v1.DomainAnnotation])
@@ -109,7 +99,7 @@ func TestVMIMemoryManifests(t *testing.T) {
 			if m := running.Spec.Domain.Machine; m == nil || m.Type != "q35" || running.Spec.Domain.Firmware != nil {
 				t.Errorf("machine %+v firmware %+v, want q35 and none", m, running.Spec.Domain.Firmware)
 			}
-			pod := e.launcherPod(t, string(running.UID))
+			pod := e.launcherPod(t, running)
 			res := pod.Spec.Containers[0].Resources
 			if got := res.Requests[corev1.ResourceMemory]; got.Cmp(resource.MustParse(tc.wantReq)) != 0 {
 				t.Errorf("memory request %s, want %s", got.String(), tc.wantReq)
