@@ -16,9 +16,10 @@ import (
 // (pkg/virt-controller/watch/vm/firmware.go).
 var firmwareUUIDNamespace = uuid.MustParse("6a1a24a1-4061-4607-8bf4-a3963d0c5895")
 
-// DefaultFirmwareUUID is the firmware (SMBIOS) UUID KubeVirt gives a VM whose template has none:
-// UUIDv5 (SHA-1) of the VM name.
-func DefaultFirmwareUUID(vmName string) types.UID {
+// LegacyFirmwareUUID is the firmware (SMBIOS) UUID KubeVirt's VM controller gives a VM whose template has
+// none after admission (its CalculateLegacyUUID): UUIDv5 (SHA-1) of the VM name. New VMs get a random
+// one instead (applyABIDefaults).
+func LegacyFirmwareUUID(vmName string) types.UID {
 	return types.UID(uuid.NewSHA1(firmwareUUIDNamespace, []byte(vmName)).String())
 }
 
@@ -31,9 +32,16 @@ func StableMAC(vmUID types.UID, iface string) string {
 	return mac.String()
 }
 
-// applyABIDefaults fills the VM template's firmware UUID and interface MACs where empty, and reports
-// whether it changed anything (the caller then writes the VM spec).
-func applyABIDefaults(vm *v1.VirtualMachine) bool {
+// applyABIDefaults fills the VM template's firmware identity and interface MACs where empty, and reports
+// whether it changed anything (the caller then writes the VM spec once; see abiDefaultsOps).
+//
+// New is true on the controller's first sync of a VM (it has no VirtualMachineControllerFinalizer yet):
+// kvirt has no admission webhook, and this is its stand-in for KubeVirt's VM mutator on create, which
+// gives an empty firmware.uuid a random UUID and an empty firmware.serial a random UUID string. Later an
+// empty UUID gets LegacyFirmwareUUID, as KubeVirt's FirmwareController does for a VM whose UUID was
+// removed by an update, and an empty serial stays empty (the mutator sets it on create only). newUUID is
+// the random source (uuid.NewString).
+func applyABIDefaults(vm *v1.VirtualMachine, isNew bool, newUUID func() string) bool {
 	if vm.Spec.Template == nil {
 		return false
 	}
@@ -42,8 +50,17 @@ func applyABIDefaults(vm *v1.VirtualMachine) bool {
 	if dom.Firmware == nil {
 		dom.Firmware = &v1.Firmware{}
 	}
-	if dom.Firmware.UUID == "" {
-		dom.Firmware.UUID = DefaultFirmwareUUID(vm.Name)
+	fw := dom.Firmware
+	if fw.UUID == "" {
+		if isNew {
+			fw.UUID = types.UID(newUUID())
+		} else {
+			fw.UUID = LegacyFirmwareUUID(vm.Name)
+		}
+		changed = true
+	}
+	if isNew && fw.Serial == "" {
+		fw.Serial = newUUID()
 		changed = true
 	}
 	if vm.UID != "" {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	kvfake "github.com/kvirt/kvirt/api/client/clientset/versioned/fake"
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/controller"
@@ -200,12 +201,12 @@ func (f *fixture) addVM(vm *v1.VirtualMachine) *v1.VirtualMachine {
 }
 
 // settledVM is a VM as the VM controller leaves it after its first sync: with its finalizer, UID,
-// firmware UUID and MAC, so a sync has nothing to patch.
+// firmware UUID and serial and MAC, so a sync has nothing to patch.
 func settledVM(name string, strategy v1.VirtualMachineRunStrategy) *v1.VirtualMachine {
 	vm := controllertest.VM(name, strategy)
 	vm.UID = types.UID("vm-uid-" + name)
 	vm.Finalizers = []string{v1.VirtualMachineControllerFinalizer}
-	vm.Spec.Template.Spec.Domain.Firmware = &v1.Firmware{UUID: controller.DefaultFirmwareUUID(name)}
+	vm.Spec.Template.Spec.Domain.Firmware = &v1.Firmware{UUID: controller.LegacyFirmwareUUID(name), Serial: "serial-" + name}
 	vm.Spec.Template.Spec.Domain.Devices.Interfaces[0].MacAddress = controller.StableMAC(vm.UID, "default")
 	return vm
 }
@@ -223,6 +224,12 @@ func (f *fixture) addVMI(vmi *v1.VirtualMachineInstance) *v1.VirtualMachineInsta
 		f.t.Fatal(err)
 	}
 	return out
+}
+
+// randomUUID reports whether s is a random (version 4) UUID.
+func randomUUID(s string) bool {
+	u, err := uuid.Parse(s)
+	return err == nil && u.Version() == 4
 }
 
 // vmiOf is the VMI vm would create, in phase (with a Running transition if ran).
@@ -329,8 +336,9 @@ func TestVMSyncAlwaysCreatesVMI(t *testing.T) {
 	if !slices.Contains(vm.Finalizers, v1.VirtualMachineControllerFinalizer) {
 		t.Fatalf("VM finalizers %v", vm.Finalizers)
 	}
-	if got := vm.Spec.Template.Spec.Domain.Firmware; got == nil || got.UUID != controller.DefaultFirmwareUUID("vm1") {
-		t.Fatalf("firmware UUID not defaulted in the VM spec: %+v", got)
+	// A new VM gets a random (version 4) firmware UUID and a serial, as KubeVirt's VM mutator gives.
+	if got := vm.Spec.Template.Spec.Domain.Firmware; got == nil || !randomUUID(string(got.UUID)) || !randomUUID(got.Serial) {
+		t.Fatalf("firmware UUID and serial not defaulted in the VM spec: %+v", got)
 	}
 	mac := vm.Spec.Template.Spec.Domain.Devices.Interfaces[0].MacAddress
 	if mac != controller.StableMAC(vm.UID, "default") {

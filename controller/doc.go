@@ -24,8 +24,18 @@
 //   - Beyond KubeVirt: every template interface without a macAddress gets a stable, locally
 //     administered MAC derived from the VM UID and the interface name, written into the VM template
 //     once, so a VM keeps its MAC across restarts and pods (KubeVirt needs the KubeMacPool add-on).
-//   - The launcher pod requests guest memory + LauncherMemoryOverhead (32Mi, from the launcher's
-//     measured RSS beside a running guest, see pod.go) + guest/512 for page tables; limits likewise.
+//   - The launcher pod's memory is KubeVirt's (the VMI's memory request, else its limit, else the guest
+//     memory) plus LauncherMemoryOverhead (32Mi, from the launcher's measured RSS beside a running
+//     guest, see pod.go) + guest/512 for page tables; a memory limit gets the same overhead. A guest
+//     below MinGuestMemory (16 MiB, the least kvirt's VMM boots; KubeVirt runs anything from 1M) is
+//     raised to it by the launcher, and the pod pays for the raised guest.
+//   - Names: label values (vmi.kubevirt.io/id, vm.kubevirt.io/name) hold v1.NameLabelValue of the VMI
+//     or VM name, KubeVirt's hashed VMI ID beyond 63 characters (KubeVirt puts the host name in
+//     vm.kubevirt.io/name); the token Secret's name is shortened with a hash beyond 253 characters.
+//   - Firmware identity: kvirt has no admission webhook, so the VM controller's first sync of a VM (one
+//     without its finalizer) stands in for KubeVirt's VM mutator on create: an empty firmware UUID and
+//     serial get random UUIDs, written with the finalizer (abi.go). The machine type default (q35) is
+//     the CRDs', persisted by the apiserver.
 //   - Launcher pod termination grace = VMI terminationGracePeriodSeconds (default 30) + 15 s. A VMI being
 //     deleted has its pods deleted with no longer a grace period than its grace period now + 15 s, so a
 //     lowered one (virtctl stop --force) also cuts a pod deletion under way.
@@ -58,11 +68,11 @@
 //     rows of docs/BEHAVIOUR.md §1–§3.
 //   - The controller never Updates a VM or VMI with our Go types: the CRDs keep fields those types do not
 //     model, and an Update would delete them. Metadata and spec writes (finalizers, the node label, the
-//     firmware UUID and MACs, the run strategy for a paused start) are JSON patches of just those fields
-//     after a resourceVersion test (patch.go); status goes through the status subresource. A VMI is
-//     created from the VM's template as stored (an uncached raw read of the VM), so its spec is the
-//     template's, unknown fields included, as in KubeVirt; the launcher's copy (pod annotation) is typed
-//     and holds only what kvirt models.
+//     firmware UUID and serial and MACs, the run strategy for a paused start) are JSON patches of just
+//     those fields after a resourceVersion test (patch.go); status goes through the status subresource.
+//     A VMI is created from the VM's template as stored (an uncached raw read of the VM), so its spec is
+//     the template's, unknown fields included, as in KubeVirt; the launcher's copy (pod annotation) is
+//     typed and holds only what kvirt models.
 //   - WaitingForVolumeBinding: the VM controller watches all PVCs (list/watch in deploy/rbac) and, unlike
 //     KubeVirt, re-syncs a VM on PVC updates too, so the status leaves WaitingForVolumeBinding as soon as
 //     the claim binds. kvirt has no DataVolumes: Provisioning and DataVolumeError never appear.

@@ -46,26 +46,39 @@ func setField(path string, value any) patchOp {
 
 // abiDefaultsOps applies the ABI defaults to vm (see applyABIDefaults) and returns the patch ops that
 // write exactly the fields it filled in.
-func abiDefaultsOps(vm *v1.VirtualMachine) []patchOp {
+func abiDefaultsOps(vm *v1.VirtualMachine, isNew bool, newUUID func() string) []patchOp {
 	if vm.Spec.Template == nil {
 		return nil
 	}
 	dom := &vm.Spec.Template.Spec.Domain
+	var before v1.Firmware
 	hadFirmware := dom.Firmware != nil
-	hadUUID := hadFirmware && dom.Firmware.UUID != ""
+	if hadFirmware {
+		before = *dom.Firmware
+	}
 	emptyMAC := make([]bool, len(dom.Devices.Interfaces))
 	for i, ifc := range dom.Devices.Interfaces {
 		emptyMAC[i] = ifc.MacAddress == ""
 	}
-	if !applyABIDefaults(vm) {
+	if !applyABIDefaults(vm, isNew, newUUID) {
 		return nil
 	}
 	const domain = "/spec/template/spec/domain"
 	var ops []patchOp
+	fw := dom.Firmware
 	if !hadFirmware {
-		ops = append(ops, setField(domain+"/firmware", map[string]any{"uuid": dom.Firmware.UUID}))
-	} else if !hadUUID {
-		ops = append(ops, setField(domain+"/firmware/uuid", dom.Firmware.UUID))
+		set := map[string]any{"uuid": fw.UUID}
+		if fw.Serial != "" {
+			set["serial"] = fw.Serial
+		}
+		ops = append(ops, setField(domain+"/firmware", set))
+	} else {
+		if before.UUID != fw.UUID {
+			ops = append(ops, setField(domain+"/firmware/uuid", fw.UUID))
+		}
+		if before.Serial != fw.Serial {
+			ops = append(ops, setField(domain+"/firmware/serial", fw.Serial))
+		}
 	}
 	for i, ifc := range dom.Devices.Interfaces {
 		if emptyMAC[i] && ifc.MacAddress != "" {

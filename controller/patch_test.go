@@ -21,20 +21,25 @@ func TestABIDefaultsOps(t *testing.T) {
 		}
 		return vm
 	}
-	uuid := DefaultFirmwareUUID("vm")
+	rand := func() string { return "r" }
+	const fw = "/spec/template/spec/domain/firmware"
 	for _, tc := range []struct {
-		name string
-		vm   *v1.VirtualMachine
-		want []string // "op path" of each op
+		name  string
+		vm    *v1.VirtualMachine
+		isNew bool
+		want  []string // "op path" of each op
+		value map[string]any
 	}{
-		{"no firmware: the object is added", mk(nil), []string{"add /spec/template/spec/domain/firmware"}},
-		{"firmware without uuid (maybe unknown fields): only the uuid", mk(&v1.Firmware{Serial: "s"}), []string{"add /spec/template/spec/domain/firmware/uuid"}},
-		{"all set: nothing", mk(&v1.Firmware{UUID: "u"}, "02:00:00:00:00:01"), nil},
-		{"one MAC missing: tested by name, then only that member", mk(&v1.Firmware{UUID: "u"}, "02:00:00:00:00:01", ""),
-			[]string{"test /spec/template/spec/domain/devices/interfaces/1/name", "add /spec/template/spec/domain/devices/interfaces/1/macAddress"}},
-		{"no template: nothing", &v1.VirtualMachine{}, nil},
+		{"new, no firmware: the object is added", mk(nil), true, []string{"add " + fw}, map[string]any{"uuid": "r", "serial": "r"}},
+		{"later, no firmware: the object with the uuid", mk(nil), false, []string{"add " + fw}, map[string]any{"uuid": string(LegacyFirmwareUUID("vm"))}},
+		{"firmware without uuid (maybe unknown fields): only the uuid", mk(&v1.Firmware{Serial: "s"}), true, []string{"add " + fw + "/uuid"}, nil},
+		{"new, firmware without serial: only the serial", mk(&v1.Firmware{UUID: "u"}), true, []string{"add " + fw + "/serial"}, nil},
+		{"all set: nothing", mk(&v1.Firmware{UUID: "u"}, "02:00:00:00:00:01"), false, nil, nil},
+		{"one MAC missing: tested by name, then only that member", mk(&v1.Firmware{UUID: "u"}, "02:00:00:00:00:01", ""), false,
+			[]string{"test /spec/template/spec/domain/devices/interfaces/1/name", "add /spec/template/spec/domain/devices/interfaces/1/macAddress"}, nil},
+		{"no template: nothing", &v1.VirtualMachine{}, true, nil, nil},
 	} {
-		ops := abiDefaultsOps(tc.vm)
+		ops := abiDefaultsOps(tc.vm, tc.isNew, rand)
 		var got []string
 		for _, op := range ops {
 			got = append(got, op.Op+" "+op.Path)
@@ -42,9 +47,11 @@ func TestABIDefaultsOps(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
 			t.Errorf("%s: ops %v, want %v", tc.name, got, tc.want)
 		}
-		if len(ops) > 0 && ops[0].Path == "/spec/template/spec/domain/firmware" {
-			if m, _ := ops[0].Value.(map[string]any); m["uuid"] != uuid || len(m) != 1 {
-				t.Errorf("%s: firmware value %v", tc.name, ops[0].Value)
+		if tc.value != nil {
+			b, _ := json.Marshal(ops[0].Value)
+			w, _ := json.Marshal(tc.value)
+			if string(b) != string(w) {
+				t.Errorf("%s: firmware value %s, want %s", tc.name, b, w)
 			}
 		}
 	}

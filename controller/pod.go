@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Launcher pod layout shared with the launcher (cmd/virt-launcher).
@@ -102,8 +103,23 @@ func controlAddr(port int, loopback bool) string {
 	return fmt.Sprintf(":%d", port)
 }
 
-// TokenSecretName is the name of the per-VMI control-API token secret.
-func TokenSecretName(vmiName string) string { return vmiName + "-launcher-token" }
+// TokenSecretName is the name of the per-VMI control-API token secret: "<vmi>-launcher-token", with the
+// VMI name shortened (v1.ShortenedName) where the whole would pass the 253 characters of an object name.
+func TokenSecretName(vmiName string) string {
+	return v1.ShortenedName(vmiName, "-launcher-token", k8svalidation.DNS1123SubdomainMaxLength)
+}
+
+// launcherPodPrefix is the launcher pod's generateName: "virt-launcher-<vmi>-" as in KubeVirt, cut to
+// the 58 characters the apiserver keeps of a generateName anyway (so the generated name, with its 5
+// random characters, is at most 63), which also keeps a long VMI name from making the prefix invalid.
+func launcherPodPrefix(vmiName string) string {
+	const keep = k8svalidation.DNS1123LabelMaxLength - 5
+	p := "virt-launcher-" + vmiName + "-"
+	if len(p) > keep {
+		p = p[:keep]
+	}
+	return p
+}
 
 // newToken returns a fresh random control-API token.
 func newToken() (string, error) {
@@ -128,15 +144,57 @@ func renderTokenSecret(vmi *v1.VirtualMachineInstance, token string) *corev1.Sec
 	}
 }
 
-// guestMemory returns the memory the guest gets: memory.guest, else requests.memory.
+// MinGuestMemory is the least guest RAM kvirt's VMM boots (launcher/spec.MinMemoryBytes, pinned by a test).
+// KubeVirt accepts any memory of at least 1M (its functional tests start guest-less VMs with 1Mi and
+// 4096Ki); the launcher raises a smaller guest to this, and the pod is sized for what actually runs.
+const MinGuestMemory = 16 << 20
+
+// guestMemory returns the memory the guest gets, in KubeVirt's order (its mutating webhook's
+// setGuestMemory): memory.guest, else a non-zero memory request, else a non-zero memory limit.
 func guestMemory(spec *v1.VirtualMachineInstanceSpec) (resource.Quantity, bool) {
 	if spec.Domain.Memory != nil && spec.Domain.Memory.Guest != nil {
 		return spec.Domain.Memory.Guest.DeepCopy(), true
 	}
-	if q, ok := spec.Domain.Resources.Requests[corev1.ResourceMemory]; ok {
-		return q.DeepCopy(), true
+	for _, l := range []corev1.ResourceList{spec.Domain.Resources.Requests, spec.Domain.Resources.Limits} {
+		if q, ok := l[corev1.ResourceMemory]; ok && !q.IsZero() {
+			return q.DeepCopy(), true
+		}
 	}
 	return resource.Quantity{}, false
+}
+
+// podMemory returns the launcher container's memory request and limit (hasLimit: the VMI sets a
+// non-zero memory limit) as KubeVirt's resource renderer computes them (WithMemoryRequests,
+// WithMemoryOverhead): the request is the VMI's memory request, else its memory limit, else the guest
+// memory; request and limit each get the launcher's overhead for the guest that runs (at least
+// MinGuestMemory).
+func podMemory(spec *v1.VirtualMachineInstanceSpec, guest resource.Quantity) (req, limit resource.Quantity, hasLimit bool) {
+	res := spec.Domain.Resources
+	lim, hasLimit := res.Limits[corev1.ResourceMemory]
+	hasLimit = hasLimit && !lim.IsZero()
+	switch r, hasReq := res.Requests[corev1.ResourceMemory]; {
+	case hasReq && !r.IsZero():
+		req = r.DeepCopy()
+	case hasLimit:
+		req = lim.DeepCopy()
+	default:
+		req = guest.DeepCopy()
+	}
+	runs := guest.DeepCopy()
+	var raised resource.Quantity // what the launcher adds to a guest below MinGuestMemory
+	if guest.CmpInt64(MinGuestMemory) < 0 {
+		runs = *resource.NewQuantity(MinGuestMemory, resource.BinarySI)
+		raised = runs.DeepCopy()
+		raised.Sub(guest)
+	}
+	overhead := launcherOverhead(runs)
+	overhead.Add(raised)
+	req.Add(overhead)
+	if hasLimit {
+		limit = lim.DeepCopy()
+		limit.Add(overhead)
+	}
+	return req, limit, hasLimit
 }
 
 // vcpus is the guest's vCPU count (api/v1 VCPUs: the topology, else the CPU limit/request rounded up).
@@ -194,7 +252,7 @@ func launcherSysctls(vmi *v1.VirtualMachineInstance) []corev1.Sysctl {
 func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map[string]*corev1.PersistentVolumeClaim) (*corev1.Pod, error) {
 	mem, ok := guestMemory(&vmi.Spec)
 	if !ok {
-		return nil, fmt.Errorf("VMI %s/%s: no memory requested (spec.domain.memory.guest or spec.domain.resources.requests.memory)", vmi.Namespace, vmi.Name)
+		return nil, fmt.Errorf("VMI %s/%s: no memory requested (spec.domain.memory.guest, spec.domain.resources.requests.memory or spec.domain.resources.limits.memory)", vmi.Namespace, vmi.Name)
 	}
 	persistent, err := renderPodVolumes(vmi, claims, cfg.HostDisks) // controller/podvolumes.go
 	if err != nil {
@@ -217,17 +275,11 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map
 	for k, v := range vmi.Spec.Domain.Resources.Limits {
 		limits[k] = v.DeepCopy()
 	}
-	memReq := mem.DeepCopy()
-	if q, ok := requests[corev1.ResourceMemory]; ok {
-		memReq = q.DeepCopy()
-	}
-	overhead := launcherOverhead(mem)
-	memReq.Add(overhead)
+	memReq, memLimit, hasLimit := podMemory(&vmi.Spec, mem)
 	requests[corev1.ResourceMemory] = memReq
-	if q, ok := limits[corev1.ResourceMemory]; ok {
-		q = q.DeepCopy()
-		q.Add(overhead)
-		limits[corev1.ResourceMemory] = q
+	delete(limits, corev1.ResourceMemory)
+	if hasLimit {
+		limits[corev1.ResourceMemory] = memLimit
 	}
 	if _, ok := requests[corev1.ResourceCPU]; !ok {
 		// KubeVirt's cpuAllocationRatio of 10: a tenth of a core per vCPU.
@@ -242,11 +294,11 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map
 	}
 	labels[v1.AppLabel] = v1.VirtLauncherValue
 	labels[v1.CreatedByLabel] = string(vmi.UID)
-	labels[v1.VirtualMachineInstanceIDLabel] = vmi.Name
+	labels[v1.VirtualMachineInstanceIDLabel] = v1.NameLabelValue(vmi.Name)
 	if vmName, ok := vmi.Labels[v1.VirtualMachineNameLabel]; ok {
 		labels[v1.VirtualMachineNameLabel] = vmName
 	} else if ref := metav1.GetControllerOf(vmi); ref != nil && ref.Kind == "VirtualMachine" {
-		labels[v1.VirtualMachineNameLabel] = ref.Name
+		labels[v1.VirtualMachineNameLabel] = v1.NameLabelValue(ref.Name)
 	}
 	delete(labels, v1.NodeNameLabel)
 
@@ -259,7 +311,7 @@ func renderLauncherPod(vmi *v1.VirtualMachineInstance, cfg PodConfig, claims map
 	falseVal := false
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "virt-launcher-" + vmi.Name + "-",
+			GenerateName: launcherPodPrefix(vmi.Name),
 			Namespace:    vmi.Namespace,
 			Labels:       labels,
 			Annotations: map[string]string{

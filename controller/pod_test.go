@@ -2,12 +2,16 @@ package controller
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/launcher/spec"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 func TestRenderLauncherPod(t *testing.T) {
@@ -145,5 +149,121 @@ func TestRenderLauncherPodCPUFromLimit(t *testing.T) {
 	}
 	if got := pod.Spec.Containers[0].Resources.Requests.Cpu().MilliValue(); got != 400 {
 		t.Fatalf("cpu request %dm, want 400m (limits.cpu 3500m = 4 vCPUs)", got)
+	}
+}
+
+// The launcher container's memory, as KubeVirt's resource renderer computes it: the request is the VMI's
+// request, else its limit, else the guest memory; request and limit get the overhead of the guest that
+// runs (32Mi + guest/512, with a guest below MinGuestMemory raised to it). Expected values by hand.
+func TestLauncherPodMemory(t *testing.T) {
+	q := resource.MustParse
+	for _, tc := range []struct {
+		name             string
+		guest            string // memory.guest ("": unset)
+		requests, limits corev1.ResourceList
+		wantReq          string
+		wantLimit        string // "": no memory limit
+	}{
+		{name: "request and limit", requests: mem("256Mi"), limits: mem("512Mi"), wantReq: "295424Ki", wantLimit: "557568Ki"},
+		{name: "limit only: request and guest from the limit", limits: mem("512Mi"), wantReq: "545Mi", wantLimit: "545Mi"},
+		{name: "guest and limit: request from the limit", guest: "1Gi", limits: mem("2Gi"), wantReq: "2082Mi", wantLimit: "2082Mi"},
+		{name: "guest only", guest: "128Mi", wantReq: "164096Ki"},
+		{name: "zero request: the limit", requests: mem("0"), limits: mem("64Mi"), wantReq: "98432Ki", wantLimit: "98432Ki"},
+		{name: "zero limit is none", requests: mem("64Mi"), limits: mem("0"), wantReq: "98432Ki"},
+		{name: "4096Ki: the pod pays for the 16Mi guest", requests: mem("4096Ki"), wantReq: "49184Ki"},
+		{name: "4096Ki limit only", limits: mem("4096Ki"), wantReq: "49184Ki", wantLimit: "49184Ki"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vmi := &v1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Name: "v", Namespace: "ns", UID: "u"}}
+			vmi.Spec.Domain.Resources = v1.ResourceRequirements{Requests: tc.requests, Limits: tc.limits}
+			if tc.guest != "" {
+				g := q(tc.guest)
+				vmi.Spec.Domain.Memory = &v1.Memory{Guest: &g}
+			}
+			pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := pod.Spec.Containers[0].Resources
+			if got := res.Requests[corev1.ResourceMemory]; got.Cmp(q(tc.wantReq)) != 0 {
+				t.Errorf("request %s, want %s", got.String(), tc.wantReq)
+			}
+			got, ok := res.Limits[corev1.ResourceMemory]
+			switch {
+			case tc.wantLimit == "" && ok:
+				t.Errorf("limit %s, want none", got.String())
+			case tc.wantLimit != "" && (!ok || got.Cmp(q(tc.wantLimit)) != 0):
+				t.Errorf("limit %s (set %v), want %s", got.String(), ok, tc.wantLimit)
+			}
+		})
+	}
+}
+
+func mem(s string) corev1.ResourceList {
+	return corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(s)}
+}
+
+// MinGuestMemory is the launcher's minimum, so the pod is sized for the guest that runs.
+func TestMinGuestMemoryIsTheLaunchers(t *testing.T) {
+	if MinGuestMemory != spec.MinMemoryBytes {
+		t.Fatalf("MinGuestMemory %d, launcher/spec.MinMemoryBytes %d", MinGuestMemory, spec.MinMemoryBytes)
+	}
+}
+
+// A VM or VMI name of any valid length gives a valid launcher pod and token secret: names shortened
+// where they would be too long, label values hashed beyond 63 characters (KubeVirt's VMI ID rule).
+func TestLauncherPodLongNames(t *testing.T) {
+	for _, n := range []int{5, 63, 64, 70, 253} {
+		name := strings.Repeat("n", n)
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: "vm-uid"}}
+			vmi := &v1.VirtualMachineInstance{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: "vmi-uid",
+					OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, v1.VirtualMachineGroupVersionKind)}},
+			}
+			vmi.Spec.Domain.Resources.Requests = mem("64Mi")
+			pod, err := renderLauncherPod(vmi, PodConfig{Image: "img"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The apiserver appends 5 characters to generateName; the result must be a pod name.
+			if errs := validation.IsDNS1123Subdomain(pod.GenerateName + "abcde"); len(errs) > 0 || len(pod.GenerateName) > 58 {
+				t.Errorf("generateName %q: %v", pod.GenerateName, errs)
+			}
+			if want := "virt-launcher-" + name + "-"; n <= 43 && pod.GenerateName != want {
+				t.Errorf("generateName %q, want %q", pod.GenerateName, want)
+			}
+			for k, v := range pod.Labels {
+				if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+					t.Errorf("label %s=%q: %v", k, v, errs)
+				}
+			}
+			if pod.Labels[v1.VirtualMachineInstanceIDLabel] != v1.NameLabelValue(name) || pod.Labels[v1.VirtualMachineNameLabel] != v1.NameLabelValue(name) {
+				t.Errorf("labels %v", pod.Labels)
+			}
+			if pod.Annotations[v1.DomainAnnotation] != name {
+				t.Errorf("domain annotation %q", pod.Annotations[v1.DomainAnnotation])
+			}
+			secret := renderTokenSecret(vmi, "t")
+			if errs := validation.IsDNS1123Subdomain(secret.Name); len(errs) > 0 {
+				t.Errorf("secret name %q: %v", secret.Name, errs)
+			}
+			if n <= 238 && secret.Name != name+"-launcher-token" {
+				t.Errorf("secret name %q", secret.Name)
+			}
+			var mounted string
+			for _, v := range pod.Spec.Volumes {
+				if v.Secret != nil && v.Name == "token" {
+					mounted = v.Secret.SecretName
+				}
+			}
+			if mounted != secret.Name {
+				t.Errorf("pod mounts secret %q, the controller creates %q", mounted, secret.Name)
+			}
+			// The VM controller's VMI carries the VM name label the pod copies.
+			if got := newVMIFromTemplate(vm, false).Labels[v1.VirtualMachineNameLabel]; got != v1.NameLabelValue(name) {
+				t.Errorf("VMI label %q", got)
+			}
+		})
 	}
 }

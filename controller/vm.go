@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	kvclient "github.com/kvirt/kvirt/api/client/clientset/versioned"
 	kvlisters "github.com/kvirt/kvirt/api/client/listers/api/v1"
 	v1 "github.com/kvirt/kvirt/api/v1"
@@ -221,17 +222,19 @@ func (c *VMController) sync(ctx context.Context, key string) (time.Duration, err
 	if vm.DeletionTimestamp != nil {
 		return 0, c.syncDeletingVM(ctx, log, key, vm, in)
 	}
-	// The finalizer and the ABI defaults (firmware UUID, MACs) are written once, in one patch of just
-	// those fields (see patch.go).
-	ops := abiDefaultsOps(vm)
-	if !slices.Contains(vm.Finalizers, v1.VirtualMachineControllerFinalizer) {
+	// The finalizer and the ABI defaults (firmware UUID and serial, MACs) are written once, in one patch
+	// of just those fields (see patch.go). A VM without the finalizer is one this controller has not
+	// written yet: kvirt's stand-in for KubeVirt's admission of a new VM (applyABIDefaults).
+	isNew := !slices.Contains(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
+	ops := abiDefaultsOps(vm, isNew, uuid.NewString)
+	if isNew {
 		vm.Finalizers = append(vm.Finalizers, v1.VirtualMachineControllerFinalizer)
 		ops = append(ops, setField("/metadata/finalizers", vm.Finalizers))
 	}
 	if len(ops) > 0 {
 		upd, err := c.patchVM(ctx, vm, ops...)
 		if err != nil {
-			return 0, fmt.Errorf("add finalizer and firmware UUID/MAC defaults: %w", err)
+			return 0, fmt.Errorf("add finalizer and firmware UUID/serial/MAC defaults: %w", err)
 		}
 		vm = upd
 	}
@@ -464,7 +467,7 @@ func newVMIFromTemplate(vm *v1.VirtualMachine, paused bool) *v1.VirtualMachineIn
 		}
 		vmi.Spec = *t.Spec.DeepCopy()
 	}
-	vmi.Labels[v1.VirtualMachineNameLabel] = vm.Name
+	vmi.Labels[v1.VirtualMachineNameLabel] = v1.NameLabelValue(vm.Name)
 	if t != nil {
 		// What RestartRequired and status.observedGeneration compare (createVMI sets them from the stored
 		// VM when it reads it).

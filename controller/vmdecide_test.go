@@ -331,30 +331,3 @@ func TestVMReadyAndRunStrategyStatus(t *testing.T) {
 		}
 	}
 }
-
-func TestABIDefaults(t *testing.T) {
-	vm := &v1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "testvm", UID: "11111111-2222-3333-4444-555555555555"},
-		Spec: v1.VirtualMachineSpec{Template: &v1.VirtualMachineInstanceTemplateSpec{}}}
-	vm.Spec.Template.Spec.Domain.Devices.Interfaces = []v1.Interface{{Name: "default"}, {Name: "second", MacAddress: "02:00:00:00:00:09"}, {Name: "third"}}
-	if !applyABIDefaults(vm) {
-		t.Fatal("nothing applied")
-	}
-	d := vm.Spec.Template.Spec.Domain
-	// UUIDv5 of "testvm" in KubeVirt's namespace, as KubeVirt computes it.
-	if got := d.Firmware.UUID; got != DefaultFirmwareUUID("testvm") || len(got) != 36 || got[14] != '5' {
-		t.Fatalf("firmware uuid %q", got)
-	}
-	ifs := d.Devices.Interfaces
-	if ifs[1].MacAddress != "02:00:00:00:00:09" {
-		t.Fatalf("user MAC overwritten: %s", ifs[1].MacAddress)
-	}
-	if ifs[0].MacAddress == "" || ifs[0].MacAddress == ifs[2].MacAddress || ifs[0].MacAddress[:3] != "02:" {
-		t.Fatalf("MACs %q %q", ifs[0].MacAddress, ifs[2].MacAddress)
-	}
-	if ifs[0].MacAddress != StableMAC(vm.UID, "default") {
-		t.Fatal("MAC not stable")
-	}
-	if applyABIDefaults(vm) {
-		t.Fatal("second application changed something")
-	}
-}

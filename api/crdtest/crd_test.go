@@ -257,11 +257,42 @@ func TestVMIMemoryRequired(t *testing.T) {
 		{"resources: {requests: {cpu: 1}}", []string{noMemory}},
 		{"memory: {}", []string{noMemory}},
 		{"cpu: {cores: 1}", []string{noMemory}},
+		// KubeVirt's webhook refuses a positive request below 1M (1000000 bytes) and runs anything above.
+		// (Numbers are quoted: YAML numbers decode as floats here, the apiserver's JSON ones as integers.)
+		{"resources: {requests: {memory: 4096Ki}}", nil},
+		{"resources: {requests: {memory: 1M}}", nil},
+		{"resources: {requests: {memory: 512Ki}}", []string{"spec.domain.resources.requests: spec.domain.resources.requests.memory '512Ki': must be greater than or equal to 1M."}},
+		{"resources: {requests: {memory: \"999999\"}}", []string{"spec.domain.resources.requests: spec.domain.resources.requests.memory '999999': must be greater than or equal to 1M."}},
+		{"resources: {requests: {memory: \"0\"}, limits: {memory: 64Mi}}", nil},
 	} {
 		_, msgs := a.create(t, strings.Replace(vmiTemplate, "MEM", tc.mem, 1))
 		if !reflect.DeepEqual(msgs, tc.want) {
 			t.Errorf("%q:\n got  %q\n want %q", tc.mem, msgs, tc.want)
 		}
+	}
+}
+
+// The apiserver persists machine type q35 where a VMI or a VM template has none (KubeVirt's webhooks).
+func TestMachineTypeDefault(t *testing.T) {
+	machine := func(obj map[string]any, path ...string) any {
+		for _, p := range path {
+			obj, _ = obj[p].(map[string]any)
+		}
+		return obj["machine"]
+	}
+	a := newAPIServer(t, "kubevirt.io_virtualmachineinstances.yaml")
+	obj, msgs := a.create(t, strings.Replace(vmiTemplate, "MEM", "resources: {requests: {memory: 64Mi}}", 1))
+	if len(msgs) != 0 || !reflect.DeepEqual(machine(obj, "spec", "domain"), map[string]any{"type": "q35"}) {
+		t.Errorf("VMI machine %v (%v)", machine(obj, "spec", "domain"), msgs)
+	}
+	obj, _ = a.create(t, strings.Replace(vmiTemplate, "MEM", "resources: {requests: {memory: 64Mi}}\n    machine: {type: pc-q35-rhel9.6.0}", 1))
+	if got := machine(obj, "spec", "domain"); !reflect.DeepEqual(got, map[string]any{"type": "pc-q35-rhel9.6.0"}) {
+		t.Errorf("user machine type replaced: %v", got)
+	}
+	vm := newAPIServer(t, "kubevirt.io_virtualmachines.yaml")
+	obj, msgs = vm.create(t, strings.Replace(vmTemplate, "RUN", "runStrategy: Halted", 1))
+	if got := machine(obj, "spec", "template", "spec", "domain"); len(msgs) != 0 || !reflect.DeepEqual(got, map[string]any{"type": "q35"}) {
+		t.Errorf("VM template machine %v (%v)", got, msgs)
 	}
 }
 
@@ -271,7 +302,7 @@ func TestQuantityBounded(t *testing.T) {
 		q  string
 		ok bool
 	}{
-		{"64Mi", true}, {"1e9", true}, {"1.5G", true}, {"100", true},
+		{"64Mi", true}, {"1e9", true}, {"1.5G", true}, {"100000000", true}, {"100", false}, // below 1M
 		{"1e-999999999", false}, {"1e1234", false}, {strings.Repeat("1", 65), false},
 	} {
 		start := time.Now()

@@ -11,50 +11,18 @@ import (
 const (
 	// DefaultGracePeriodSeconds is the VMI terminationGracePeriodSeconds default.
 	DefaultGracePeriodSeconds int64 = 30
-	// DefaultMachineType is persisted into VMs and VMIs without one.
+	// DefaultMachineType is persisted into VMs and VMIs without one (the CRDs' default for
+	// domain.machine; SetDefaults_VirtualMachineInstanceSpec for specs decoded elsewhere).
 	DefaultMachineType = "q35"
 	// DefaultNetworkName is the name of the auto-attached pod network and interface.
 	DefaultNetworkName = "default"
 )
 
-// firmwareUUIDNamespace is KubeVirt's namespace for legacy firmware UUIDs
-// (pkg/virt-controller/watch/vm/firmware.go).
-var firmwareUUIDNamespace = uuid.MustParse("6a1a24a1-4061-4607-8bf4-a3963d0c5895")
-
-// FirmwareUUIDForVM is the firmware UUID KubeVirt derives for a VM without
-// one: UUIDv5 (SHA-1) of the VM name in KubeVirt's namespace. It is stable
-// across restarts of the VM so the guest sees the same SMBIOS UUID.
-func FirmwareUUIDForVM(name string) types.UID {
-	return types.UID(uuid.NewSHA1(firmwareUUIDNamespace, []byte(name)).String())
-}
-
-// SetDefaults_VirtualMachine fills what KubeVirt persists into a VM's template:
-// the firmware UUID derived from the VM name and the machine type. It reports
-// whether anything changed, so the controller patches the VM only when needed.
-// A VM without template is left alone (validation rejects it).
-func SetDefaults_VirtualMachine(vm *VirtualMachine) (changed bool) {
-	if vm.Spec.Template == nil {
-		return false
-	}
-	d := &vm.Spec.Template.Spec.Domain
-	if d.Firmware == nil {
-		d.Firmware = &Firmware{}
-	}
-	if d.Firmware.UUID == "" {
-		d.Firmware.UUID = FirmwareUUIDForVM(vm.Name)
-		changed = true
-	}
-	if d.Machine == nil || d.Machine.Type == "" {
-		d.Machine = &Machine{Type: DefaultMachineType}
-		changed = true
-	}
-	return changed
-}
-
 // SetDefaults_VirtualMachineInstance applies KubeVirt's VMI defaults:
 //   - terminationGracePeriodSeconds 30, machine type q35;
-//   - a random firmware UUID when none is set (a VMI created by a VM inherits
-//     the VM's stable one; standalone VMIs get a random one as in KubeVirt);
+//   - a firmware UUID from newUUID when none is set (a VMI created by a VM
+//     inherits the one the VM controller wrote into the template; the launcher
+//     passes no newUUID and uses the VMI's UID, see launcher/spec);
 //   - a volume without a disk gets one (KubeVirt's SetDefaultVolumeDisk);
 //   - a disk with neither disk nor cdrom becomes a disk; buses default to
 //     virtio (disk) and sata (cdrom); cdroms are read-only;

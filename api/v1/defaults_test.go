@@ -8,42 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-func TestFirmwareUUIDForVM(t *testing.T) {
-	// Expected values computed independently: python3 uuid.uuid5(UUID("6a1a24a1-…"), name).
-	for name, want := range map[string]types.UID{
-		"testvm":    "5a9fc181-957e-5c32-9e5a-2de5e9673531",
-		"vm-cirros": "0d2a2043-41c0-59c3-9b17-025022203668",
-	} {
-		if got := FirmwareUUIDForVM(name); got != want {
-			t.Errorf("FirmwareUUIDForVM(%q) = %s, want %s", name, got, want)
-		}
-	}
-}
-
-func TestSetDefaultsVirtualMachine(t *testing.T) {
-	vm := &VirtualMachine{}
-	vm.Name = "testvm"
-	if SetDefaults_VirtualMachine(vm) {
-		t.Error("VM without template reported a change")
-	}
-	vm.Spec.Template = &VirtualMachineInstanceTemplateSpec{}
-	if !SetDefaults_VirtualMachine(vm) {
-		t.Error("first defaulting reported no change")
-	}
-	d := vm.Spec.Template.Spec.Domain
-	if d.Firmware.UUID != "5a9fc181-957e-5c32-9e5a-2de5e9673531" || d.Machine.Type != "q35" {
-		t.Errorf("defaults: uuid %q machine %+v", d.Firmware.UUID, d.Machine)
-	}
-	if SetDefaults_VirtualMachine(vm) {
-		t.Error("second defaulting reported a change (the controller would patch forever)")
-	}
-	vm.Spec.Template.Spec.Domain.Firmware.UUID = "user-set"
-	SetDefaults_VirtualMachine(vm)
-	if vm.Spec.Template.Spec.Domain.Firmware.UUID != "user-set" {
-		t.Error("user UUID overwritten")
-	}
-}
-
 func TestSetDefaultsVMI(t *testing.T) {
 	spec := &VirtualMachineInstanceSpec{}
 	spec.Domain.Resources.Requests = k8sv1.ResourceList{"memory": resource.MustParse("128Mi")}

@@ -24,9 +24,10 @@
 //     ValidatingAdmissionPolicy in Warn mode (deploy/crds). The Validate*
 //     functions here carry the rest of KubeVirt's webhook checks for the
 //     controller and the launcher, judging a defaulted copy as the webhooks do.
-//   - Defaults are not applied by the apiserver (no mutating webhook): the
-//     controller applies SetDefaults_VirtualMachine to VM templates it writes
-//     back, and whoever needs a complete VMI spec applies
+//   - There is no mutating webhook. The apiserver applies the CRDs' defaults
+//     (domain.machine: q35, persisted as KubeVirt's webhooks persist it); the
+//     VM controller writes a new VM's firmware UUID and serial into its
+//     template (controller/abi.go); whoever needs a complete VMI spec applies
 //     SetDefaults_VirtualMachineInstance(Spec) in memory.
 //   - Quantities in the CRDs accept at most a 3-digit exponent and 64
 //     characters: apimachinery's ParseQuantity takes minutes on values like

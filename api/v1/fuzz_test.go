@@ -30,7 +30,6 @@ func FuzzDecodeValidate(f *testing.F) {
 		if err := yaml.Unmarshal(data, &vm); err == nil {
 			_, _ = vm.RunStrategy()
 			cp := vm.DeepCopy()
-			SetDefaults_VirtualMachine(cp)
 			_ = ValidateVirtualMachine(cp)
 			if cp.Spec.Template != nil {
 				s := cp.Spec.Template.Spec

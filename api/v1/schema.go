@@ -136,7 +136,8 @@ type DomainSpec struct {
 	CPU *CPU `json:"cpu,omitempty"`
 	// Memory of the guest.
 	Memory *Memory `json:"memory,omitempty"`
-	// Machine type (q35 by default).
+	// Machine type, q35 by default (the apiserver persists it, as KubeVirt's webhooks do).
+	// +kubebuilder:default={type: "q35"}
 	Machine *Machine `json:"machine,omitempty"`
 	// Firmware: UUID, serial, kernel boot.
 	Firmware *Firmware `json:"firmware,omitempty"`

@@ -30,6 +30,10 @@ type VirtualMachineInstance struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 	// Spec is the desired guest. KubeVirt rejects a VMI without memory; so does the CRD
 	// (a memory limit alone counts: KubeVirt's mutator copies it into the request).
+	// A memory request below 1M is refused with KubeVirt's message (its webhook; positive values only, a
+	// negative one is reported by the Validate functions). Strings the schema's quantity pattern refuses
+	// never reach quantity(): parsing "1e-999999999" takes minutes, and CEL rules run beside the schema.
+	// +kubebuilder:validation:XValidation:rule="!has(self.domain.resources) || !has(self.domain.resources.requests) || !('memory' in self.domain.resources.requests) || size(string(self.domain.resources.requests['memory'])) > 64 || string(self.domain.resources.requests['memory']).matches('[eE][+-]?[0-9]{4,}') || !isQuantity(string(self.domain.resources.requests['memory'])) || !quantity(string(self.domain.resources.requests['memory'])).isGreaterThan(quantity('0')) || !quantity(string(self.domain.resources.requests['memory'])).isLessThan(quantity('1M'))",messageExpression="'spec.domain.resources.requests.memory \\'' + string(self.domain.resources.requests['memory']) + '\\': must be greater than or equal to 1M.'",fieldPath=".domain.resources.requests"
 	// +kubebuilder:validation:XValidation:rule="(has(self.domain.resources) && ((has(self.domain.resources.requests) && 'memory' in self.domain.resources.requests) || (has(self.domain.resources.limits) && 'memory' in self.domain.resources.limits))) || (has(self.domain.memory) && (has(self.domain.memory.guest) || has(self.domain.memory.hugepages)))",message="no memory requested, at least one of 'spec.domain.memory.guest', 'spec.domain.memory.hugepages.pageSize' or 'spec.domain.resources.requests.memory' must be set"
 	Spec VirtualMachineInstanceSpec `json:"spec"`
 	// Status is written by the VMI controller only.
@@ -485,9 +489,11 @@ const (
 	VirtLauncherValue = "virt-launcher"
 	// CreatedByLabel on a launcher pod holds the VMI UID.
 	CreatedByLabel = "kubevirt.io/created-by"
-	// VirtualMachineNameLabel (KubeVirt: DeprecatedVirtualMachineNameLabel) holds the VM name on VMI and pod.
+	// VirtualMachineNameLabel (KubeVirt: DeprecatedVirtualMachineNameLabel) holds NameLabelValue of the VM
+	// name on VMI and pod (KubeVirt puts the pod's host name, the VMI name cut at 63 characters, there).
 	VirtualMachineNameLabel = "vm.kubevirt.io/name"
-	// VirtualMachineInstanceIDLabel on a launcher pod holds the VMI name; `virtctl expose` selects on it.
+	// VirtualMachineInstanceIDLabel on a launcher pod holds NameLabelValue of the VMI name (KubeVirt's VMI
+	// ID); `virtctl expose` selects on it.
 	VirtualMachineInstanceIDLabel = "vmi.kubevirt.io/id"
 	// NodeNameLabel on a VMI holds its node once Scheduled.
 	NodeNameLabel = "kubevirt.io/nodeName"

@@ -117,10 +117,10 @@ spec:
 	if msg := check(created); msg != "" {
 		t.Fatalf("the CRD does not keep the test's fields (the test's premise): %s", msg)
 	}
-	testenv.Eventually(t, "finalizer, firmware UUID and MAC written", 30*time.Second, func() (bool, string) {
+	testenv.Eventually(t, "finalizer, firmware UUID and serial and MAC written", 30*time.Second, func() (bool, string) {
 		vm := e.getVM(t, "unknowns")
 		d := vm.Spec.Template.Spec.Domain
-		ok := len(vm.Finalizers) == 1 && d.Firmware != nil && d.Firmware.UUID == controller.DefaultFirmwareUUID("unknowns") &&
+		ok := len(vm.Finalizers) == 1 && d.Firmware != nil && d.Firmware.UUID != "" && d.Firmware.Serial != "" &&
 			len(d.Devices.Interfaces) == 1 && d.Devices.Interfaces[0].MacAddress == controller.StableMAC(vm.UID, "default")
 		return ok, fmt.Sprintf("finalizers %v domain %+v", vm.Finalizers, d)
 	})

@@ -8,8 +8,10 @@
 // reported as warnings, which the launcher logs and `virt-launcher run` prints.
 //
 // Decisions not taken from KubeVirt:
-//   - With no firmware.uuid (a standalone VMI; VMs get one from the API defaults), the guest's SMBIOS UUID is
-//     the VMI's metadata.uid, stable for the VMI's lifetime.
+//   - With no firmware.uuid (a standalone VMI; VMs get one from the VM controller), the guest's SMBIOS
+//     UUID is the VMI's metadata.uid, stable for the VMI's lifetime.
+//   - A guest with less memory than kvirt's VMM needs (MinMemoryBytes, 16 MiB) gets that much, with a warning:
+//     KubeVirt accepts and runs any memory from 1M (its own tests start guest-less VMs with 1Mi and 4096Ki).
 //   - Only the virtio bus exists in kvirt's VMM: sata, scsi and usb disks, and cdroms (sata by default), are
 //     refused with a hint to use `disk: {bus: virtio}`.
 package spec
@@ -38,7 +40,7 @@ const (
 // Machine is the launcher's description of the guest to run.
 type Machine struct {
 	Name, Namespace, UID string
-	Hostname             string // DHCP host name: spec.hostname, else the VMI name
+	Hostname             string // DHCP host name: spec.hostname, else hostnameOf(the VMI name)
 
 	MemoryBytes uint64
 	Sockets     int
@@ -183,7 +185,7 @@ func (t *translator) translate() *Machine {
 	dp := t.root.Child("domain")
 	m := &Machine{
 		Name: t.vmi.Name, Namespace: t.vmi.Namespace, UID: string(t.vmi.UID),
-		Hostname: t.vmi.Name, SerialConsole: true, RNG: d.Devices.Rng != nil,
+		Hostname: hostnameOf(t.vmi.Name), SerialConsole: true, RNG: d.Devices.Rng != nil,
 	}
 	if spec.Hostname != "" {
 		m.Hostname = spec.Hostname
@@ -289,8 +291,10 @@ func (t *translator) memory(m *Machine) {
 	}
 	n := q.Value()
 	if n < MinMemoryBytes {
-		t.fail(p, q.String(), fmt.Sprintf("at least %d MiB of guest memory is needed", MinMemoryBytes>>20))
-		return
+		// KubeVirt runs any memory of at least 1M (api validation refuses less); kvirt's VMM needs 16 MiB,
+		// and the controller sized the pod for that (controller.MinGuestMemory).
+		t.warn(p, fmt.Sprintf("%s is below the %d MiB kvirt's VMM needs: the guest gets %d MiB", q.String(), MinMemoryBytes>>20, MinMemoryBytes>>20))
+		n = MinMemoryBytes
 	}
 	m.MemoryBytes = uint64(n+(1<<20)-1) &^ ((1 << 20) - 1) // whole MiB
 	if d.Memory != nil && d.Memory.Hugepages != nil {
@@ -332,6 +336,17 @@ func (t *translator) firmware(m *Machine) {
 	if m.FirmwareUUID != "" && !uuidLike(m.FirmwareUUID) {
 		t.fail(fp.Child("uuid"), m.FirmwareUUID, "not a UUID (8-4-4-4-12 hexadecimal)")
 	}
+}
+
+// hostnameOf is the guest's host name for a VMI without spec.hostname, as KubeVirt's SanitizeHostname
+// makes it: the name up to its first dot, cut to the 63 characters of a DNS label (and, beyond KubeVirt,
+// without the dash such a cut can leave at the end, which no resolver accepts).
+func hostnameOf(vmiName string) string {
+	h, _, _ := strings.Cut(vmiName, ".")
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-")
+	}
+	return h
 }
 
 func uuidLike(s string) bool {

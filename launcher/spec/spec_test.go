@@ -196,7 +196,7 @@ spec:
 `
 	for _, tc := range []struct{ name, extra, want string }{
 		{"no memory", "\nmetadata: {name: x}\nspec: {domain: {devices: {}}}", "no memory requested"},
-		{"tiny memory", base + "    memory: {guest: 4Mi}\n", "spec.domain.memory.guest: Invalid value: \"4Mi\": at least 16 MiB"},
+		{"memory below 1M", "\nmetadata: {name: x}\nspec: {domain: {resources: {requests: {memory: 512Ki}}}}", "spec.domain.resources.requests.memory '512Ki': must be greater than or equal to 1M."},
 		{"too many cpus", base + "    cpu: {sockets: 2, cores: 40}\n", "80 vCPUs"},
 		{"huge topology", base + "    cpu: {sockets: 4294967295, cores: 4294967295, threads: 4294967295}\n", "exceed kvirt's maximum"},
 		{"huge cpu limit", "\nmetadata: {name: x}\nspec: {domain: {resources: {requests: {memory: 64Mi}, limits: {cpu: 9e15}}}}", "exceed kvirt's maximum"},
@@ -292,4 +292,48 @@ func FuzzTranslate(f *testing.F) {
 		}
 		Translate(&vmi)
 	})
+}
+
+// Memory below what the VMM boots is raised to it with a warning (KubeVirt runs it; its own tests patch
+// 4096Ki into a VM); a memory limit alone gives the guest its memory, as KubeVirt's webhook does. The
+// warning names memory.guest, which the API defaults fill from the request or limit first.
+func TestTranslateMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name, resources string
+		want            uint64
+		warn            string
+	}{
+		{"4096Ki request raised", "requests: {memory: 4096Ki}", MinMemoryBytes, "spec.domain.memory.guest: 4Mi is below the 16 MiB"},
+		{"1Mi request raised", "requests: {memory: 1Mi}", MinMemoryBytes, "below the 16 MiB"},
+		{"16Mi kept", "requests: {memory: 16Mi}", 16 << 20, ""},
+		{"limit only", "limits: {memory: 96Mi}", 96 << 20, ""},
+		{"small limit only", "limits: {memory: 4Mi}", MinMemoryBytes, "spec.domain.memory.guest: 4Mi is below"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, warnings, err := Translate(parse(t, "\nmetadata: {name: x}\nspec: {domain: {resources: {"+tc.resources+"}}}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.MemoryBytes != tc.want {
+				t.Errorf("memory %d, want %d", m.MemoryBytes, tc.want)
+			}
+			got := strings.Join(warnings, "\n")
+			if (tc.warn == "") != (got == "") || !strings.Contains(got, tc.warn) {
+				t.Errorf("warnings %q, want %q", got, tc.warn)
+			}
+		})
+	}
+}
+
+func TestHostnameOf(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"testvmi", "testvmi"},
+		{"web.example", "web"},
+		{strings.Repeat("a", 70), strings.Repeat("a", 63)},
+		{strings.Repeat("a", 62) + "-bcd", strings.Repeat("a", 62)},
+	} {
+		if got := hostnameOf(tc.in); got != tc.want {
+			t.Errorf("hostnameOf(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
 }

@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
 )
@@ -59,16 +56,9 @@ type Exposed struct {
 
 // VirtualMachineInstanceID is the value of a launcher pod's vmi.kubevirt.io/id label for a VMI name:
 // the name itself when it fits a label value (63 characters), else KubeVirt's shortening, the first 54
-// characters, "-" and the first 8 hex digits of the name's SHA-1. It must agree with the label the
-// controller puts on launcher pods.
-func VirtualMachineInstanceID(name string) string {
-	if len(name) <= validation.DNS1035LabelMaxLength {
-		return name
-	}
-	const hashLen = 8
-	sum := sha1.Sum([]byte(name))
-	return name[:validation.DNS1035LabelMaxLength-hashLen-1] + "-" + hex.EncodeToString(sum[:])[:hashLen]
-}
+// characters, "-" and the first 8 hex digits of the name's SHA-1 (v1.NameLabelValue, which the controller
+// puts on launcher pods).
+func VirtualMachineInstanceID(name string) string { return v1.NameLabelValue(name) }
 
 // owner is the owner reference of the Service to obj: a controller reference, as KubeVirt sets, that does
 // not block the owner's deletion (blocking would need update on the owner's finalizers).
