@@ -91,18 +91,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.get(w, r, func() any { return version.Get() })
 	case len(parts) == 1 && parts[0] == "healthz":
 		if r.Method != http.MethodGet {
-			writeError(w, apierrors.NewMethodNotSupported(v1.Resource("healthz"), r.Method))
+			writeError(w, errMethod)
 			return
 		}
 		h.healthz(w, r)
 	case len(parts) == 5 && parts[0] == "namespaces" && parts[1] != "" && parts[3] != "":
 		ns, resource, name, sub := parts[1], parts[2], parts[3], parts[4]
 		if !served(resource, sub) {
-			writeError(w, apierrors.NewNotFound(v1.Resource(resource+"/"+sub), name))
+			writeError(w, errNoSuchPath)
 			return
 		}
 		if r.Method != http.MethodPut {
-			writeError(w, apierrors.NewMethodNotSupported(v1.Resource(resource+"/"+sub), r.Method))
+			writeError(w, errMethod)
 			return
 		}
 		h.put(w, r, ns, name, sub)
@@ -115,6 +115,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 var errNoSuchPath = &apierrors.StatusError{ErrStatus: metav1.Status{
 	Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound,
 	Message: "the server could not find the requested resource",
+}}
+
+// errMethod is the 405 for a method a path does not take (PUT for the subresources, GET otherwise).
+var errMethod = &apierrors.StatusError{ErrStatus: metav1.Status{
+	Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed, Reason: metav1.StatusReasonMethodNotAllowed,
+	Message: "the server does not allow this method on the requested resource",
 }}
 
 func served(resource, sub string) bool {
@@ -138,7 +144,7 @@ func contains(list []string, s string) bool {
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, body func() any) {
 	if r.Method != http.MethodGet {
-		writeError(w, apierrors.NewMethodNotSupported(v1.Resource(""), r.Method))
+		writeError(w, errMethod)
 		return
 	}
 	writeJSON(w, http.StatusOK, body())
@@ -262,7 +268,7 @@ type groupHandler struct{}
 
 func (groupHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		writeError(w, apierrors.NewMethodNotSupported(v1.Resource(""), r.Method))
+		writeError(w, errMethod)
 		return
 	}
 	writeJSON(w, http.StatusOK, apiGroup())
