@@ -129,6 +129,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	authz := options.NewDelegatingAuthorizationOptions()
 	authz.RemoteKubeConfigFile = o.Kubeconfig
+	// As KubeVirt's virt-api: discovery, version and healthz need no SubjectAccessReview of their own
+	// (the apiserver authorised the user; the aggregator fetches discovery as itself, with no groups).
+	authz.AlwaysAllowPaths = append(authz.AlwaysAllowPaths, "/", "/apis", GroupPath, VersionPath,
+		VersionPath+"/version", VersionPath+"/healthz", "/openapi/v2", "/openapi/v3")
 	if err := authz.ApplyTo(&sc.Authorization); err != nil {
 		return fmt.Errorf("virt-api: delegated authorization: %w", err)
 	}
