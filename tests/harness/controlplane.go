@@ -347,8 +347,14 @@ func EtcdArgs(dataDir string, clientPort, peerPort int) []string {
 	}
 }
 
+// FrontProxyClient is the common name of the apiserver's client certificate towards aggregated API
+// servers (--proxy-client-cert-file, --requestheader-allowed-names).
+const FrontProxyClient = "front-proxy-client"
+
 // APIServerArgs are the flags of a kube-apiserver on 127.0.0.1:port backed by etcdURL. A serving
-// certificate for 127.0.0.1, localhost and the in-cluster names is issued into the PKI.
+// certificate for 127.0.0.1, localhost and the in-cluster names is issued into the PKI, and the
+// aggregation layer is configured (front-proxy client certificate and requestheader flags), so API
+// servers behind an APIService (virt-api) authenticate the users the apiserver forwards.
 func APIServerArgs(p *PKI, etcdURL string, port int, certDir string) ([]string, error) {
 	if _, _, err := p.Issue(CertSpec{Name: "apiserver", CommonName: "kube-apiserver", Server: true, Hosts: []string{
 		"127.0.0.1", "localhost", KubernetesServiceIP, BridgeAddress, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -357,6 +363,12 @@ func APIServerArgs(p *PKI, etcdURL string, port int, certDir string) ([]string, 
 		return nil, err
 	}
 	if _, _, err := p.Issue(CertSpec{Name: "apiserver-kubelet-client", CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Client: true}); err != nil {
+		return nil, err
+	}
+	// The aggregator's client certificate towards aggregated API servers (virt-api): they trust the user
+	// named in its X-Remote-* headers because the certificate is from the requestheader CA and named
+	// FrontProxyClient.
+	if _, _, err := p.Issue(CertSpec{Name: "front-proxy-client", CommonName: FrontProxyClient, Client: true}); err != nil {
 		return nil, err
 	}
 	return []string{
@@ -370,6 +382,13 @@ func APIServerArgs(p *PKI, etcdURL string, port int, certDir string) ([]string, 
 		"--client-ca-file=" + p.Path(caCertFile),
 		"--kubelet-client-certificate=" + p.Path("apiserver-kubelet-client.crt"),
 		"--kubelet-client-key=" + p.Path("apiserver-kubelet-client.key"),
+		"--proxy-client-cert-file=" + p.Path("front-proxy-client.crt"),
+		"--proxy-client-key-file=" + p.Path("front-proxy-client.key"),
+		"--requestheader-client-ca-file=" + p.Path(caCertFile),
+		"--requestheader-allowed-names=" + FrontProxyClient,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + p.Path(saPubFile),
 		"--service-account-signing-key-file=" + p.Path(saKeyFile),

@@ -22,12 +22,13 @@ import (
 
 	kvfake "github.com/kvirt/kvirt/api/client/clientset/versioned/fake"
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/lifecycle"
 )
 
 // fakeExec records exec requests; it drains stdin (until EOF or cancellation) and writes stdout.
 type fakeExec struct {
 	mu     sync.Mutex
-	reqs   []ExecRequest
+	reqs   []lifecycle.ExecRequest
 	stdin  []byte
 	stdout string
 	err    error
@@ -35,7 +36,7 @@ type fakeExec struct {
 	refuse error
 }
 
-func (f *fakeExec) Exec(ctx context.Context, r ExecRequest) error {
+func (f *fakeExec) Exec(ctx context.Context, r lifecycle.ExecRequest) error {
 	f.mu.Lock()
 	f.reqs = append(f.reqs, r)
 	f.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/lifecycle"
 )
 
 // escapeByte is ^] (Ctrl+], also sent by Ctrl+5): it ends the console session, as in KubeVirt.
@@ -73,7 +74,7 @@ func (e *env) waitConsole(ctx context.Context, c *Clients, name string, timeout 
 			}
 			last = nil
 			if ready {
-				pod, perr := launcherPod(ctx, c, vmi)
+				pod, perr := lifecycle.LauncherPod(ctx, c.Kube, vmi)
 				if perr == nil && pod != nil {
 					return pod, nil
 				}
@@ -147,9 +148,9 @@ func (e *env) console(ctx context.Context, name string, timeout time.Duration) e
 	stdin := copyUntilEscape(e.In, cancel, escaped)
 	defer stdin.Close()
 	var stderr bytes.Buffer
-	err = e.executor(c).Exec(ctx, ExecRequest{
-		Namespace: c.Namespace, Pod: pod.Name, Container: LauncherContainer,
-		Command: []string{LauncherBinary, "console"},
+	err = e.executor(c).Exec(ctx, lifecycle.ExecRequest{
+		Namespace: c.Namespace, Pod: pod.Name, Container: lifecycle.LauncherContainer,
+		Command: []string{lifecycle.LauncherBinary, "console"},
 		Stdin:   &onFirstRead{r: stdin, f: connected}, Stdout: e.Out, Stderr: &stderr,
 	})
 	wasConnected := true

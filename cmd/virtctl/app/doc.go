@@ -1,10 +1,10 @@
 // Package app is virtctl: the command-line client users drive kvirt VMs with, with KubeVirt's verbs,
 // flags and messages (docs: docs/virtctl.md).
 //
-// kvirt has no virt-api, so virtctl performs what KubeVirt's subresource handlers do, with the user's
-// own credentials:
-//   - start/stop/restart read the VM and its VMI, decide (StartPlan, StopPlan, RestartPlan — pure
-//     functions) and apply JSON patches guarded by "test" operations to spec.runStrategy/spec.running or
+// virtctl performs what KubeVirt's subresource handlers do, with the user's own credentials, through
+// package lifecycle (the code kvirt's virt-api serves too):
+//   - start/stop/restart read the VM and its VMI, decide (lifecycle.StartPlan, StopPlan, RestartPlan —
+//     pure functions) and apply JSON patches guarded by "test" operations to spec.runStrategy/spec.running or
 //     to status.stateChangeRequests through the /status subresource, so concurrent requests conflict
 //     instead of overwriting each other;
 //   - pause/unpause check the VMI's state, then run `virt-launcher pause|unpause` in the VMI's launcher

@@ -1,18 +1,16 @@
 package app
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/lifecycle"
 )
 
 type pauseVerb string
@@ -21,32 +19,6 @@ const (
 	verbPause   pauseVerb = "pause"
 	verbUnpause pauseVerb = "unpause"
 )
-
-func vmiConflict(vmiName, msg string) error {
-	return apierrors.NewConflict(v1.Resource("virtualmachineinstance"), vmiName, errors.New(msg))
-}
-
-// PauseCheck is virt-api's validation before a pause: the VMI must be Running and not already paused.
-func PauseCheck(vmi *v1.VirtualMachineInstance) error {
-	if vmi.Status.Phase != v1.Running {
-		return vmiConflict(vmi.Name, msgNotRunning)
-	}
-	if vmi.Status.HasCondition(v1.VirtualMachineInstancePaused, corev1.ConditionTrue) {
-		return vmiConflict(vmi.Name, msgAlreadyPaused)
-	}
-	return nil
-}
-
-// UnpauseCheck is virt-api's validation before an unpause: the VMI must be Running and paused.
-func UnpauseCheck(vmi *v1.VirtualMachineInstance) error {
-	if vmi.Status.Phase != v1.Running {
-		return vmiConflict(vmi.Name, msgVMINotRunning)
-	}
-	if !vmi.Status.HasCondition(v1.VirtualMachineInstancePaused, corev1.ConditionTrue) {
-		return vmiConflict(vmi.Name, msgNotPaused)
-	}
-	return nil
-}
 
 // resourceKind normalises the first argument of pause/unpause/expose/rename.
 func resourceKind(arg string) (string, error) {
@@ -92,6 +64,9 @@ func (e *env) pause(ctx context.Context, verb pauseVerb, kind, name string, dryR
 	if err != nil {
 		return err
 	}
+	if dryRun {
+		fmt.Fprintln(e.Out, "Dry Run execution") // first, as KubeVirt's virtctl does
+	}
 	ing := "pausing"
 	if verb == verbUnpause {
 		ing = "unpausing"
@@ -105,50 +80,15 @@ func (e *env) pause(ctx context.Context, verb pauseVerb, kind, name string, dryR
 		}
 		vmiName = vm.Name
 	}
-	fail := func(err error) error {
-		return fmt.Errorf("Error %s VirtualMachineInstance %s: %v", ing, vmiName, err)
-	}
-	vmi, err := c.Kubevirt.KubevirtV1().VirtualMachineInstances(c.Namespace).Get(ctx, vmiName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		if vm != nil && verb == verbPause {
-			if rs, rerr := vm.RunStrategy(); rerr == nil && rs == v1.RunStrategyHalted {
-				return fmt.Errorf("Error pausing VirtualMachineInstance %s. VirtualMachine %s is not set to run", vmiName, vm.Name)
-			}
-			return fmt.Errorf("Error pausing VirtualMachineInstance %s, it was not found", vmiName)
+	err = lifecycle.PauseVMI(ctx, lifecycle.Clients{Kubevirt: c.Kubevirt, Kube: c.Kube}, e.executor(c), c.Namespace, vmiName, verb == verbPause, dryRun)
+	if apierrors.IsNotFound(err) && vm != nil && verb == verbPause {
+		if rs, rerr := vm.RunStrategy(); rerr == nil && rs == v1.RunStrategyHalted {
+			return fmt.Errorf("Error pausing VirtualMachineInstance %s. VirtualMachine %s is not set to run", vmiName, vm.Name)
 		}
-		return fail(apierrors.NewNotFound(v1.Resource("virtualmachineinstance"), vmiName))
-	} else if err != nil {
-		return fail(err)
+		return fmt.Errorf("Error pausing VirtualMachineInstance %s, it was not found", vmiName)
 	}
-	check := PauseCheck
-	if verb == verbUnpause {
-		check = UnpauseCheck
-	}
-	if err := check(vmi); err != nil {
-		return fail(err)
-	}
-	pod, err := launcherPod(ctx, c, vmi)
 	if err != nil {
-		return fail(err)
-	}
-	if pod == nil {
-		return fail(vmiConflict(vmiName, "VMI has no running launcher pod"))
-	}
-	if dryRun {
-		fmt.Fprintln(e.Out, "Dry Run execution")
-	} else {
-		var stderr bytes.Buffer
-		err := e.executor(c).Exec(ctx, ExecRequest{
-			Namespace: c.Namespace, Pod: pod.Name, Container: LauncherContainer,
-			Command: []string{LauncherBinary, string(verb)},
-			Stdout:  &stderr, Stderr: &stderr,
-		})
-		if err != nil {
-			if out := strings.TrimSpace(stderr.String()); out != "" {
-				err = fmt.Errorf("%s: %v", out, err)
-			}
-			return fail(apierrors.NewInternalError(err))
-		}
+		return fmt.Errorf("Error %s VirtualMachineInstance %s: %v", ing, vmiName, err)
 	}
 	fmt.Fprintf(e.Out, "VMI %s was scheduled to %s\n", vmiName, verb)
 	return nil

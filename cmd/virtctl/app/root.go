@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kvirt/kvirt/api/client/clientset/versioned"
+	"github.com/kvirt/kvirt/lifecycle"
 )
 
 // Options wires a virtctl command to its environment. The zero value of every field but the streams
@@ -31,7 +32,7 @@ type Options struct {
 	// Connect builds the API clients from the kubeconfig flags; nil means Connect (kubectl's rules).
 	Connect func(*genericclioptions.ConfigFlags) (*Clients, error)
 	// Exec runs commands in pods; nil means SPDY exec through the apiserver with the user's credentials.
-	Exec Executor
+	Exec lifecycle.Executor
 
 	// BeforeApply, when set, runs after start/stop/restart have read the VM and decided, before they
 	// write. Tests use it to race a concurrent request deterministically.
@@ -125,11 +126,11 @@ func (e *env) connect() (*Clients, error) {
 	return c, nil
 }
 
-func (e *env) executor(c *Clients) Executor {
+func (e *env) executor(c *Clients) lifecycle.Executor {
 	if e.Exec != nil {
 		return e.Exec
 	}
-	return &spdyExecutor{config: c.Config, kube: c.Kube}
+	return lifecycle.NewSPDYExecutor(c.Config, c.Kube)
 }
 
 // NewCommand builds the root command with every verb.

@@ -2,48 +2,15 @@ package app
 
 import (
 	"fmt"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/version"
+
+	kvirtversion "github.com/kvirt/kvirt/version"
 )
 
-// gitVersion may be set at link time: -ldflags "-X github.com/kvirt/kvirt/cmd/virtctl/app.gitVersion=v0.1.0".
-var gitVersion = ""
-
-// ClientVersion describes this binary, from the link-time version and the Go build information.
-func ClientVersion() version.Info {
-	info := version.Info{
-		GitVersion:   gitVersion,
-		GitTreeState: "",
-		GoVersion:    runtime.Version(),
-		Compiler:     runtime.Compiler,
-		Platform:     runtime.GOOS + "/" + runtime.GOARCH,
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if info.GitVersion == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			info.GitVersion = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				info.GitCommit = s.Value
-			case "vcs.time":
-				info.BuildDate = s.Value
-			case "vcs.modified":
-				info.GitTreeState = "clean"
-				if s.Value == "true" {
-					info.GitTreeState = "dirty"
-				}
-			}
-		}
-	}
-	if info.GitVersion == "" {
-		info.GitVersion = "v0.0.0-dev"
-	}
-	return info
-}
+// ClientVersion describes this binary (kvirt's version package).
+func ClientVersion() version.Info { return kvirtversion.Get() }
 
 // The server side of `virtctl version`: kvirt has no virt-api, so the server version is the cluster's
 // (kube-apiserver discovery /version), the API every virtctl verb talks to.

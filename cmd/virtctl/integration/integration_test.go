@@ -28,6 +28,7 @@ import (
 	"github.com/kvirt/kvirt/api/client/clientset/versioned"
 	v1 "github.com/kvirt/kvirt/api/v1"
 	"github.com/kvirt/kvirt/cmd/virtctl/app"
+	"github.com/kvirt/kvirt/lifecycle"
 	"github.com/kvirt/kvirt/tests/harness"
 )
 
@@ -140,7 +141,7 @@ func (c *cluster) createLauncherPod(vmi *v1.VirtualMachineInstance) *corev1.Pod 
 			v1.AppLabel: v1.VirtLauncherValue, v1.CreatedByLabel: string(vmi.UID),
 			v1.VirtualMachineNameLabel: vmi.Name, v1.VirtualMachineInstanceIDLabel: vmi.Name,
 		}},
-		Spec: corev1.PodSpec{NodeName: "no-such-node", Containers: []corev1.Container{{Name: app.LauncherContainer, Image: "kvirt/virt-launcher"}}},
+		Spec: corev1.PodSpec{NodeName: "no-such-node", Containers: []corev1.Container{{Name: lifecycle.LauncherContainer, Image: "kvirt/virt-launcher"}}},
 	}
 	pod, err := c.kube.CoreV1().Pods(c.ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {

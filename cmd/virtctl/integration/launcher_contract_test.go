@@ -21,6 +21,7 @@ import (
 	"github.com/kvirt/kvirt/cmd/virtctl/app"
 	"github.com/kvirt/kvirt/launcher"
 	"github.com/kvirt/kvirt/launcher/control"
+	"github.com/kvirt/kvirt/lifecycle"
 	"github.com/kvirt/kvirt/tests/testenv"
 )
 
@@ -51,8 +52,8 @@ func (w hubWriter) Write(p []byte) (int, error) { return w.h.Write(p) }
 // podExec runs the exec'd command in-process, as the launcher container would.
 type podExec struct{ sock string }
 
-func (x podExec) Exec(ctx context.Context, r app.ExecRequest) error {
-	if r.Container != app.LauncherContainer || len(r.Command) != 2 || r.Command[0] != app.LauncherBinary {
+func (x podExec) Exec(ctx context.Context, r lifecycle.ExecRequest) error {
+	if r.Container != lifecycle.LauncherContainer || len(r.Command) != 2 || r.Command[0] != lifecycle.LauncherBinary {
 		return fmt.Errorf("exec %q in container %q: not a launcher subcommand", r.Command, r.Container)
 	}
 	stdout, stderr := r.Stdout, r.Stderr

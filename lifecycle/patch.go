@@ -1,4 +1,4 @@
-package app
+package lifecycle
 
 import (
 	"encoding/json"

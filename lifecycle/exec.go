@@ -1,4 +1,4 @@
-package app
+package lifecycle
 
 import (
 	"context"
@@ -12,8 +12,9 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 )
 
-// The launcher side of pause, unpause and console. virtctl runs these inside the VMI's launcher pod
-// (container LauncherContainer) through pod exec; cmd/virt-launcher must provide them:
+// The launcher side of pause, unpause and console. virtctl (all three, with the user's credentials) and
+// virt-api (pause, unpause, with its own) run these inside the VMI's launcher pod (container
+// LauncherContainer) through pod exec; cmd/virt-launcher must provide them:
 //
 //	virt-launcher pause     pause the guest's vCPUs; exit 0 once paused, else print the reason on stderr, exit ≠ 0
 //	virt-launcher unpause   resume them; same convention
@@ -40,8 +41,13 @@ type Executor interface {
 	Exec(ctx context.Context, r ExecRequest) error
 }
 
+// NewSPDYExecutor returns the Executor that runs commands through the apiserver with cfg's credentials.
+func NewSPDYExecutor(cfg *rest.Config, kube kubernetes.Interface) Executor {
+	return &spdyExecutor{config: cfg, kube: kube}
+}
+
 // spdyExecutor is pod exec through the apiserver (the pods/exec subresource over SPDY), the same path
-// `kubectl exec` takes, authorised by the user's own RBAC.
+// `kubectl exec` takes, authorised by the caller's RBAC.
 type spdyExecutor struct {
 	config *rest.Config
 	kube   kubernetes.Interface

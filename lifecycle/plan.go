@@ -1,4 +1,14 @@
-package app
+// Package lifecycle is KubeVirt's VM and VMI lifecycle requests as one implementation: start, stop and
+// restart of a VirtualMachine, pause and unpause of a VirtualMachineInstance. It decides each request
+// from the objects as read (StartPlan, StopPlan, RestartPlan, PauseCheck, UnpauseCheck: pure functions,
+// KubeVirt's rules and messages from its virt-api, pkg/virt-api/rest/lifecycle.go) and applies the
+// decision with guarded JSON patches (Apply) or through the VMI's launcher pod (PauseVMI).
+//
+// Both callers use it: virt-api (cmd/virt-api) serves it as the subresources.kubevirt.io/v1 API with its
+// own service account, after the apiserver authorised the user; virtctl (cmd/virtctl) applies it with the
+// user's own credentials. Errors are Kubernetes API status errors with KubeVirt's codes and texts (409
+// Conflict for a request that does not fit the VM's state, 404 for a missing object, 500 otherwise).
+package lifecycle
 
 import (
 	"errors"
@@ -20,7 +30,6 @@ const (
 	msgUnderway           = "unable to complete request: stop/start already underway"
 	msgForceRestartGrace  = "For force restart, only gracePeriod=0 is supported for now"
 	msgNegativeGrace      = "gracePeriod has to be greater or equal to 0"
-	msgMustForceAndGrace  = "Must both use --force=true and set --grace-period."
 	fmtNoManualStart      = "%v does not support manual start requests"
 	fmtNoStartFromFailed  = "%v does not support starting VM from failed state"
 	fmtHaltedShorterGrace = "%v only supports manual stop requests with a shorter graceperiod"
@@ -47,7 +56,7 @@ func conflict(vmName string, msg string) error {
 	return apierrors.NewConflict(v1.Resource("virtualmachine"), vmName, errors.New(msg))
 }
 
-// StartPlan decides `virtctl start` as KubeVirt's virt-api does (rest/lifecycle.go StartVMRequestHandler).
+// StartPlan decides a start request as KubeVirt's virt-api does (rest/lifecycle.go StartVMRequestHandler).
 // vmi is nil when the VM has no instance.
 func StartPlan(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, paused bool) (Plan, error) {
 	if vmi != nil && !vmi.IsFinal() && vmi.Status.Phase != v1.Unknown && vmi.Status.Phase != v1.VmPhaseUnset {
@@ -93,8 +102,9 @@ func StartPlan(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, paused boo
 	return p, nil
 }
 
-// StopPlan decides `virtctl stop` (StopVMRequestHandler). grace is nil unless --force --grace-period N
-// was given; then a VMI that still runs gets spec.terminationGracePeriodSeconds=N first.
+// StopPlan decides a stop request (StopVMRequestHandler). grace is nil unless the request has a grace
+// period (virtctl stop --force --grace-period N); then a VMI that still runs gets
+// spec.terminationGracePeriodSeconds=N first.
 //
 // One deliberate difference: KubeVirt patches the VMI's grace period before it looks at the run
 // strategy, so a refused Halted stop still changes the VMI. kvirt decides first and changes nothing
@@ -145,16 +155,12 @@ func StopPlan(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, grace *int6
 	return p, nil
 }
 
-// RestartPlan decides `virtctl restart` (RestartVMRequestHandler): a Stop for the current VMI followed by
+// RestartPlan decides a restart request (RestartVMRequestHandler): a Stop for the current VMI followed by
 // a Start. grace, when set, must be 0 (force restart): then the VMI's grace period becomes 1 s and its
 // launcher pod is deleted with a 1 s grace period so the guest comes back at once.
 func RestartPlan(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, grace *int64) (Plan, error) {
-	if grace != nil {
-		if *grace > 0 {
-			return Plan{}, apierrors.NewBadRequest(msgForceRestartGrace)
-		} else if *grace < 0 {
-			return Plan{}, apierrors.NewBadRequest(msgNegativeGrace)
-		}
+	if err := RestartGraceCheck(grace); err != nil {
+		return Plan{}, err
 	}
 	rs, err := vm.RunStrategy()
 	if err != nil {
@@ -185,6 +191,19 @@ func RestartPlan(vm *v1.VirtualMachine, vmi *v1.VirtualMachineInstance, grace *i
 		p.DeletePodGrace = &g
 	}
 	return p, nil
+}
+
+// RestartGraceCheck refuses a restart's grace period other than none or 0 with KubeVirt's 400s. virt-api
+// checks it before it reads the VM, as KubeVirt does; RestartPlan checks it too.
+func RestartGraceCheck(grace *int64) error {
+	switch {
+	case grace == nil || *grace == 0:
+		return nil
+	case *grace > 0:
+		return apierrors.NewBadRequest(msgForceRestartGrace)
+	default:
+		return apierrors.NewBadRequest(msgNegativeGrace)
+	}
 }
 
 // changeRequestPatch is KubeVirt's getChangeRequestJson: a test-and-add (or test-and-replace for a lone
