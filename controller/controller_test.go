@@ -166,6 +166,12 @@ func newFixture(t *testing.T, podIPFree bool) *fixture {
 	t.Cleanup(c.StopWatchers)
 	t.Cleanup(f.checkGranted)
 	f.c, f.caches = c, c.Caches()
+	// node1, where the tests' launcher pods are bound, is Ready.
+	node1 := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(f.now.Add(-time.Hour))}}}}
+	if err := f.caches.Nodes.Add(node1); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 

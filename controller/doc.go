@@ -80,6 +80,18 @@
 //     modes reach the launcher in status.volumeStatus of its copy of the VMI (KubeVirt's virt-handler
 //     passes the same). A VMI whose claim does not exist gets no pod and shows FailedPvcNotFound until the
 //     claim appears (VMIs are re-synced on claim events); an unbound claim does not hold the pod back.
+//   - Node loss (node.go, nodeLost in vmidecide.go): KubeVirt's node controller works from virt-handler's
+//     heartbeat; kvirt has none and reads the Ready condition of the launcher pod's Node instead (a Node
+//     informer, transformed to keep only the name and the Ready condition). A Node NotReady for
+//     --node-not-ready-timeout (default 30 s), or deleted, makes its VMIs phase Unknown while their pods
+//     exist, so their VMs show Unknown; KubeVirt declares that phase but leaves such a VMI Running. The
+//     kubelet's heartbeat Lease is not read: the node lifecycle controller turns a stale Lease into
+//     Ready=Unknown, and watching every node's Lease (each renewed every 10 s) would notice a loss only
+//     some 10 s sooner (the Lease lasts 40 s, the lifecycle controller's grace period is 50 s). Unknown is not final, so nothing starts a second VMI, and a VMI's
+//     finalizer stays while its pod exists; recovery needs the pod gone (node deleted, or Kubernetes'
+//     out-of-service taint, on which pod GC force-deletes the pod), which fails the VMI with KubeVirt's
+//     NodeUnresponsive. kvirt does not label nodes unschedulable as KubeVirt does (kubevirt.io/schedulable):
+//     the scheduler already avoids NotReady and tainted nodes.
 //   - KubeVirt leaves mirrored VMI conditions on the VM when the VMI is gone (its syncConditions returns
 //     early without a VMI); kvirt drops them with the VMI and keeps only Ready (VMINotExists), Failure
 //     and RestartRequired, so a stopped VM does not show a stale Paused or PodScheduled.

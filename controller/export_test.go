@@ -25,7 +25,7 @@ func (c *Controller) SyncVMI(ctx context.Context, key string) (time.Duration, er
 }
 
 // Caches are the informers' stores, which tests fill instead of running the informers.
-type Caches struct{ VMs, VMIs, Pods, Secrets, PVCs cache.Indexer }
+type Caches struct{ VMs, VMIs, Pods, Secrets, PVCs, Nodes cache.Indexer }
 
 // Caches returns the controller's informer stores.
 func (c *Controller) Caches() Caches {
@@ -35,6 +35,7 @@ func (c *Controller) Caches() Caches {
 		Pods:    c.podInf.GetIndexer(),
 		Secrets: c.secretInf.GetIndexer(),
 		PVCs:    c.kubeFacts[2].Core().V1().PersistentVolumeClaims().Informer().GetIndexer(),
+		Nodes:   c.nodeInf.GetIndexer(),
 	}
 }
 

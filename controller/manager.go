@@ -40,6 +40,9 @@ type Options struct {
 	HostDisks bool
 	// Status is where launcher state comes from (the control-API client; a fake in tests).
 	Status StatusSource
+	// NodeNotReadyTimeout is how long a node may be NotReady (Ready condition False or Unknown) before
+	// the VMIs on it show phase Unknown (default DefaultNodeNotReadyTimeout).
+	NodeNotReadyTimeout time.Duration
 	// Workers per controller (default 3).
 	Workers int
 	// ResyncPeriod of the informers (default 10 min).
@@ -61,6 +64,7 @@ type Controller struct {
 	kvFactory kvinformers.SharedInformerFactory
 	podInf    cache.SharedIndexInformer
 	secretInf cache.SharedIndexInformer
+	nodeInf   cache.SharedIndexInformer
 	kubeFacts []informers.SharedInformerFactory
 	vm        *VMController
 	vmi       *VMIController
@@ -122,6 +126,9 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
+	if opts.NodeNotReadyTimeout <= 0 {
+		opts.NodeNotReadyTimeout = DefaultNodeNotReadyTimeout
+	}
 	c := &Controller{opts: opts, kube: kube, log: opts.Logger, Metrics: opts.Metrics}
 	c.kvFactory = kvinformers.NewSharedInformerFactory(kv, opts.ResyncPeriod)
 	launcherPods := informers.NewSharedInformerFactoryWithOptions(kube, opts.ResyncPeriod, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -131,10 +138,11 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 		o.LabelSelector = labels.Set{v1.AppLabel: TokenSecretLabelValue}.String()
 	}))
 	// PVCs: all of them (a VM's template and a VMI name their claims), for WaitingForVolumeBinding, the
-	// launcher pod's volumes and ErrorPvcNotFound.
+	// launcher pod's volumes and ErrorPvcNotFound. Nodes: all of them, to notice a lost node (node.go).
 	claims := informers.NewSharedInformerFactory(kube, opts.ResyncPeriod)
 	c.kubeFacts = []informers.SharedInformerFactory{launcherPods, tokenSecrets, claims}
 	pvcInf := claims.Core().V1().PersistentVolumeClaims().Informer()
+	c.nodeInf = claims.Core().V1().Nodes().Informer()
 	c.podInf = launcherPods.Core().V1().Pods().Informer()
 	c.secretInf = tokenSecrets.Core().V1().Secrets().Informer()
 	vmInf := c.kvFactory.Kubevirt().V1().VirtualMachines().Informer()
@@ -151,7 +159,7 @@ func NewWithClients(kube kubernetes.Interface, kv kvclient.Interface, opts Optio
 	}
 	pc := PodConfig{Image: opts.LauncherImage, ControlPort: opts.ControlPort, HostDisks: opts.HostDisks,
 		ControlLoopback: !needsPodIP(opts.Status)}
-	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, pvcInf, recorder, opts.Status, pc, opts.Logger, opts.Metrics); err != nil {
+	if c.vmi, err = newVMIController(kube, kv, vmiInf, c.podInf, c.secretInf, pvcInf, c.nodeInf, recorder, opts.Status, pc, opts.NodeNotReadyTimeout, opts.Logger, opts.Metrics); err != nil {
 		return nil, err
 	}
 	if err := opts.Metrics.registry.Register(newPhaseCollector(c.vmi.vmis)); err != nil {

@@ -70,7 +70,7 @@ func (c *phaseCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counts := map[v1.VirtualMachineInstancePhase]int{}
-	for _, p := range []v1.VirtualMachineInstancePhase{v1.Pending, v1.Scheduling, v1.Scheduled, v1.Running, v1.Succeeded, v1.Failed} {
+	for _, p := range []v1.VirtualMachineInstancePhase{v1.Pending, v1.Scheduling, v1.Scheduled, v1.Running, v1.Succeeded, v1.Failed, v1.Unknown} {
 		counts[p] = 0
 	}
 	for _, vmi := range vmis {

@@ -81,6 +81,8 @@ var controllerAPICalls = map[string]string{
 	"delete /secrets":                   "ensureTokenSecret: a token kvirt made for an earlier VMI of the same name",
 	"list /persistentvolumeclaims":      "PVC informer",
 	"watch /persistentvolumeclaims":     "PVC informer",
+	"list /nodes":                       "node informer: a lost node's VMIs are Unknown (node.go)",
+	"watch /nodes":                      "node informer",
 	"create /events":                    "event recorder",
 	"patch /events":                     "event recorder: a repeated event",
 	"get coordination.k8s.io/leases":    "leader election (LeaseLock)",

@@ -98,6 +98,14 @@ func TestDecideRunStrategy(t *testing.T) {
 		{"Halted/deleting VMI left alone", v1.RunStrategyHalted, nil, "", nil, deletingVMI(v1.Running), vmActions{}},
 		{"Once/user-deleted VMI recreated without backoff", v1.RunStrategyOnce, nil, v1.RunStrategyOnce, backoff, nil, vmActions{create: true}},
 		{"Once/failed kept", v1.RunStrategyOnce, nil, v1.RunStrategyOnce, recorded, vmiIn(v1.Failed), vmActions{}},
+		// Node loss (§3): a VMI whose node is lost is Unknown, not final, so no strategy starts another
+		// while it may still run; once it failed (its pod is gone) the strategy applies.
+		{"Always/unknown (node lost) kept, none created", v1.RunStrategyAlways, nil, "", nil, vmiRan(v1.Unknown), vmActions{}},
+		{"Rerun/unknown (node lost) kept", v1.RunStrategyRerunOnFailure, nil, v1.RunStrategyRerunOnFailure, nil, vmiRan(v1.Unknown), vmActions{}},
+		{"Manual/start with an unknown VMI waits", v1.RunStrategyManual, start, "", nil, vmiRan(v1.Unknown), vmActions{}},
+		{"Halted/unknown VMI deleted", v1.RunStrategyHalted, nil, "", nil, vmiRan(v1.Unknown), vmActions{deleteVMI: true}},
+		{"Always/unknown VMI being deleted: none created", v1.RunStrategyAlways, nil, "", nil, deletingVMI(v1.Unknown), vmActions{}},
+		{"Always/failed on a lost node after running: deleted, no start failure", v1.RunStrategyAlways, nil, "", nil, vmiRan(v1.Failed), vmActions{deleteVMI: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,7 +277,9 @@ func TestPrintableStatus(t *testing.T) {
 		{"13 halted: no crash loop", false, v1.RunStrategyHalted, "", nil, nil, false, false, sf, false, v1.VirtualMachineStatusStopped},
 		{"14 stopped (none)", false, v1.RunStrategyHalted, "", nil, nil, false, false, nil, false, v1.VirtualMachineStatusStopped},
 		{"14 stopped (final)", false, v1.RunStrategyOnce, "", nil, vmiRan(v1.Succeeded), false, false, nil, false, v1.VirtualMachineStatusStopped},
-		{"unknown", false, v1.RunStrategyAlways, "", nil, vmiIn(v1.Unknown), false, false, nil, false, v1.VirtualMachineStatusUnknown},
+		{"– unknown (VMI Unknown: node lost)", false, v1.RunStrategyAlways, "", nil, vmiIn(v1.Unknown), false, false, nil, false, v1.VirtualMachineStatusUnknown},
+		{"– unknown beats crash loop (the VMI is not final)", false, v1.RunStrategyAlways, "", nil, vmiIn(v1.Unknown), false, false, sf, false, v1.VirtualMachineStatusUnknown},
+		{"2 stopping beats unknown (VMI deleted while its node is lost)", false, v1.RunStrategyHalted, "", nil, deletingVMI(v1.Unknown), false, false, nil, false, v1.VirtualMachineStatusStopping},
 	}
 	for _, tc := range cases {
 		vm := &v1.VirtualMachine{}

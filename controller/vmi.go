@@ -47,7 +47,13 @@ const (
 	ReasonPodGone = "PodGone"
 	// ReasonLauncherFailed: the launcher reported or exited with a failure.
 	ReasonLauncherFailed = "LauncherFailed"
+	// ReasonNodeUnresponsive (KubeVirt's node controller's): the launcher pod ended or vanished on a lost
+	// node (nodeLost); also the reason of the event that says so.
+	ReasonNodeUnresponsive = "NodeUnresponsive"
 )
+
+// DefaultNodeNotReadyTimeout is how long a node may be NotReady before the VMIs on it show Unknown.
+const DefaultNodeNotReadyTimeout = 30 * time.Second
 
 // VMIController runs each VirtualMachineInstance in a launcher pod and writes the VMI status.
 type VMIController struct {
@@ -56,6 +62,8 @@ type VMIController struct {
 	vmis     kvlisters.VirtualMachineInstanceLister
 	pods     corelisters.PodLister
 	secrets  corelisters.SecretLister
+	nodes    corelisters.NodeLister                  // node.go
+	podIndex cache.Indexer                           // launcher pods, also by node (podNodeIndex)
 	pvcs     corelisters.PersistentVolumeClaimLister // podvolumes.go
 	vmiIndex cache.Indexer                           // VMIs by claim (vmiPVCIndex)
 	queue    workqueue.TypedRateLimitingInterface[string]
@@ -70,10 +78,13 @@ type VMIController struct {
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
+
+	// notReadyTimeout: how long a node may be NotReady before its VMIs show Unknown.
+	notReadyTimeout time.Duration
 }
 
-func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, podInf, secretInf, pvcInf cache.SharedIndexInformer,
-	recorder record.EventRecorder, src StatusSource, cfg PodConfig, log *slog.Logger, metrics *Metrics) (*VMIController, error) {
+func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, podInf, secretInf, pvcInf, nodeInf cache.SharedIndexInformer,
+	recorder record.EventRecorder, src StatusSource, cfg PodConfig, notReadyTimeout time.Duration, log *slog.Logger, metrics *Metrics) (*VMIController, error) {
 	c := &VMIController{
 		kube:     kube,
 		kv:       kv,
@@ -87,11 +98,16 @@ func newVMIController(kube kubernetes.Interface, kv kvclient.Interface, vmiInf, 
 		log:      log.With("controller", "vmi"),
 		metrics:  metrics,
 		now:      time.Now,
+
+		notReadyTimeout: notReadyTimeout,
 	}
 	c.watchers = newLauncherWatchers(src, c.queue.Add, c.log)
 	c.commander, _ = src.(LauncherCommander)
 	c.needIP = needsPodIP(src)
 	if err := c.watchClaims(vmiInf, pvcInf); err != nil {
+		return nil, err
+	}
+	if err := c.watchNodes(nodeInf, podInf); err != nil {
 		return nil, err
 	}
 	if _, err := vmiInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -204,7 +220,10 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		return 0, err
 	}
 	in := vmiInput{vmi: cached, pods: pods, claims: claims, createPending: createPending, needIP: c.needIP, port: c.controlPort(),
-		commander: c.commander != nil, now: c.now()}
+		commander: c.commander != nil, notReadyTimeout: c.notReadyTimeout, now: c.now()}
+	if in.nodeName, in.node, err = c.nodeOf(cached, statusPod(cached, pods)); err != nil {
+		return 0, err
+	}
 	var tokenErr error
 	if pod := statusPod(cached, pods); pod != nil {
 		if s, ok := c.watchers.State(key, pod.Name); ok {
@@ -224,7 +243,7 @@ func (c *VMIController) sync(ctx context.Context, key string) (time.Duration, er
 		// conflicts and vanished objects of a stale cache, which the retry resolves, excepted).
 		c.recorder.Event(cached, corev1.EventTypeWarning, ReasonSyncFailed, err.Error())
 	}
-	return 0, err
+	return a.recheck, err
 }
 
 // reportedError is a sync error that has had its own event (FailedCreate, FailedDelete).

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -42,7 +43,13 @@ type vmiInput struct {
 	// what was asked of the launcher of statusPod(vmi, pods) already.
 	commander bool
 	sent      launcherSent
-	now       time.Time
+	// nodeName is the node of the VMI's launcher (statusPod's spec.nodeName, or status.nodeName once the
+	// pod is gone; "": not bound to one); node is that Node as cached (nil: no such Node).
+	nodeName string
+	node     *corev1.Node
+	// notReadyTimeout is how long the node may be NotReady before the VMI counts as lost (nodeLost).
+	notReadyTimeout time.Duration
+	now             time.Time
 }
 
 // vmiActions is what one VMI sync does, in the order VMIController.sync executes it.
@@ -82,6 +89,8 @@ type vmiActions struct {
 	// finalizers replaces the finalizers of a VMI being deleted whose pods are gone (removeFinalizers).
 	removeFinalizers bool
 	finalizers       []string
+	// recheck asks for another sync after this long: the node is NotReady and its timeout runs out then.
+	recheck time.Duration
 }
 
 // vmiEvent is one event to record on the VMI.
@@ -223,10 +232,16 @@ func decideVMI(in vmiInput) vmiActions {
 		return out
 	}
 
+	// A final VMI is past caring about its node; any other is looked at again when a NotReady node's
+	// timeout runs out.
+	lost, recheck := nodeLost(in.nodeName, in.node, in.notReadyTimeout, in.now)
+
 	if vmi.DeletionTimestamp != nil {
 		// The launcher first (it learns the VMI's grace period now), then its pod, with no longer a grace
 		// period than the VMI's now plus the launcher's margin (a lowered one cuts a deletion under way).
-		a.call = decideLauncherCall(in, pod)
+		if !lost { // nothing answers on a lost node
+			a.call = decideLauncherCall(in, pod)
+		}
 		a.podGrace = gracePeriod(vmi) + GraceMargin
 		for _, p := range in.pods {
 			switch {
@@ -238,8 +253,9 @@ func decideVMI(in vmiInput) vmiActions {
 			}
 		}
 		if pod != nil {
+			a.recheck = recheck
 			// Still shutting down: record what the launcher reports until the pod is gone.
-			a.status, a.events = statusChange(vmi, vmiStatus(vmi, pod, in.state, in.createPending, in.now), in.state, pod)
+			a.status, a.events = statusChange(vmi, vmiStatus(vmi, pod, in.state, in.createPending, lost, in.now), in.state, pod)
 			if a.status != nil && isFinalPhase(a.status.Phase) && !isFinalPhase(vmi.Status.Phase) {
 				// The guest is down: virt-handler removes the domain of the deleted VMI.
 				a.events = append([]vmiEvent{evSignalDeletion}, a.events...)
@@ -264,6 +280,7 @@ func decideVMI(in vmiInput) vmiActions {
 		a.deletePods = livePods()
 		return a
 	}
+	a.recheck = recheck
 	var missingPVCs []string
 	if pod == nil && (vmi.Status.Phase == v1.VmPhaseUnset || vmi.Status.Phase == v1.Pending) {
 		if in.createPending {
@@ -273,7 +290,7 @@ func decideVMI(in vmiInput) vmiActions {
 		a.createPod = len(missingPVCs) == 0
 	}
 
-	st := vmiStatus(vmi, pod, in.state, in.createPending, in.now)
+	st := vmiStatus(vmi, pod, in.state, in.createPending, lost, in.now)
 	applyBootCondition(&st, in.state, metav1.NewTime(in.now))
 	pvcNotFound := pvcSyncStatus(&st, vmi.Namespace, missingPVCs, metav1.NewTime(in.now))
 	final := isFinalPhase(st.Phase)
@@ -328,22 +345,76 @@ func isString(s string) func(string) bool { return func(x string) bool { return 
 
 func isFinalPhase(p v1.VirtualMachineInstancePhase) bool { return p == v1.Succeeded || p == v1.Failed }
 
+// nodeNotReadySince reports whether node is NotReady and since when: its Ready condition is False (the
+// kubelet says so) or Unknown (the node lifecycle controller stopped hearing from the kubelet), since
+// the condition's last transition. A node without a Ready condition has not reported yet and is not
+// counted.
+func nodeNotReadySince(node *corev1.Node) (time.Time, bool) {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.LastTransitionTime.Time, c.Status != corev1.ConditionTrue
+		}
+	}
+	return time.Time{}, false
+}
+
+// nodeLost is KubeVirt's node controller's "unresponsive node" for kvirt, which has no virt-handler
+// heartbeat: the VMI's node (nodeName) is gone (node nil), or has been NotReady for timeout. A node
+// NotReady for less is not lost yet; recheck is how long until it will be.
+func nodeLost(nodeName string, node *corev1.Node, timeout time.Duration, now time.Time) (lost bool, recheck time.Duration) {
+	if nodeName == "" {
+		return false, 0
+	}
+	if node == nil {
+		return true, 0
+	}
+	since, notReady := nodeNotReadySince(node)
+	if !notReady {
+		return false, 0
+	}
+	if d := since.Add(timeout).Sub(now); d > 0 {
+		return false, d
+	}
+	return true, 0
+}
+
+// phaseBeforeUnknown is the phase a VMI had before it became Unknown (Scheduling if none is recorded).
+func phaseBeforeUnknown(st *v1.VirtualMachineInstanceStatus) v1.VirtualMachineInstancePhase {
+	for i := len(st.PhaseTransitionTimestamps) - 1; i >= 0; i-- {
+		if p := st.PhaseTransitionTimestamps[i].Phase; p != v1.Unknown {
+			return p
+		}
+	}
+	return v1.Scheduling
+}
+
 // vmiStatus derives phase, node, conditions and interfaces from the pod and the launcher's state.
 // createPending is the expectation sync read before the pod cache: a VMI past Pending without a pod is
-// PodGone only if no creation is outstanding.
-func vmiStatus(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, state *LauncherState, createPending bool, at time.Time) v1.VirtualMachineInstanceStatus {
+// PodGone only if no creation is outstanding. lost: the pod's node is lost (nodeLost), so neither
+// the pod's status nor the launcher's last report can be trusted to be current.
+func vmiStatus(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, state *LauncherState, createPending, lost bool, at time.Time) v1.VirtualMachineInstanceStatus {
 	st := *vmi.Status.DeepCopy()
 	now := metav1.NewTime(at)
 	phase := st.Phase
 	reason := st.Reason
+	if phase == v1.Unknown && !lost {
+		// The node is back (or the pod gone): carry on from where the VMI was.
+		phase = phaseBeforeUnknown(&st)
+	}
+	// A launcher pod that ended or vanished on a lost node fails the VMI as KubeVirt's node controller
+	// does (NodeUnresponsive); elsewhere it is PodGone or the launcher's own reason.
+	goneReason := ReasonPodGone
+	if lost {
+		goneReason = ReasonNodeUnresponsive
+	}
 	switch {
 	case pod == nil:
 		switch phase {
 		case v1.VmPhaseUnset:
 			phase = v1.Pending
-		case v1.Scheduling, v1.Scheduled, v1.Running:
+		case v1.Scheduling, v1.Scheduled, v1.Running, v1.Unknown:
 			if !createPending {
-				phase, reason = v1.Failed, ReasonPodGone
+				phase, reason = v1.Failed, goneReason
 			}
 		}
 	case state != nil && state.Phase == GuestSucceeded:
@@ -352,12 +423,25 @@ func vmiStatus(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, state *LauncherS
 		phase, reason = v1.Failed, cmp.Or(state.Reason, ReasonLauncherFailed)
 	case podTerminated(pod):
 		tReason, _, code, _ := terminationMessage(pod)
-		if pod.Status.Phase == corev1.PodSucceeded && code == 0 && (phase == v1.Running || phase == v1.Scheduled) {
+		was := phase
+		if was == v1.Unknown {
+			was = phaseBeforeUnknown(&st)
+		}
+		if pod.Status.Phase == corev1.PodSucceeded && code == 0 && (was == v1.Running || was == v1.Scheduled) {
 			// The launcher exits 0 only after the guest powered off.
 			phase, reason = v1.Succeeded, ""
+		} else if lost && tReason == "" {
+			// Marked Failed by the pod garbage collector (out-of-service or deleted node), not by a kubelet.
+			phase, reason = v1.Failed, goneReason
 		} else {
 			phase, reason = v1.Failed, cmp.Or(tReason, ReasonLauncherFailed)
 		}
+	case lost:
+		// The pod lives (or is being deleted) on a node that stopped reporting: the guest may run on or
+		// be gone, nobody can tell. Unknown until the node is back or the pod is gone; never final, so
+		// no second VMI starts while this one may still run.
+		phase = v1.Unknown
+		st.NodeName = pod.Spec.NodeName
 	case pod.DeletionTimestamp != nil:
 		// The pod is going away (deleted by someone): the launcher shuts the guest down; the final
 		// phase comes from its report or, once the pod is gone, PodGone.
@@ -420,14 +504,15 @@ func vmiStatus(vmi *v1.VirtualMachineInstance, pod *corev1.Pod, state *LauncherS
 		removeVMICondition(&st, v1.VirtualMachineInstanceSynchronized)
 	}
 
-	// Paused.
+	// Paused (while Unknown, what was last known stays).
 	paused := state != nil && state.Paused && phase == v1.Running
-	if paused {
+	switch {
+	case paused:
 		setVMICondition(&st, v1.VirtualMachineInstanceCondition{
 			Type: v1.VirtualMachineInstancePaused, Status: corev1.ConditionTrue,
 			Reason: v1.PausedByUserReason, Message: v1.PausedByUserMessage,
 		}, now)
-	} else {
+	case phase != v1.Unknown:
 		removeVMICondition(&st, v1.VirtualMachineInstancePaused)
 	}
 
@@ -530,10 +615,19 @@ func vmiEvents(old, st *v1.VirtualMachineInstanceStatus, state *LauncherState, p
 		}
 		switch st.Phase {
 		case v1.Running:
+			if old.Phase == v1.Unknown && phaseBeforeUnknown(old) == v1.Running {
+				break // its node is back: the guest ran all along
+			}
 			evs = append(evs, vmiEvent{corev1.EventTypeNormal, ReasonStarted, "VirtualMachineInstance started."})
 		case v1.Succeeded:
 			evs = append(evs, vmiEvent{corev1.EventTypeNormal, ReasonStopped, "The VirtualMachineInstance was shut down."})
 		case v1.Failed:
+			if st.Reason == ReasonNodeUnresponsive {
+				// KubeVirt's node controller's event; its virt-handler, gone with the node, sends no Stopped.
+				evs = append(evs, vmiEvent{corev1.EventTypeNormal, ReasonNodeUnresponsive,
+					fmt.Sprintf("node %s is not responsive, marking VMI as failed", st.NodeName)})
+				break
+			}
 			msg := "The VirtualMachineInstance crashed."
 			_, termMsg, _, _ := terminationMessage(pod)
 			if state != nil && state.Message != "" {

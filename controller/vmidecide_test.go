@@ -99,7 +99,7 @@ func TestVMIStatusPhase(t *testing.T) {
 		{"no pod while Pending/Pending", v1.Pending, nil, nil, false, v1.Pending, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := vmiStatus(testVMI(tc.from), tc.pod, tc.state, tc.createPending, t0)
+			st := vmiStatus(testVMI(tc.from), tc.pod, tc.state, tc.createPending, false, t0)
 			if st.Phase != tc.want || st.Reason != tc.reason {
 				t.Fatalf("phase %q reason %q, want %q %q", st.Phase, st.Reason, tc.want, tc.reason)
 			}
@@ -109,6 +109,103 @@ func TestVMIStatusPhase(t *testing.T) {
 			}
 			if tc.want == tc.from && n != 0 {
 				t.Fatalf("a transition without a phase change: %+v", st.PhaseTransitionTimestamps)
+			}
+		})
+	}
+}
+
+// BEHAVIOUR.md §3 node loss: a VMI whose launcher's node is lost (nodeLost) is Unknown while the pod
+// may still run, Failed/NodeUnresponsive once it is gone, and back where it was when the node returns.
+func TestVMIStatusNodeLost(t *testing.T) {
+	gcFailed := func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed } // pod GC: Failed, containers untouched
+	ranThenUnknown := func(from v1.VirtualMachineInstancePhase) *v1.VirtualMachineInstance {
+		vmi := testVMI(v1.Unknown)
+		vmi.Status.NodeName = "node1"
+		vmi.Status.PhaseTransitionTimestamps = []v1.VirtualMachineInstancePhaseTransitionTimestamp{{Phase: v1.Scheduled}, {Phase: from}, {Phase: v1.Unknown}}
+		return vmi
+	}
+	running := testVMI(v1.Running)
+	running.Status.NodeName = "node1"
+	for _, tc := range []struct {
+		name   string
+		vmi    *v1.VirtualMachineInstance
+		pod    *corev1.Pod
+		state  *LauncherState
+		lost   bool
+		want   v1.VirtualMachineInstancePhase
+		reason string
+	}{
+		{"node lost while Running/Unknown", running, testPod(podRunning), guest(GuestRunning), true, v1.Unknown, ""},
+		{"node lost while Scheduling/Unknown", testVMI(v1.Scheduling), testPod(onNode), nil, true, v1.Unknown, ""},
+		{"node lost, pod terminating/Unknown", running, testPod(podRunning, podDeleting), guest(GuestRunning), true, v1.Unknown, ""},
+		{"node lost, still Unknown/unchanged", ranThenUnknown(v1.Running), testPod(podRunning, podDeleting), guest(GuestRunning), true, v1.Unknown, ""},
+		{"node lost, pod gone/Failed NodeUnresponsive", ranThenUnknown(v1.Running), nil, nil, true, v1.Failed, ReasonNodeUnresponsive},
+		{"node lost, pod marked Failed by pod GC/Failed NodeUnresponsive", ranThenUnknown(v1.Running), testPod(podRunning, podDeleting, gcFailed), guest(GuestRunning), true, v1.Failed, ReasonNodeUnresponsive},
+		{"node lost, launcher had exited 1/its reason", running, testPod(podExited(1, corev1.PodFailed, "")), nil, true, v1.Failed, "Error"},
+		{"node lost, launcher exited 0 after the guest/Succeeded", ranThenUnknown(v1.Running), testPod(podExited(0, corev1.PodSucceeded, "")), nil, true, v1.Succeeded, ""},
+		{"node lost after the guest powered off/Succeeded", running, testPod(podRunning), &LauncherState{Phase: GuestSucceeded, Reason: "Shutdown"}, true, v1.Succeeded, "Shutdown"},
+		{"node back/Running again", ranThenUnknown(v1.Running), testPod(podRunning), guest(GuestRunning), false, v1.Running, ""},
+		{"node back before the guest ran/Scheduled again", ranThenUnknown(v1.Scheduled), testPod(podRunning), nil, false, v1.Scheduled, ""},
+		{"node back, pod gone/Failed PodGone", ranThenUnknown(v1.Running), nil, nil, false, v1.Failed, ReasonPodGone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := vmiStatus(tc.vmi, tc.pod, tc.state, false, tc.lost, t0)
+			if st.Phase != tc.want || st.Reason != tc.reason {
+				t.Fatalf("phase %q reason %q, want %q %q", st.Phase, st.Reason, tc.want, tc.reason)
+			}
+			if tc.want == v1.Unknown && st.NodeName != "node1" {
+				t.Fatalf("Unknown on node %q, want the pod's node1", st.NodeName)
+			}
+			if c := st.Condition(v1.VirtualMachineInstanceReady); tc.want == v1.Unknown && (c == nil || c.Status != corev1.ConditionFalse) {
+				t.Fatalf("Ready %+v while Unknown", c)
+			}
+		})
+	}
+
+	t.Run("paused guest, node lost/Paused kept", func(t *testing.T) {
+		paused := &LauncherState{Phase: GuestRunning, Paused: true}
+		vmi := testVMI(v1.Running)
+		vmi.Status.PhaseTransitionTimestamps = []v1.VirtualMachineInstancePhaseTransitionTimestamp{{Phase: v1.Running}}
+		vmi.Status = vmiStatus(vmi, testPod(podRunning), paused, false, false, t0)
+		vmi.Status = vmiStatus(vmi, testPod(podRunning), paused, false, true, t0)
+		if vmi.Status.Phase != v1.Unknown || !vmi.Status.HasCondition(v1.VirtualMachineInstancePaused, corev1.ConditionTrue) {
+			t.Fatalf("phase %s conditions %+v", vmi.Status.Phase, vmi.Status.Conditions)
+		}
+		back := vmiStatus(vmi, testPod(podRunning), paused, false, false, t0)
+		if evs := vmiEvents(&vmi.Status, &back, paused, nil); back.Phase != v1.Running || len(evs) != 0 {
+			t.Fatalf("node back: phase %s events %+v (the guest neither starts nor pauses again)", back.Phase, evs)
+		}
+	})
+}
+
+// nodeLost: KubeVirt's unresponsive node, from the node's Ready condition (BEHAVIOUR.md §3 node loss).
+func TestNodeLost(t *testing.T) {
+	const timeout = 30 * time.Second
+	node := func(status corev1.ConditionStatus, since time.Duration) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse},
+			{Type: corev1.NodeReady, Status: status, LastTransitionTime: metav1.NewTime(t0.Add(-since))}}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		nodeName string
+		node     *corev1.Node
+		lost     bool
+		recheck  time.Duration
+	}{
+		{"not bound to a node/not lost", "", nil, false, 0},
+		{"Ready/not lost", "node1", node(corev1.ConditionTrue, time.Hour), false, 0},
+		{"no Ready condition yet/not lost", "node1", &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}, false, 0},
+		{"Unknown for less than the timeout/recheck when it runs out", "node1", node(corev1.ConditionUnknown, 10*time.Second), false, 20 * time.Second},
+		{"NotReady for less than the timeout/recheck when it runs out", "node1", node(corev1.ConditionFalse, 29*time.Second), false, time.Second},
+		{"Unknown for the timeout/lost", "node1", node(corev1.ConditionUnknown, timeout), true, 0},
+		{"NotReady for longer/lost", "node1", node(corev1.ConditionFalse, time.Hour), true, 0},
+		{"Node deleted/lost at once", "node1", nil, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lost, recheck := nodeLost(tc.nodeName, tc.node, timeout, t0)
+			if lost != tc.lost || recheck != tc.recheck {
+				t.Fatalf("lost %v recheck %v, want %v %v", lost, recheck, tc.lost, tc.recheck)
 			}
 		})
 	}
@@ -165,7 +262,7 @@ func TestVMIStatusConditions(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := vmiStatus(testVMI(tc.from), tc.pod, tc.state, false, t0)
+			st := vmiStatus(testVMI(tc.from), tc.pod, tc.state, false, false, t0)
 			c := st.Condition(v1.VirtualMachineInstanceReady)
 			if c == nil || c.Status != tc.ready || c.Reason != tc.why {
 				t.Fatalf("Ready %+v, want %s/%s", c, tc.ready, tc.why)
@@ -178,10 +275,10 @@ func TestVMIStatusConditions(t *testing.T) {
 
 	t.Run("image pulled/Synchronized removed, transition time kept", func(t *testing.T) {
 		vmi := testVMI(v1.Scheduling)
-		st := vmiStatus(vmi, testPod(pulling(v1.ImagePullBackOffReason)), nil, false, t0)
+		st := vmiStatus(vmi, testPod(pulling(v1.ImagePullBackOffReason)), nil, false, false, t0)
 		vmi.Status = st
 		later := t0.Add(time.Minute)
-		st = vmiStatus(vmi, testPod(podRunning), nil, false, later)
+		st = vmiStatus(vmi, testPod(podRunning), nil, false, false, later)
 		if st.Condition(v1.VirtualMachineInstanceSynchronized) != nil {
 			t.Fatalf("Synchronized left after the pull: %+v", st.Conditions)
 		}
@@ -192,9 +289,9 @@ func TestVMIStatusConditions(t *testing.T) {
 	})
 	t.Run("unpaused/Paused removed, Ready=True at now", func(t *testing.T) {
 		vmi := testVMI(v1.Running)
-		vmi.Status = vmiStatus(vmi, testPod(podRunning), paused, false, t0)
+		vmi.Status = vmiStatus(vmi, testPod(podRunning), paused, false, false, t0)
 		later := t0.Add(time.Minute)
-		st := vmiStatus(vmi, testPod(podRunning), guest(GuestRunning), false, later)
+		st := vmiStatus(vmi, testPod(podRunning), guest(GuestRunning), false, false, later)
 		c := st.Condition(v1.VirtualMachineInstanceReady)
 		if st.Condition(v1.VirtualMachineInstancePaused) != nil || c == nil || c.Status != corev1.ConditionTrue || !c.LastTransitionTime.Time.Equal(later) {
 			t.Fatalf("conditions %+v", st.Conditions)
@@ -205,12 +302,12 @@ func TestVMIStatusConditions(t *testing.T) {
 // BEHAVIOUR.md §3 interfaces: the launcher's list when it reports one, else the pod IP on the first
 // interface of the spec.
 func TestVMIStatusInterfaces(t *testing.T) {
-	st := vmiStatus(testVMI(v1.Scheduled), testPod(podRunning), nil, false, t0)
+	st := vmiStatus(testVMI(v1.Scheduled), testPod(podRunning), nil, false, false, t0)
 	if ifs := st.Interfaces; len(ifs) != 1 || ifs[0].IP != "10.0.0.5" || !slices.Equal(ifs[0].IPs, []string{"10.0.0.5"}) || ifs[0].MAC != "02:00:00:00:00:01" || ifs[0].Name != "default" || ifs[0].InfoSource != "domain" {
 		t.Fatalf("from the pod: %+v", ifs)
 	}
 	reported := []v1.VirtualMachineInstanceNetworkInterface{{Name: "default", IP: "10.0.2.2", MAC: "02:00:00:00:00:01", InterfaceName: "eth0"}}
-	st = vmiStatus(testVMI(v1.Running), testPod(podRunning), &LauncherState{Phase: GuestRunning, Interfaces: reported}, false, t0)
+	st = vmiStatus(testVMI(v1.Running), testPod(podRunning), &LauncherState{Phase: GuestRunning, Interfaces: reported}, false, false, t0)
 	if !reflect.DeepEqual(st.Interfaces, reported) {
 		t.Fatalf("from the launcher: %+v", st.Interfaces)
 	}
@@ -256,6 +353,11 @@ func TestVMIEvents(t *testing.T) {
 			[]vmiEvent{{corev1.EventTypeNormal, ReasonUnpaused, "VirtualMachineInstance unpaused"}}},
 		{"stopped while paused/Stopped, no Unpaused", st(v1.Running, "", true), st(v1.Succeeded, "", false), nil, nil,
 			[]vmiEvent{{corev1.EventTypeNormal, ReasonStopped, "The VirtualMachineInstance was shut down."}}},
+		{"Failed on a lost node/NodeUnresponsive, no Stopped", st(v1.Unknown, "", false), &v1.VirtualMachineInstanceStatus{Phase: v1.Failed, Reason: ReasonNodeUnresponsive, NodeName: "node1"}, nil, nil,
+			[]vmiEvent{{corev1.EventTypeNormal, ReasonNodeUnresponsive, "node node1 is not responsive, marking VMI as failed"}}},
+		{"Unknown/none", st(v1.Running, "", false), st(v1.Unknown, "", false), nil, nil, nil},
+		{"Running again after Unknown/none", &v1.VirtualMachineInstanceStatus{Phase: v1.Unknown, PhaseTransitionTimestamps: []v1.VirtualMachineInstancePhaseTransitionTimestamp{{Phase: v1.Running}, {Phase: v1.Unknown}}},
+			st(v1.Running, "", false), nil, nil, nil},
 		{"no change/none", st(v1.Running, "", false), st(v1.Running, "", false), nil, nil, nil},
 	} {
 		if got := vmiEvents(tc.old, tc.new, tc.state, tc.pod); !slices.Equal(got, tc.want) {
@@ -536,5 +638,58 @@ func TestDecideVMIPodGrace(t *testing.T) {
 	a = decideVMI(vmiInput{vmi: vmi, pods: []*corev1.Pod{live, going}, now: t0})
 	if len(a.deletePods) != 0 || !slices.Equal(names(a.shortenPods), []string{"pod", "going"}) || a.podGrace != 15 {
 		t.Fatalf("grace 0: delete %v, shorten %v to %d", names(a.deletePods), names(a.shortenPods), a.podGrace)
+	}
+}
+
+// BEHAVIOUR.md §3 node loss, actions: the decision waits for the node's timeout, marks the VMI Unknown,
+// and never creates a pod or drops the finalizer while the old pod exists.
+func TestDecideVMINodeLost(t *testing.T) {
+	const timeout = 30 * time.Second
+	notReadyFor := func(d time.Duration) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionUnknown, LastTransitionTime: metav1.NewTime(t0.Add(-d))}}}}
+	}
+	running := testVMI(v1.Running)
+	running.Labels = map[string]string{v1.NodeNameLabel: "node1"}
+	running.Status.NodeName = "node1"
+	unknown := running.DeepCopy()
+	unknown.Status.Phase = v1.Unknown
+	deleting := running.DeepCopy()
+	ts := metav1.NewTime(t0)
+	deleting.DeletionTimestamp = &ts
+	live, terminating := testPod(podRunning, gateTrue), testPod(podRunning, gateTrue, podDeleting)
+	for _, tc := range []struct {
+		name    string
+		vmi     *v1.VirtualMachineInstance
+		pods    []*corev1.Pod
+		node    *corev1.Node
+		status  v1.VirtualMachineInstancePhase // "-": not written
+		recheck time.Duration
+	}{
+		{"NotReady within the timeout/still Running, recheck then", running, []*corev1.Pod{live}, notReadyFor(10 * time.Second), v1.Running, 20 * time.Second},
+		{"NotReady past the timeout/Unknown", running, []*corev1.Pod{live}, notReadyFor(timeout), v1.Unknown, 0},
+		{"node deleted/Unknown", running, []*corev1.Pod{live}, nil, v1.Unknown, 0},
+		{"pod terminating on a lost node/Unknown, held", unknown, []*corev1.Pod{terminating}, notReadyFor(time.Hour), v1.Unknown, 0},
+		{"VMI deleted, pod terminating on a lost node/Unknown, finalizer kept", deleting, []*corev1.Pod{terminating}, notReadyFor(time.Hour), v1.Unknown, 0},
+		{"pod gone from a lost node/Failed NodeUnresponsive, no new pod", unknown, nil, notReadyFor(time.Hour), v1.Failed, 0},
+		{"final VMI on a NotReady node/no recheck", testVMI(v1.Failed), []*corev1.Pod{terminating}, notReadyFor(time.Second), "-", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := decideVMI(vmiInput{vmi: tc.vmi, pods: tc.pods, state: guest(GuestRunning), token: "tok", hasToken: true, port: 8186,
+				nodeName: "node1", node: tc.node, notReadyTimeout: timeout, now: t0})
+			if a.createPod || a.removeFinalizers || len(a.deletePods) != 0 || a.deletePodAfterStatus != nil {
+				t.Fatalf("createPod %v removeFinalizers %v deletePods %v deleteAfter %v: nothing may go or start while the pod may run",
+					a.createPod, a.removeFinalizers, a.deletePods, a.deletePodAfterStatus)
+			}
+			switch {
+			case tc.status == "-" && a.status != nil:
+				t.Fatalf("status written: %+v", a.status)
+			case tc.status != "-" && (a.status == nil || a.status.Phase != tc.status):
+				t.Fatalf("status %+v, want phase %s", a.status, tc.status)
+			}
+			if a.recheck != tc.recheck {
+				t.Fatalf("recheck %v, want %v", a.recheck, tc.recheck)
+			}
+		})
 	}
 }

@@ -558,3 +558,45 @@ func (f *fixture) refreshVMI(name string) {
 		f.t.Fatal(err)
 	}
 }
+
+// §3 node loss, one sync: the VMI controller reads the pod's Node from its cache. NotReady for less
+// than the timeout: the VMI stays Running and the sync asks to be run again when the timeout ends;
+// past it: Unknown, with no pod deleted or created.
+func TestVMISyncNodeLost(t *testing.T) {
+	f := newFixture(t, false)
+	vmi := controllertest.VMI("far")
+	vmi.Finalizers = []string{v1.VirtualMachineInstanceFinalizer}
+	vmi.Labels = map[string]string{v1.NodeNameLabel: "node1"}
+	vmi.Status.Phase = v1.Running
+	vmi.Status.NodeName = "node1"
+	vmi = f.addVMI(vmi)
+	f.addToken(vmi)
+	pod := f.addLauncherPod(vmi, gated)
+	f.c.SetLauncherState(ns+"/far", pod.Name, controller.LauncherState{Phase: controller.GuestRunning})
+	f.mustSync("vmi", "far")
+	if err := f.caches.VMIs.Update(f.getVMI("far")); err != nil {
+		t.Fatal(err)
+	}
+
+	setReady := func(status corev1.ConditionStatus, since time.Duration) {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: status, LastTransitionTime: metav1.NewTime(f.now.Add(-since))}}}}
+		if err := f.caches.Nodes.Update(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setReady(corev1.ConditionUnknown, 10*time.Second)
+	if d := f.mustSync("vmi", "far"); d != controller.DefaultNodeNotReadyTimeout-10*time.Second {
+		t.Fatalf("requeue %v, want when the %v timeout ends", d, controller.DefaultNodeNotReadyTimeout)
+	}
+	f.wantActions()
+
+	setReady(corev1.ConditionUnknown, controller.DefaultNodeNotReadyTimeout)
+	if d := f.mustSync("vmi", "far"); d != 0 {
+		t.Fatalf("requeue %v", d)
+	}
+	f.wantActions("update virtualmachineinstances/status")
+	if got := f.getVMI("far"); got.Status.Phase != v1.Unknown || got.Status.HasCondition(v1.VirtualMachineInstanceReady, corev1.ConditionTrue) {
+		t.Fatalf("status %+v, want Unknown and not Ready", got.Status)
+	}
+}

@@ -108,7 +108,9 @@ const (
 	Failed VirtualMachineInstancePhase = "Failed"
 	// WaitingForSync: a migration receiver waits for its source.
 	WaitingForSync VirtualMachineInstancePhase = "WaitingForSync"
-	// Unknown is declared by KubeVirt but nothing sets it.
+	// Unknown: the state could not be obtained because the VMI's node stopped reporting (NotReady past
+	// virt-controller's --node-not-ready-timeout, or deleted) while its launcher pod still exists. KubeVirt
+	// declares it and sets it nowhere; kvirt sets it so the VM shows Unknown (see controller/doc.go).
 	Unknown VirtualMachineInstancePhase = "Unknown"
 )
 

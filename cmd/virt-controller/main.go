@@ -37,6 +37,8 @@ func run() error {
 		burst         = flag.Int("kube-api-burst", 200, "burst of queries to the apiserver")
 		verbose       = flag.Bool("v", false, "debug logging")
 		hostDisks     = flag.Bool("host-disks", false, "allow hostDisk volumes (KubeVirt's HostDisk feature gate): whoever can create a VMI can then create and write files on the node")
+
+		notReady = flag.Duration("node-not-ready-timeout", controller.DefaultNodeNotReadyTimeout, "how long a node may be NotReady (Ready condition False or Unknown) before the VMIs on it show phase Unknown")
 	)
 	flag.Parse()
 	level := slog.LevelInfo
@@ -45,6 +47,9 @@ func run() error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	if *notReady <= 0 {
+		return fmt.Errorf("--node-not-ready-timeout %v: must be positive", *notReady)
+	}
 	if *launcherImage == "" {
 		return fmt.Errorf("--launcher-image is required (the virt-launcher image launcher pods run)")
 	}
@@ -77,6 +82,8 @@ func run() error {
 		Burst:         *burst,
 		Logger:        log,
 		Metrics:       metrics,
+
+		NodeNotReadyTimeout: *notReady,
 	})
 	if err != nil {
 		return err

@@ -54,6 +54,12 @@ type env struct {
 	kube       kubernetes.Interface
 	kv         kvclient.Interface
 	status     *controllertest.FakeStatusSource
+	// notReadyTimeout is the controller's NodeNotReadyTimeout (0: its default); set before runController.
+	notReadyTimeout time.Duration
+
+	mu    sync.Mutex
+	nodes []string        // nodes the test added (nodeloss_test.go), besides node1
+	down  map[string]bool // of those, the ones whose kubelet is gone: the stand-in kubelet ignores them
 }
 
 func repoFile(parts ...string) string {
@@ -127,7 +133,8 @@ func (e *env) runController(t *testing.T) (stop func()) {
 		UserName: "system:serviceaccount:kubevirt:virt-controller",
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kubevirt", "system:authenticated"},
 	}
-	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: e.log, Workers: e.workers})
+	c, err := controller.New(cfg, controller.Options{LauncherImage: "kvirt.io/virt-launcher:dev", Status: e.status, Logger: e.log, Workers: e.workers,
+		NodeNotReadyTimeout: e.notReadyTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +183,9 @@ var (
 
 // createNode registers node1, where the stand-in kubelet "runs" launcher pods: without a Node object
 // kube-controller-manager's pod GC deletes pods bound to it after ~40 s. The stand-in kubelet renews its
-// heartbeat Lease so the node lifecycle controller keeps it Ready.
+// heartbeat Lease so the node lifecycle controller keeps it Ready, and sets Ready=True again if that
+// controller marked it Unknown while no test ran a stand-in (the controller fences VMIs of NotReady
+// nodes, nodeloss_test.go).
 func (e *env) createNode() error {
 	ctx := context.Background()
 	now := metav1.Now()
@@ -192,16 +201,17 @@ func (e *env) createNode() error {
 	if _, err := e.kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("node1 status: %w", err)
 	}
-	return e.renewNodeLease(ctx)
+	return e.renewNodeLease(ctx, "node1")
 }
 
-func (e *env) renewNodeLease(ctx context.Context) error {
+// renewNodeLease renews (or creates) node's heartbeat Lease, as its kubelet does.
+func (e *env) renewNodeLease(ctx context.Context, node string) error {
 	leases := e.kube.CoordinationV1().Leases("kube-node-lease")
 	now := metav1.NewMicroTime(time.Now())
-	l, err := leases.Get(ctx, "node1", metav1.GetOptions{})
+	l, err := leases.Get(ctx, node, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		holder, dur := "node1", int32(40)
-		_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "node1"},
+		holder, dur := node, int32(40)
+		_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, RenewTime: &now}}, metav1.CreateOptions{})
 		return err
 	}
@@ -299,7 +309,11 @@ func (e *env) kubelet(ctx context.Context) {
 		case <-tick.C:
 		}
 		if time.Since(lastBeat) > 5*time.Second {
-			_ = e.renewNodeLease(ctx)
+			_ = e.renewNodeLease(ctx, "node1")
+			_ = e.keepNodeReady(ctx, "node1")
+			for _, n := range e.liveNodes() {
+				_ = e.renewNodeLease(ctx, n)
+			}
 			lastBeat = time.Now()
 		}
 		pods, err := e.kube.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{v1.AppLabel: v1.VirtLauncherValue}.String()})
@@ -308,6 +322,9 @@ func (e *env) kubelet(ctx context.Context) {
 		}
 		for i := range pods.Items {
 			p := &pods.Items[i]
+			if p.Spec.NodeName != "" && e.nodeDown(p.Spec.NodeName) {
+				continue // that node's kubelet is gone: nothing reports or finishes its pods
+			}
 			switch {
 			case p.DeletionTimestamp != nil && p.Labels[slowKillLabel] == "true" && time.Now().Before(p.DeletionTimestamp.Time) &&
 				p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
@@ -325,9 +342,13 @@ func (e *env) kubelet(ctx context.Context) {
 					Message: "0/1 nodes are available: 1 Insufficient devices.kubevirt.io/kvm.", LastTransitionTime: metav1.Now()}}
 				_, _ = e.kube.CoreV1().Pods(e.ns).UpdateStatus(ctx, q, metav1.UpdateOptions{})
 			case p.Spec.NodeName == "":
+				target := "node1"
+				if n := p.Labels[nodeLabel]; n != "" && !e.nodeDown(n) {
+					target = n
+				}
 				_ = e.kube.CoreV1().Pods(e.ns).Bind(ctx, &corev1.Binding{
 					ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: e.ns},
-					Target:     corev1.ObjectReference{Kind: "Node", Name: "node1"},
+					Target:     corev1.ObjectReference{Kind: "Node", Name: target},
 				}, metav1.CreateOptions{})
 			case p.Status.Phase != corev1.PodRunning && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded:
 				q := p.DeepCopy()
@@ -353,6 +374,10 @@ const slowKillLabel = "test.kvirt.io/slow-kill"
 
 // unschedulableLabel on a VMI (and so on its pod) makes the stand-in scheduler report it Unschedulable.
 const unschedulableLabel = "test.kvirt.io/unschedulable"
+
+// nodeLabel on a VMI (and so on its pod) makes the stand-in scheduler bind its pod to that node while
+// the node is up (else to node1, as a scheduler avoids a NotReady node).
+const nodeLabel = "test.kvirt.io/node"
 
 func podScheduledFalse(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
