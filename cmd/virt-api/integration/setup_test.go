@@ -161,7 +161,9 @@ func (e *env) startVirtAPI(l net.Listener) {
 }
 
 // waitAvailable waits for the aggregator to report the APIService Available (it reached virt-api and
-// trusted its certificate through the caBundle virt-api wrote).
+// trusted its certificate through the caBundle virt-api wrote) and then for a request proxied through the
+// aggregator to succeed: the availability controller and the proxy handler each take the new caBundle from
+// their own informer, so Available can come a moment before the proxy trusts virt-api's certificate.
 func (e *env) waitAvailable(ctx context.Context) error {
 	var last string
 	for {
@@ -172,7 +174,12 @@ func (e *env) waitAvailable(ctx context.Context) error {
 				m, _ := c.(map[string]any)
 				if m["type"] == "Available" {
 					if m["status"] == "True" {
-						return nil
+						_, err := e.kube.Discovery().RESTClient().Get().AbsPath("/apis/subresources.kubevirt.io/v1/version").DoRaw(ctx)
+						if err == nil {
+							return nil
+						}
+						last = "Available, but a proxied GET version failed: " + err.Error()
+						break
 					}
 					last = fmt.Sprintf("%v: %v", m["reason"], m["message"])
 				}
