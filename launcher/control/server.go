@@ -257,18 +257,27 @@ func seconds(r *http.Request, name string) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
+// canShutdown answers the request itself and reports false when the guest is already final or this
+// launcher has no graceful-shutdown manager.
+func (s *Server) canShutdown(w http.ResponseWriter) bool {
+	if s.Board.Get().Phase.Final() {
+		writeError(w, http.StatusConflict, "VM is not running")
+		return false
+	}
+	if s.Shutdown == nil {
+		writeError(w, http.StatusNotImplemented, "graceful shutdown is not wired in this launcher")
+		return false
+	}
+	return true
+}
+
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
 	grace, err := seconds(r, "grace")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if s.Board.Get().Phase.Final() {
-		writeError(w, http.StatusConflict, "VM is not running")
-		return
-	}
-	if s.Shutdown == nil {
-		writeError(w, http.StatusNotImplemented, "graceful shutdown is not wired in this launcher")
+	if !s.canShutdown(w) {
 		return
 	}
 	s.Shutdown.Shutdown(grace)
@@ -284,12 +293,7 @@ func (s *Server) setGrace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if s.Board.Get().Phase.Final() {
-		writeError(w, http.StatusConflict, "VM is not running")
-		return
-	}
-	if s.Shutdown == nil {
-		writeError(w, http.StatusNotImplemented, "graceful shutdown is not wired in this launcher")
+	if !s.canShutdown(w) {
 		return
 	}
 	s.Shutdown.SetGrace(grace)
