@@ -8,36 +8,15 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	v1 "github.com/kvirt/kvirt/api/v1"
+	"github.com/kvirt/kvirt/lifecycle/lifecycletest"
 )
 
-const vmiUID = types.UID("vmi-uid-1")
-
-func testVM(rs v1.VirtualMachineRunStrategy) *v1.VirtualMachine {
-	vm := &v1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: "my-vm", Namespace: "ns"},
-		Spec:       v1.VirtualMachineSpec{Template: &v1.VirtualMachineInstanceTemplateSpec{}},
-	}
-	switch rs {
-	case "running=true", "running=false":
-		b := rs == "running=true"
-		vm.Spec.Running = &b
-	default:
-		vm.Spec.RunStrategy = &rs
-	}
-	vm.Status.PrintableStatus = v1.VirtualMachineStatusStopped
-	return vm
-}
-
-func testVMI(phase v1.VirtualMachineInstancePhase) *v1.VirtualMachineInstance {
-	return &v1.VirtualMachineInstance{
-		ObjectMeta: metav1.ObjectMeta{Name: "my-vm", Namespace: "ns", UID: vmiUID},
-		Status:     v1.VirtualMachineInstanceStatus{Phase: phase},
-	}
-}
+var (
+	testVM  = lifecycletest.VM
+	testVMI = lifecycletest.VMI
+)
 
 // apply runs a JSON patch against obj (as the apiserver would) and returns the result.
 func apply[T any](t *testing.T, obj *T, patch []byte) (*T, error) {
